@@ -1,0 +1,186 @@
+//! The backend contract: the few primitives every pruning method is written
+//! against.
+//!
+//! A backend owns tensors and masks (on a device or in host memory) and runs
+//! a small set of primitives over them. Everything composite — scopes, guards,
+//! importance measures, schedules — is written once in core on top of these.
+//!
+//! The contract is shaped for devices with asynchronous readback: operations
+//! that produce tensors or masks return backend handles that may still be
+//! pending; only [`Backend::download`], [`Backend::download_masks`],
+//! [`Backend::histogram`] and [`Backend::count_keys`] bring data back, and the
+//! selection ops take a whole slice of inputs so that one call (one readback)
+//! covers every layer. Scores never leave the device during a selection: a
+//! histogram per pass comes back, then the packed masks.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::error::Result;
+use crate::granularity::{Grouping, NofM, Reduction};
+use crate::key::KeyRule;
+use crate::mask::Mask;
+use crate::op::{BinaryOp, Transpose, UnaryOp};
+use crate::radix::{Histogram, KeyCount, KeyWindow, TensorCut};
+use crate::shape::{HasShape, Shape};
+
+/// One input of a selection op: scores on the backend and, optionally, the
+/// mask of an earlier round. Elements that mask prunes get the key
+/// [`crate::key::KEY_PRUNED`] and so are pruned again first.
+pub struct ScoreView<'a, B: Backend + ?Sized> {
+    /// The scores (or the weights, ranked through a [`KeyRule`]).
+    pub scores: &'a B::Tensor,
+    /// The survivors of an earlier round, of the same shape.
+    pub survivors: Option<&'a B::Mask>,
+}
+
+impl<B: Backend + ?Sized> Clone for ScoreView<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Backend + ?Sized> Copy for ScoreView<'_, B> {}
+
+impl<'a, B: Backend + ?Sized> ScoreView<'a, B> {
+    /// Scores with no earlier mask.
+    pub fn new(scores: &'a B::Tensor) -> Self {
+        ScoreView {
+            scores,
+            survivors: None,
+        }
+    }
+
+    /// Scores restricted to the survivors of an earlier round.
+    pub fn with_survivors(scores: &'a B::Tensor, survivors: Option<&'a B::Mask>) -> Self {
+        ScoreView { scores, survivors }
+    }
+}
+
+/// Masks of an N:M selection and the NaN count of each input.
+#[derive(Debug)]
+pub struct MaskBatch<M> {
+    /// One mask per input.
+    pub masks: Vec<M>,
+    /// NaN scores per input.
+    pub nan: Vec<u64>,
+}
+
+/// A tensor backend: the contract every pruning method is written against.
+///
+/// Implementations must agree bit for bit with [`crate::ReferenceBackend`] on
+/// every op that produces masks, histograms or counts, and on elementwise ops,
+/// group reductions (which follow [`Reduction::reduce`]'s canonical order) and
+/// random tensors. Dense linear algebra may differ by rounding.
+///
+/// Shapes of all inputs are validated by the backend; mismatches are
+/// [`crate::Error::ShapeMismatch`] errors, never panics.
+pub trait Backend {
+    /// A dense f32 tensor owned by the backend.
+    type Tensor: HasShape;
+    /// A packed keep-mask owned by the backend.
+    type Mask: HasShape;
+
+    /// A short name for reports, e.g. `cpu(2 threads)`.
+    fn name(&self) -> String;
+
+    /// Copies host data into a new tensor; fails when `data.len()` is not
+    /// `shape.numel()`.
+    fn upload(&self, data: &[f32], shape: &Shape) -> Result<Self::Tensor>;
+
+    /// Copies a tensor back to the host (a synchronisation point).
+    fn download(&self, tensor: &Self::Tensor) -> Result<Vec<f32>>;
+
+    /// Copies a host mask to the backend.
+    fn upload_mask(&self, mask: &Mask) -> Result<Self::Mask>;
+
+    /// Brings masks back to the host, all in one synchronisation.
+    fn download_masks(&self, masks: Vec<Self::Mask>) -> Result<Vec<Mask>>;
+
+    /// Applies `op` to every element.
+    fn unary(&self, op: UnaryOp, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Applies `op` elementwise to two tensors of the same shape.
+    fn binary(&self, op: BinaryOp, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// One score per unit of `grouping` (shape `[units]`), each reduced in
+    /// the canonical order of [`Reduction::reduce`] over
+    /// [`Grouping::members`].
+    fn reduce_groups(
+        &self,
+        x: &Self::Tensor,
+        grouping: Grouping,
+        reduction: Reduction,
+    ) -> Result<Self::Tensor>;
+
+    /// A tensor whose element `i` is [`crate::random::uniform`]`(seed, stream, i)`.
+    fn random_uniform(&self, shape: &Shape, seed: u64, stream: u32) -> Result<Self::Tensor>;
+
+    /// The key histogram of all `inputs` together in `window`, with NaN
+    /// counts per input. One synchronisation for all inputs.
+    fn histogram(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        window: KeyWindow,
+    ) -> Result<Histogram>;
+
+    /// Per input, how many keys are below `key` and equal to it.
+    fn count_keys(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        key: u32,
+    ) -> Result<Vec<KeyCount>>;
+
+    /// One keep-mask per input: element `i` of input `t` is pruned when
+    /// `cuts[t].prunes(key_i, r)`, `r` being the number of elements before `i`
+    /// in input `t` with the same key as `cuts[t].key`.
+    fn threshold_masks(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        cuts: &[TensorCut],
+    ) -> Result<Vec<Self::Mask>>;
+
+    /// N:M masks: in every group of `pattern.m` consecutive elements along
+    /// the last axis, the `m - n` smallest by (key, index) are pruned.
+    fn n_of_m_masks(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        pattern: NofM,
+    ) -> Result<MaskBatch<Self::Mask>>;
+
+    /// Zeroes the pruned elements of `weights` in place.
+    fn apply_mask(&self, weights: &mut Self::Tensor, mask: &Self::Mask) -> Result<()>;
+
+    /// `a x` for a matrix `a` of shape `[m, n]` and a vector `x` of `[n]`.
+    fn gemv(&self, a: &Self::Tensor, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// `op(a) op(b)` for rank-2 tensors, `op` transposing where asked.
+    fn gemm(
+        &self,
+        a: &Self::Tensor,
+        ta: Transpose,
+        b: &Self::Tensor,
+        tb: Transpose,
+    ) -> Result<Self::Tensor>;
+
+    /// `a += alpha x yᵀ` in place, `a` of `[m, n]`, `x` of `[m]`, `y` of `[n]`.
+    fn rank1_update(
+        &self,
+        a: &mut Self::Tensor,
+        alpha: f32,
+        x: &Self::Tensor,
+        y: &Self::Tensor,
+    ) -> Result<()>;
+
+    /// The dot product of two tensors of the same shape, as a `[1]` tensor
+    /// (it stays on the device).
+    fn dot(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Solves `a x = b` for a symmetric positive definite `a` of `[n, n]` and
+    /// `b` of `[n, r]` (or `[n]`), by Cholesky factorisation.
+    fn cholesky_solve(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+}

@@ -1,0 +1,36 @@
+#![doc = include_str!("../README.md")]
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod backend;
+pub mod check;
+pub mod config;
+pub mod error;
+pub mod granularity;
+pub mod key;
+pub mod mask;
+pub mod op;
+pub mod prune;
+pub mod radix;
+pub mod random;
+pub mod reference;
+pub mod schedule;
+pub mod select;
+pub mod shape;
+
+pub use backend::{Backend, MaskBatch, ScoreView};
+pub use config::{Guards, Importance, PruneConfig, Scope};
+pub use error::{Error, Result};
+pub use granularity::{Granularity, Grouping, NofM, Reduction};
+pub use key::{KeyRule, NanPolicy, Transform};
+pub use mask::{Compaction, Mask};
+pub use op::{BinaryOp, Transpose, UnaryOp};
+pub use prune::{apply, prune};
+pub use reference::{HostTensor, ReferenceBackend};
+pub use schedule::Schedule;
+pub use select::{Layer, select, units_to_prune};
+pub use shape::{HasShape, Shape};

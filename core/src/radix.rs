@@ -1,0 +1,407 @@
+//! Exact k-th smallest key by radix selection over histograms.
+//!
+//! [`RadixSelect`] holds no data: it asks for a histogram of keys in a
+//! [`KeyWindow`], absorbs it, and after at most two passes returns the
+//! [`Cut`] that prunes exactly `k` elements. Histograms are plain counts, so
+//! they can be computed tensor by tensor, shard by shard or machine by machine
+//! and added ([`Histogram::merge`]): the same selection runs in memory, over a
+//! checkpoint streamed from disk, or across devices.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::error::{Error, Result};
+
+/// Bits resolved per histogram pass.
+pub const RADIX_BITS: u32 = 16;
+/// Bins per histogram.
+pub const BINS: usize = 1 << RADIX_BITS;
+
+/// Which keys a histogram counts, and into which bin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyWindow {
+    /// Every key, binned by its high 16 bits.
+    High,
+    /// Only keys whose high 16 bits equal `high`, binned by their low 16 bits.
+    Low {
+        /// The high half the keys must have.
+        high: u16,
+    },
+}
+
+impl KeyWindow {
+    /// The bin of `key`, or `None` when the window excludes it.
+    #[inline(always)]
+    pub fn bin(self, key: u32) -> Option<usize> {
+        match self {
+            KeyWindow::High => Some((key >> 16) as usize),
+            KeyWindow::Low { high } => {
+                if (key >> 16) as u16 == high {
+                    Some((key & 0xFFFF) as usize)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Key counts per bin over a set of inputs, plus the NaN count of each input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Histogram {
+    /// [`BINS`] counts.
+    pub bins: Vec<u64>,
+    /// NaN scores per input, in input order (counted whatever the policy).
+    pub nan: Vec<u64>,
+}
+
+impl Histogram {
+    /// All zero, for `inputs` inputs.
+    pub fn new(inputs: usize) -> Self {
+        Histogram {
+            bins: vec![0; BINS],
+            nan: vec![0; inputs],
+        }
+    }
+
+    /// Adds another histogram of the same window; NaN counts of `other` are
+    /// appended after this one's inputs when `other` covers more inputs, and
+    /// added input by input otherwise. Use it to combine shards.
+    pub fn merge(&mut self, other: &Histogram) -> Result<()> {
+        if other.bins.len() != self.bins.len() {
+            return Err(Error::LengthMismatch {
+                what: "histogram bins",
+                expected: self.bins.len(),
+                found: other.bins.len(),
+            });
+        }
+        for (a, b) in self.bins.iter_mut().zip(&other.bins) {
+            *a += b;
+        }
+        if self.nan.len() < other.nan.len() {
+            self.nan.resize(other.nan.len(), 0);
+        }
+        for (a, b) in self.nan.iter_mut().zip(&other.nan) {
+            *a += b;
+        }
+        Ok(())
+    }
+
+    /// Total count over all bins.
+    pub fn total(&self) -> u64 {
+        self.bins.iter().sum()
+    }
+}
+
+/// The keys below a threshold and at it, per input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct KeyCount {
+    /// Elements whose key is below the threshold.
+    pub below: u64,
+    /// Elements whose key equals it.
+    pub equal: u64,
+}
+
+/// A global cut: prune every key below `key`, and of the elements whose key
+/// equals `key`, the first `ties` in global index order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cut {
+    /// The k-th smallest key.
+    pub key: u32,
+    /// How many elements at `key` are pruned.
+    pub ties: u64,
+    /// How many elements are at `key` in total.
+    pub tied: u64,
+}
+
+impl Cut {
+    /// The cut that prunes nothing.
+    pub const NONE: Cut = Cut {
+        key: 0,
+        ties: 0,
+        tied: 0,
+    };
+
+    /// The same cut for every input, when no per-input counts are needed:
+    /// none or all of the tied elements are pruned.
+    pub fn uniform(self) -> Option<TensorCut> {
+        if self.ties == 0 {
+            Some(TensorCut {
+                key: self.key,
+                ties: 0,
+            })
+        } else if self.ties >= self.tied {
+            Some(TensorCut {
+                key: self.key,
+                ties: TensorCut::ALL,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// One cut per input: the tied elements pruned are the first `ties` in
+    /// input order, `equal[i]` being how many input `i` holds at `key`.
+    pub fn distribute(self, equal: &[u64]) -> Vec<TensorCut> {
+        let mut left = self.ties;
+        equal
+            .iter()
+            .map(|&e| {
+                let take = left.min(e);
+                left -= take;
+                TensorCut {
+                    key: self.key,
+                    ties: take,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The cut applied to one input: prune keys below `key` and the first `ties`
+/// elements (in flat index order) whose key equals `key`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorCut {
+    /// Threshold key.
+    pub key: u32,
+    /// Tied elements pruned; [`TensorCut::ALL`] for all of them.
+    pub ties: u64,
+}
+
+impl TensorCut {
+    /// Prune every tied element.
+    pub const ALL: u64 = u64::MAX;
+
+    /// Whether the element with `key` that is the `rank`-th (0-based) tied
+    /// element of its input is pruned.
+    #[inline(always)]
+    pub fn prunes(self, key: u32, tie_rank: u64) -> bool {
+        key < self.key || (key == self.key && tie_rank < self.ties)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Stage {
+    High,
+    Low { high: u16, rank: u64 },
+    Done(Cut),
+}
+
+/// Finds the cut that prunes exactly `k` of `n` elements: the `k` smallest by
+/// (key, global index).
+///
+/// ```
+/// use prunus_core::key::order_key;
+/// use prunus_core::radix::{Histogram, RadixSelect};
+/// let scores = [0.5f32, 0.1, 0.3, 0.1, 0.9];
+/// let mut sel = RadixSelect::new(5, 2).unwrap();
+/// while let Some(window) = sel.window() {
+///     let mut h = Histogram::new(1);
+///     for &s in &scores {
+///         if let Some(b) = window.bin(order_key(s)) {
+///             h.bins[b] += 1;
+///         }
+///     }
+///     sel.absorb(&h).unwrap();
+/// }
+/// let cut = sel.cut().unwrap();
+/// let tc = cut.uniform().unwrap(); // no tie straddles the threshold
+/// let pruned: Vec<usize> = (0..5).filter(|&i| tc.prunes(order_key(scores[i]), 0)).collect();
+/// assert_eq!(pruned, [1, 3]);
+/// ```
+#[derive(Clone, Debug)]
+pub struct RadixSelect {
+    n: u64,
+    k: u64,
+    stage: Stage,
+}
+
+impl RadixSelect {
+    /// Selection of `k` out of `n`; fails when `k > n`.
+    pub fn new(n: u64, k: u64) -> Result<Self> {
+        if k > n {
+            return Err(Error::LengthMismatch {
+                what: "elements to select",
+                expected: n as usize,
+                found: k as usize,
+            });
+        }
+        let stage = if k == 0 {
+            Stage::Done(Cut::NONE)
+        } else {
+            Stage::High
+        };
+        Ok(RadixSelect { n, k, stage })
+    }
+
+    /// The histogram window needed next, or `None` when the cut is known.
+    pub fn window(&self) -> Option<KeyWindow> {
+        match self.stage {
+            Stage::High => Some(KeyWindow::High),
+            Stage::Low { high, .. } => Some(KeyWindow::Low { high }),
+            Stage::Done(_) => None,
+        }
+    }
+
+    /// Takes the histogram of [`RadixSelect::window`]. Fails when its total
+    /// does not match what the previous passes counted (a backend bug or
+    /// data that changed between passes).
+    pub fn absorb(&mut self, h: &Histogram) -> Result<()> {
+        let total = h.total();
+        match self.stage {
+            Stage::High => {
+                check_total(total, self.n)?;
+                let (bin, before) = locate(&h.bins, self.k);
+                let rank = self.k - before;
+                let count = h.bins[bin];
+                self.stage = if rank == count && bin + 1 < BINS {
+                    // The whole bucket is pruned: no second pass needed.
+                    Stage::Done(Cut {
+                        key: ((bin + 1) << 16) as u32,
+                        ties: 0,
+                        tied: 0,
+                    })
+                } else {
+                    Stage::Low {
+                        high: bin as u16,
+                        rank,
+                    }
+                };
+            }
+            Stage::Low { high, rank } => {
+                if total < rank {
+                    return Err(inconsistent(total, rank));
+                }
+                let (bin, before) = locate(&h.bins, rank);
+                self.stage = Stage::Done(Cut {
+                    key: ((high as u32) << 16) | bin as u32,
+                    ties: rank - before,
+                    tied: h.bins[bin],
+                });
+            }
+            Stage::Done(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The cut, once every window has been absorbed.
+    pub fn cut(&self) -> Option<Cut> {
+        match self.stage {
+            Stage::Done(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// The bin holding the `rank`-th (1-based) smallest, and the count before it.
+fn locate(bins: &[u64], rank: u64) -> (usize, u64) {
+    let mut before = 0u64;
+    for (i, &c) in bins.iter().enumerate() {
+        if before + c >= rank {
+            return (i, before);
+        }
+        before += c;
+    }
+    (bins.len() - 1, before)
+}
+
+fn check_total(total: u64, expected: u64) -> Result<()> {
+    if total != expected {
+        return Err(inconsistent(total, expected));
+    }
+    Ok(())
+}
+
+fn inconsistent(total: u64, expected: u64) -> Error {
+    Error::Backend {
+        message: alloc::format!(
+            "histogram counted {total} keys where {expected} were expected; \
+             the data changed between passes or the backend miscounted"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::order_key;
+
+    fn select(scores: &[f32], k: u64) -> Cut {
+        let mut sel = RadixSelect::new(scores.len() as u64, k).unwrap();
+        while let Some(w) = sel.window() {
+            let mut h = Histogram::new(1);
+            for &s in scores {
+                if let Some(b) = w.bin(order_key(s)) {
+                    h.bins[b] += 1;
+                }
+            }
+            sel.absorb(&h).unwrap();
+        }
+        sel.cut().unwrap()
+    }
+
+    fn pruned(scores: &[f32], cut: Cut) -> Vec<usize> {
+        let mut rank = 0;
+        let mut out = Vec::new();
+        for (i, &s) in scores.iter().enumerate() {
+            let key = order_key(s);
+            let tc = TensorCut {
+                key: cut.key,
+                ties: cut.ties,
+            };
+            if tc.prunes(key, rank) {
+                out.push(i);
+            }
+            if key == cut.key {
+                rank += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn exact_with_ties_lowest_index_first() {
+        let s = [1.0, 0.0, 1.0, 1.0, -2.0, 1.0];
+        for k in 0..=6u64 {
+            let cut = select(&s, k);
+            let p = pruned(&s, cut);
+            assert_eq!(p.len() as u64, k, "k = {k}");
+        }
+        assert_eq!(pruned(&s, select(&s, 3)), [0, 1, 4]);
+    }
+
+    #[test]
+    fn skips_second_pass_when_bucket_is_whole() {
+        // Values whose keys share the low 16 bits land one per bucket.
+        let s = [1.0f32, 2.0, 4.0];
+        let mut sel = RadixSelect::new(3, 1).unwrap();
+        let mut h = Histogram::new(1);
+        for &x in &s {
+            h.bins[KeyWindow::High.bin(order_key(x)).unwrap()] += 1;
+        }
+        sel.absorb(&h).unwrap();
+        assert!(sel.window().is_none());
+        assert_eq!(pruned(&s, sel.cut().unwrap()), [0]);
+    }
+
+    #[test]
+    fn rejects_inconsistent_histogram() {
+        let mut sel = RadixSelect::new(10, 3).unwrap();
+        let h = Histogram::new(1);
+        assert!(sel.absorb(&h).is_err());
+        assert!(RadixSelect::new(2, 3).is_err());
+    }
+
+    #[test]
+    fn distribute_fills_in_order() {
+        let cut = Cut {
+            key: 7,
+            ties: 5,
+            tied: 9,
+        };
+        let d = cut.distribute(&[2, 0, 4, 3]);
+        let ties: Vec<u64> = d.iter().map(|c| c.ties).collect();
+        assert_eq!(ties, [2, 0, 3, 0]);
+        assert!(cut.uniform().is_none());
+    }
+}

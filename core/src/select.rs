@@ -1,0 +1,373 @@
+//! Exact, deterministic selection of the units to prune, for every scope.
+//!
+//! Counting rule: a target sparsity `s` over `n` units prunes
+//! `k = round(s * n)` units, rounding half away from zero (`0.5` of a unit
+//! rounds up), computed in `f64`. Exactly `k` units are pruned — never
+//! "about" `k`: the `k` smallest by (score, global index), so ties at the
+//! threshold go to the lowest index. The global index orders layers as they
+//! are passed, then elements row-major within a layer.
+
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::backend::{Backend, ScoreView};
+use crate::config::{PruneConfig, Scope};
+use crate::error::{Error, Result};
+use crate::key::{KeyRule, NanPolicy, Transform};
+use crate::mask::Mask;
+use crate::radix::{Cut, KeyWindow, RadixSelect, TensorCut};
+use crate::shape::HasShape;
+
+/// A named tensor taking part in a pruning call: the weights for
+/// [`crate::prune`], the scores for [`select`]; with the mask of an earlier
+/// round, if any (masks only ever shrink: what it prunes stays pruned).
+pub struct Layer<'a, B: Backend + ?Sized> {
+    /// A unique name (used by guards, budgets and error messages).
+    pub name: &'a str,
+    /// The tensor.
+    pub tensor: &'a B::Tensor,
+    /// The earlier mask, of the tensor's shape.
+    pub mask: Option<&'a Mask>,
+}
+
+impl<B: Backend + ?Sized> Clone for Layer<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Backend + ?Sized> Copy for Layer<'_, B> {}
+
+impl<'a, B: Backend + ?Sized> Layer<'a, B> {
+    /// A layer with no earlier mask.
+    pub fn new(name: &'a str, tensor: &'a B::Tensor) -> Self {
+        Layer {
+            name,
+            tensor,
+            mask: None,
+        }
+    }
+
+    /// The same layer restricted by an earlier mask.
+    pub fn with_mask(self, mask: Option<&'a Mask>) -> Self {
+        Layer { mask, ..self }
+    }
+}
+
+/// `k = round(s * n)`, half away from zero: the counting rule of the crate.
+pub fn units_to_prune(sparsity: f64, n: u64) -> u64 {
+    libm::round(sparsity * n as f64) as u64
+}
+
+/// `ceil(d * n)` that ignores float noise (`0.1 * 10` is 1, not 2).
+fn ceil_units(density: f64, n: u64) -> u64 {
+    let x = density * n as f64;
+    let r = libm::round(x);
+    let v = if libm::fabs(x - r) <= 1e-9 * x.max(1.0) {
+        r
+    } else {
+        libm::ceil(x)
+    };
+    (v as u64).min(n)
+}
+
+fn check_fraction(what: &'static str, v: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&v) {
+        return Err(if what == "sparsity" {
+            Error::SparsityOutOfRange { value: v }
+        } else {
+            Error::FractionOutOfRange { what, value: v }
+        });
+    }
+    Ok(())
+}
+
+/// The checked facts about the layers of one call.
+pub(crate) struct Plan {
+    /// Indices of the layers not skipped, in order.
+    pub active: Vec<usize>,
+    /// Per layer: units.
+    pub units: Vec<u64>,
+    /// Per layer: units the guards allow to prune (at least what the earlier
+    /// mask already pruned).
+    pub cap: Vec<u64>,
+    /// Per layer: units the earlier mask prunes.
+    pub pruned: Vec<u64>,
+}
+
+/// Validates names, guards, budgets and shapes for `layers` whose unit
+/// counts are `units`, with earlier masks `masks` (already at unit level).
+pub(crate) fn plan(names: &[&str], units: &[u64], masks: &[Option<&Mask>], config: &PruneConfig) -> Result<Plan> {
+    check_fraction("sparsity", config.sparsity)?;
+    check_fraction("minimum density", config.guards.min_density)?;
+    if names.is_empty() {
+        return Err(Error::NoLayers);
+    }
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            return Err(Error::DuplicateLayer { name: (*name).into() });
+        }
+        if units[i] == 0 {
+            return Err(Error::EmptyTensor { layer: (*name).into() });
+        }
+    }
+    for s in &config.guards.skip {
+        if !names.contains(&s.as_str()) {
+            return Err(Error::UnknownLayer { name: s.clone() });
+        }
+    }
+    if let Scope::PerLayer(budget) = &config.scope {
+        for (name, s) in budget {
+            if !names.contains(&name.as_str()) {
+                return Err(Error::UnknownLayer { name: name.clone() });
+            }
+            check_fraction("sparsity", *s)?;
+        }
+    }
+    let active: Vec<usize> = (0..names.len())
+        .filter(|&i| !config.guards.skip.iter().any(|s| s == names[i]))
+        .collect();
+    if active.is_empty() {
+        return Err(Error::AllLayersSkipped);
+    }
+    let pruned: Vec<u64> = masks.iter().map(|m| m.map_or(0, |m| m.count_pruned())).collect();
+    let cap = (0..names.len())
+        .map(|i| {
+            let floor = ceil_units(config.guards.min_density, units[i]).max(!config.guards.allow_empty as u64);
+            (units[i] - floor.min(units[i])).max(pruned[i])
+        })
+        .collect();
+    Ok(Plan {
+        active,
+        units: units.to_vec(),
+        cap,
+        pruned,
+    })
+}
+
+/// The per-layer target of a local or per-layer scope, checked against the
+/// guards and the earlier mask.
+fn local_target(name: &str, plan: &Plan, i: usize, sparsity: f64) -> Result<u64> {
+    let k = units_to_prune(sparsity, plan.units[i]);
+    if k > plan.cap[i] {
+        return Err(Error::GuardsExceeded {
+            layer: name.into(),
+            requested: k,
+            allowed: plan.cap[i],
+        });
+    }
+    if k < plan.pruned[i] {
+        return Err(Error::TargetBelowPrevious {
+            layer: name.into(),
+            pruned: plan.pruned[i],
+            target: k,
+        });
+    }
+    Ok(k)
+}
+
+/// Selects which units of `layers` to prune by their scores (lowest first),
+/// following `config`'s sparsity, scope, guards and NaN policy; `transform`
+/// says how a stored value becomes its score (use [`Transform::Abs`] to rank
+/// weights by magnitude without a score tensor). Returns one host mask per
+/// layer, skipped layers keeping their earlier mask (or everything).
+///
+/// Runs two histogram passes and one mask pass over the scores, plus one
+/// counting pass when ties straddle the threshold; the global scope repeats
+/// this once more for each layer a guard saturates.
+pub fn select<B: Backend + ?Sized>(
+    backend: &B,
+    layers: &[Layer<'_, B>],
+    config: &PruneConfig,
+    transform: Transform,
+) -> Result<Vec<Mask>> {
+    let names: Vec<&str> = layers.iter().map(|l| l.name).collect();
+    let units: Vec<u64> = layers.iter().map(|l| l.tensor.shape().numel() as u64).collect();
+    let host_masks: Vec<Option<&Mask>> = layers.iter().map(|l| l.mask).collect();
+    for l in layers {
+        if let Some(m) = l.mask {
+            crate::check::same_shape("earlier mask", l.tensor.shape(), m.shape())?;
+        }
+    }
+    let plan = plan(&names, &units, &host_masks, config)?;
+    let rule = KeyRule {
+        transform,
+        nan: config.nan,
+    };
+    let survivors: Vec<Option<B::Mask>> = layers
+        .iter()
+        .map(|l| l.mask.map(|m| backend.upload_mask(m)).transpose())
+        .collect::<Result<_>>()?;
+    let view = |i: usize| ScoreView::with_survivors(layers[i].tensor, survivors[i].as_ref());
+    let mut out: Vec<Option<Mask>> = layers
+        .iter()
+        .map(|l| Some(l.mask.cloned().unwrap_or_else(|| Mask::keep_all(l.tensor.shape().clone()))))
+        .collect();
+    let sel = Selector {
+        backend,
+        rule,
+        names: &names,
+    };
+    match &config.scope {
+        Scope::Local => {
+            for &i in &plan.active {
+                let k = local_target(names[i], &plan, i, config.sparsity)?;
+                out[i] = Some(sel.one(i, view(i), k)?);
+            }
+        }
+        Scope::PerLayer(budget) => {
+            for &i in &plan.active {
+                let s = budget
+                    .iter()
+                    .find(|(n, _)| n == names[i])
+                    .map(|(_, s)| *s)
+                    .ok_or_else(|| Error::MissingBudget {
+                        layer: names[i].into(),
+                    })?;
+                let k = local_target(names[i], &plan, i, s)?;
+                out[i] = Some(sel.one(i, view(i), k)?);
+            }
+        }
+        Scope::Global => {
+            let n: u64 = plan.active.iter().map(|&i| plan.units[i]).sum();
+            let k = units_to_prune(config.sparsity, n);
+            let cap: u64 = plan.active.iter().map(|&i| plan.cap[i]).sum();
+            let already: u64 = plan.active.iter().map(|&i| plan.pruned[i]).sum();
+            if k > cap {
+                return Err(Error::GuardsExceeded {
+                    layer: "(global)".into(),
+                    requested: k,
+                    allowed: cap,
+                });
+            }
+            if k < already {
+                return Err(Error::TargetBelowPrevious {
+                    layer: "(global)".into(),
+                    pruned: already,
+                    target: k,
+                });
+            }
+            sel.global(&plan, &view, k, &mut out)?;
+        }
+    }
+    Ok(out.into_iter().map(|m| m.expect("every layer has a mask")).collect())
+}
+
+struct Selector<'s, B: Backend + ?Sized> {
+    backend: &'s B,
+    rule: KeyRule,
+    names: &'s [&'s str],
+}
+
+impl<B: Backend + ?Sized> Selector<'_, B> {
+    /// The cut that prunes `k` of the `inputs` (whose layer indices are
+    /// `ids`), checking NaN scores on the first pass.
+    fn cut(&self, ids: &[usize], inputs: &[ScoreView<'_, B>], k: u64) -> Result<Cut> {
+        let n: u64 = inputs.iter().map(|v| v.scores.shape().numel() as u64).sum();
+        let mut radix = RadixSelect::new(n, k)?;
+        let mut window = radix.window();
+        if window.is_none() && self.rule.nan == NanPolicy::Error {
+            // Nothing to prune, but NaN scores are still an error.
+            window = Some(KeyWindow::High);
+        }
+        let mut first = true;
+        while let Some(w) = window {
+            let h = self.backend.histogram(inputs, self.rule, w)?;
+            if first && self.rule.nan == NanPolicy::Error {
+                self.check_nan(ids, &h.nan)?;
+            }
+            first = false;
+            radix.absorb(&h)?;
+            window = radix.window();
+        }
+        Ok(radix.cut().unwrap_or(Cut::NONE))
+    }
+
+    fn check_nan(&self, ids: &[usize], nan: &[u64]) -> Result<()> {
+        match ids.iter().zip(nan).find(|&(_, &c)| c > 0) {
+            Some((&i, &count)) => Err(Error::NanScores {
+                layer: String::from(self.names[i]),
+                count,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Per-input cuts for `cut`, with the units each one prunes when they
+    /// are known without building masks.
+    fn tensor_cuts(&self, inputs: &[ScoreView<'_, B>], cut: Cut) -> Result<(Vec<TensorCut>, Option<Vec<u64>>)> {
+        if let Some(u) = cut.uniform() {
+            return Ok((vec![u; inputs.len()], None));
+        }
+        let counts = self.backend.count_keys(inputs, self.rule, cut.key)?;
+        let equal: Vec<u64> = counts.iter().map(|c| c.equal).collect();
+        let cuts = cut.distribute(&equal);
+        let pruned = counts.iter().zip(&cuts).map(|(c, t)| c.below + t.ties).collect();
+        Ok((cuts, Some(pruned)))
+    }
+
+    /// Prunes exactly `k` units of one layer.
+    fn one(&self, i: usize, input: ScoreView<'_, B>, k: u64) -> Result<Mask> {
+        let inputs = [input];
+        let cut = self.cut(&[i], &inputs, k)?;
+        let (cuts, _) = self.tensor_cuts(&inputs, cut)?;
+        let masks = self.backend.threshold_masks(&inputs, self.rule, &cuts)?;
+        Ok(self.backend.download_masks(masks)?.remove(0))
+    }
+
+    /// Prunes exactly `k` units over all active layers, the lowest scores
+    /// first, within each layer's cap. A layer whose share would exceed its
+    /// cap is saturated (pruned to its cap by its own lowest scores) and the
+    /// rest re-selected without it: the result is the `k` lowest units under
+    /// the caps, since constraining can only raise the global threshold.
+    fn global<'v>(
+        &self,
+        plan: &Plan,
+        view: &dyn Fn(usize) -> ScoreView<'v, B>,
+        k: u64,
+        out: &mut [Option<Mask>],
+    ) -> Result<()>
+    where
+        B: 'v,
+    {
+        let mut pool: Vec<usize> = plan.active.clone();
+        let mut k_pool = k;
+        while !pool.is_empty() {
+            let inputs: Vec<ScoreView<'v, B>> = pool.iter().map(|&i| view(i)).collect();
+            let cut = self.cut(&pool, &inputs, k_pool)?;
+            let (cuts, counted) = self.tensor_cuts(&inputs, cut)?;
+            let (masks, pruned) = match counted {
+                Some(p) => (None, p),
+                None => {
+                    let m = self.backend.threshold_masks(&inputs, self.rule, &cuts)?;
+                    let m = self.backend.download_masks(m)?;
+                    let p = m.iter().map(|m| m.count_pruned()).collect();
+                    (Some(m), p)
+                }
+            };
+            let over: Vec<usize> = (0..pool.len()).filter(|&t| pruned[t] > plan.cap[pool[t]]).collect();
+            if over.is_empty() {
+                let masks = match masks {
+                    Some(m) => m,
+                    None => {
+                        let m = self.backend.threshold_masks(&inputs, self.rule, &cuts)?;
+                        self.backend.download_masks(m)?
+                    }
+                };
+                for (&i, m) in pool.iter().zip(masks) {
+                    out[i] = Some(m);
+                }
+                return Ok(());
+            }
+            for &t in &over {
+                let i = pool[t];
+                out[i] = Some(self.one(i, view(i), plan.cap[i])?);
+                k_pool -= plan.cap[i];
+            }
+            let saturated: Vec<usize> = over.iter().map(|&t| pool[t]).collect();
+            pool.retain(|i| !saturated.contains(i));
+        }
+        Ok(())
+    }
+}
