@@ -144,7 +144,7 @@ pub trait Backend {
     ) -> Result<Vec<Self::Mask>>;
 
     /// N:M masks: in every group of `pattern.m` consecutive elements along
-    /// the last axis, the `m - n` smallest by (key, index) are pruned.
+    /// a row of the matrix view (the input side), the `m - n` smallest by (key, index) are pruned.
     fn n_of_m_masks(
         &self,
         inputs: &[ScoreView<'_, Self>],

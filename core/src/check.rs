@@ -10,11 +10,7 @@ use crate::shape::{HasShape, Shape};
 /// Fails unless `found == expected`.
 pub fn same_shape(op: &'static str, expected: &Shape, found: &Shape) -> Result<()> {
     if expected != found {
-        return Err(Error::ShapeMismatch {
-            op,
-            expected: expected.clone(),
-            found: found.clone(),
-        });
+        return Err(Error::shape_mismatch(op, expected, found));
     }
     Ok(())
 }
@@ -41,7 +37,7 @@ pub fn score_views<B: Backend + ?Sized>(inputs: &[ScoreView<'_, B>]) -> Result<(
     Ok(())
 }
 
-/// The pattern is valid and every input's last axis splits into groups.
+/// The pattern is valid and every row of every input splits into whole groups.
 pub fn n_of_m<B: Backend + ?Sized>(inputs: &[ScoreView<'_, B>], pattern: NofM) -> Result<()> {
     pattern.validate()?;
     for (i, v) in inputs.iter().enumerate() {
@@ -53,27 +49,36 @@ pub fn n_of_m<B: Backend + ?Sized>(inputs: &[ScoreView<'_, B>], pattern: NofM) -
 /// Rank-2 shape `(rows, cols)`.
 pub fn matrix(op: &'static str, s: &Shape) -> Result<(usize, usize)> {
     match s.dims() {
-        &[r, c] => Ok((r, c)),
-        _ => Err(Error::ShapeMismatch {
-            op,
-            expected: Shape::matrix(0, 0)?,
-            found: s.clone(),
-        }),
+        [r, c] => Ok((*r, *c)),
+        _ => Err(Error::shape_mismatch(op, &Shape::matrix(0, 0)?, s)),
     }
 }
 
 /// `(m, k, n)` of `op(a) op(b)`.
-pub fn gemm_dims(a: &Shape, ta: Transpose, b: &Shape, tb: Transpose) -> Result<(usize, usize, usize)> {
+pub fn gemm_dims(
+    a: &Shape,
+    ta: Transpose,
+    b: &Shape,
+    tb: Transpose,
+) -> Result<(usize, usize, usize)> {
     let (ar, ac) = matrix("gemm lhs", a)?;
     let (br, bc) = matrix("gemm rhs", b)?;
-    let (m, k) = if ta == Transpose::Yes { (ac, ar) } else { (ar, ac) };
-    let (k2, n) = if tb == Transpose::Yes { (bc, br) } else { (br, bc) };
+    let (m, k) = if ta == Transpose::Yes {
+        (ac, ar)
+    } else {
+        (ar, ac)
+    };
+    let (k2, n) = if tb == Transpose::Yes {
+        (bc, br)
+    } else {
+        (br, bc)
+    };
     if k != k2 {
-        return Err(Error::ShapeMismatch {
-            op: "gemm inner dimension",
-            expected: Shape::vector(k),
-            found: Shape::vector(k2),
-        });
+        return Err(Error::shape_mismatch(
+            "gemm inner dimension",
+            &Shape::vector(k),
+            &Shape::vector(k2),
+        ));
     }
     Ok((m, k, n))
 }
@@ -89,19 +94,19 @@ pub fn gemv_dims(a: &Shape, x: &Shape) -> Result<(usize, usize)> {
 pub fn solve_dims(a: &Shape, b: &Shape) -> Result<(usize, usize)> {
     let (n, n2) = matrix("cholesky matrix", a)?;
     if n != n2 {
-        return Err(Error::ShapeMismatch {
-            op: "cholesky matrix (must be square)",
-            expected: Shape::matrix(n, n)?,
-            found: a.clone(),
-        });
+        return Err(Error::shape_mismatch(
+            "cholesky matrix (must be square)",
+            &Shape::matrix(n, n)?,
+            a,
+        ));
     }
     match b.dims() {
-        &[m] if m == n => Ok((n, 1)),
-        &[m, r] if m == n => Ok((n, r)),
-        _ => Err(Error::ShapeMismatch {
-            op: "cholesky right-hand side",
-            expected: Shape::vector(n),
-            found: b.clone(),
-        }),
+        [m] if *m == n => Ok((n, 1)),
+        [m, r] if *m == n => Ok((n, *r)),
+        _ => Err(Error::shape_mismatch(
+            "cholesky right-hand side",
+            &Shape::vector(n),
+            b,
+        )),
     }
 }

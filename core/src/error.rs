@@ -1,5 +1,6 @@
 //! The one error type of prunus-core.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use core::fmt;
 
@@ -29,10 +30,10 @@ pub enum Error {
     ShapeMismatch {
         /// The operation that compared them.
         op: &'static str,
-        /// The shape it needed.
-        expected: Shape,
+        /// The shape it needed (boxed to keep `Result`s small).
+        expected: Box<Shape>,
         /// The shape it got.
-        found: Shape,
+        found: Box<Shape>,
     },
     /// Two lists whose lengths must agree do not.
     LengthMismatch {
@@ -88,11 +89,12 @@ pub enum Error {
         /// Group size.
         m: usize,
     },
-    /// A layer whose input dimension is not a multiple of the N:M group size.
+    /// A layer whose rows (input side of the matrix view) are not a multiple
+    /// of the N:M group size.
     PatternMismatch {
         /// The layer's name.
         layer: String,
-        /// The length of the last axis.
+        /// The row length of the matrix view.
         len: usize,
         /// The group size.
         m: usize,
@@ -157,7 +159,11 @@ impl fmt::Display for Error {
             Error::FractionOutOfRange { what, value } => {
                 write!(f, "{what} {value} is outside its allowed range")
             }
-            Error::ShapeMismatch { op, expected, found } => {
+            Error::ShapeMismatch {
+                op,
+                expected,
+                found,
+            } => {
                 write!(f, "{op}: expected shape {expected}, found {found}")
             }
             Error::LengthMismatch {
@@ -179,7 +185,10 @@ impl fmt::Display for Error {
                 f.write_str("nothing to prune: every layer is in the skip list")
             }
             Error::DuplicateLayer { name } => {
-                write!(f, "two layers are named '{name}'; names must be unique")
+                write!(
+                    f,
+                    "the name '{name}' is given twice; layer names and budget entries must be unique"
+                )
             }
             Error::UnknownLayer { name } => write!(f, "no layer is named '{name}'"),
             Error::MissingBudget { layer } => write!(
@@ -195,10 +204,13 @@ impl fmt::Display for Error {
             }
             Error::PatternMismatch { layer, len, m } => write!(
                 f,
-                "layer '{layer}': its last axis has {len} elements, not a multiple of the group size {m}"
+                "layer '{layer}': its rows (inputs per output unit) have {len} elements, not a multiple of the N:M group size {m}"
             ),
             Error::InvalidBlock { rows, cols } => {
-                write!(f, "block {rows}x{cols} is invalid: both sides must be at least 1")
+                write!(
+                    f,
+                    "block {rows}x{cols} is invalid: both sides must be at least 1"
+                )
             }
             Error::GuardsExceeded {
                 layer,
@@ -230,3 +242,14 @@ impl fmt::Display for Error {
 }
 
 impl core::error::Error for Error {}
+
+impl Error {
+    /// A [`Error::ShapeMismatch`].
+    pub fn shape_mismatch(op: &'static str, expected: &Shape, found: &Shape) -> Error {
+        Error::ShapeMismatch {
+            op,
+            expected: Box::new(expected.clone()),
+            found: Box::new(found.clone()),
+        }
+    }
+}

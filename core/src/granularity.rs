@@ -11,8 +11,8 @@ pub enum Granularity {
     /// Individual weights.
     #[default]
     Unstructured,
-    /// In every group of `m` consecutive weights along the last (input) axis,
-    /// keep the `n` of highest score.
+    /// In every group of `m` consecutive weights along the input side (a row
+    /// of the matrix view), keep the `n` of highest score.
     NofM(NofM),
     /// Whole units of a [`Grouping`]: neurons, filters, input features, blocks.
     Groups(Grouping),
@@ -66,14 +66,16 @@ impl NofM {
         Ok(())
     }
 
-    /// Checks that a tensor's last axis splits into whole groups.
+    /// Checks that every row of a tensor's matrix view
+    /// ([`Shape::matrix_view`]) splits into whole groups: groups are `m`
+    /// consecutive elements of a row in storage order (for a conv kernel
+    /// `[out, in, kh, kw]`, along the flattened `in * kh * kw` axis).
     pub fn check_shape(self, layer: &str, shape: &Shape) -> Result<()> {
         let (_, cols) = shape.matrix_view();
-        let last = shape.dims().last().copied().unwrap_or(1);
-        if last % self.m != 0 || cols % self.m != 0 {
+        if !cols.is_multiple_of(self.m) {
             return Err(Error::PatternMismatch {
                 layer: layer.into(),
-                len: last,
+                len: cols,
                 m: self.m,
             });
         }
@@ -157,7 +159,12 @@ impl Grouping {
             Grouping::Blocks { rows, cols } => {
                 let (_, gc) = self.grid(shape);
                 let (bi, bj) = (unit / gc.max(1), unit % gc.max(1));
-                (bi * rows, ((bi + 1) * rows).min(r), bj * cols, ((bj + 1) * cols).min(c))
+                (
+                    bi * rows,
+                    ((bi + 1) * rows).min(r),
+                    bj * cols,
+                    ((bj + 1) * cols).min(c),
+                )
             }
         };
         (r0..r1).flat_map(move |i| (c0..c1).map(move |j| i * c + j))

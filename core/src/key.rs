@@ -150,7 +150,7 @@ mod tests {
             assert_eq!(key_to_f32(order_key(x)), x);
         }
         assert!(KEY_NAN_LOWEST < order_key(f32::NEG_INFINITY));
-        assert!(KEY_PRUNED < KEY_NAN_LOWEST);
+        const { assert!(KEY_PRUNED < KEY_NAN_LOWEST) };
     }
 
     #[test]

@@ -55,7 +55,7 @@ impl Mask {
                 reason: "word count does not match the shape",
             });
         }
-        if len % 64 != 0 && words.last().is_some_and(|w| w >> (len % 64) != 0) {
+        if !len.is_multiple_of(64) && words.last().is_some_and(|w| w >> (len % 64) != 0) {
             return Err(Error::InvalidMask {
                 reason: "padding bits past the last element are set",
             });
@@ -193,11 +193,7 @@ impl Mask {
 
     fn zip(&self, other: &Mask, op: &'static str, f: impl Fn(u64, u64) -> u64) -> Result<Mask> {
         if self.shape != other.shape {
-            return Err(Error::ShapeMismatch {
-                op,
-                expected: self.shape.clone(),
-                found: other.shape.clone(),
-            });
+            return Err(Error::shape_mismatch(op, &self.shape, &other.shape));
         }
         let words = self
             .words
@@ -254,11 +250,7 @@ impl Mask {
         grouping.validate()?;
         let units = grouping.unit_shape(weights);
         if self.len() != units.numel() {
-            return Err(Error::ShapeMismatch {
-                op: "mask expand",
-                expected: units,
-                found: self.shape.clone(),
-            });
+            return Err(Error::shape_mismatch("mask expand", &units, &self.shape));
         }
         let (_, c) = weights.matrix_view();
         Ok(match grouping {
@@ -279,8 +271,8 @@ impl Mask {
         Ok(out)
     }
 
-    /// Number of N:M groups along the last axis with more than `n` kept. Fails
-    /// when the pattern is invalid or the last axis is not a multiple of `m`.
+    /// Number of N:M groups along the rows of the matrix view with more than `n` kept. Fails
+    /// when the pattern is invalid or the row length is not a multiple of `m`.
     pub fn n_of_m_violations(&self, pattern: NofM) -> Result<usize> {
         pattern.validate()?;
         pattern.check_shape("mask", &self.shape)?;
@@ -291,7 +283,7 @@ impl Mask {
             .count())
     }
 
-    /// True when every group of `m` consecutive elements along the last axis
+    /// True when every group of `m` consecutive elements of a row
     /// keeps at most `n`.
     pub fn satisfies(&self, pattern: NofM) -> Result<bool> {
         Ok(self.n_of_m_violations(pattern)? == 0)
@@ -331,7 +323,7 @@ pub struct Compaction {
 }
 
 fn clear_tail(words: &mut [u64], len: usize) {
-    if len % 64 != 0
+    if !len.is_multiple_of(64)
         && let Some(last) = words.last_mut()
     {
         *last &= (1u64 << (len % 64)) - 1;
@@ -380,9 +372,10 @@ mod tests {
     #[test]
     fn n_of_m_check() {
         let p = NofM::TWO_FOUR;
-        let ok = Mask::from_bools(Shape::matrix(1, 8).unwrap(), &[
-            true, false, true, false, false, false, true, true,
-        ])
+        let ok = Mask::from_bools(
+            Shape::matrix(1, 8).unwrap(),
+            &[true, false, true, false, false, false, true, true],
+        )
         .unwrap();
         assert!(ok.satisfies(p).unwrap());
         let bad = Mask::keep_all(Shape::matrix(1, 8).unwrap());

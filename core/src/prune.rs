@@ -28,7 +28,11 @@ use crate::shape::HasShape;
 /// assert_eq!(masks[1].kept().collect::<Vec<_>>(), [0]);
 /// # Ok::<(), prunus_core::Error>(())
 /// ```
-pub fn prune<B: Backend + ?Sized>(backend: &B, layers: &[Layer<'_, B>], config: &PruneConfig) -> Result<Vec<Mask>> {
+pub fn prune<B: Backend + ?Sized>(
+    backend: &B,
+    layers: &[Layer<'_, B>],
+    config: &PruneConfig,
+) -> Result<Vec<Mask>> {
     config.granularity.validate()?;
     match config.granularity {
         Granularity::Unstructured => match config.importance {
@@ -36,7 +40,10 @@ pub fn prune<B: Backend + ?Sized>(backend: &B, layers: &[Layer<'_, B>], config: 
             Importance::Random { seed } => {
                 let scores = random_scores(backend, layers, seed, |l| l.tensor.shape().clone())?;
                 let scored = rebind(layers, &scores, |l| l.mask.cloned());
-                let scored: Vec<Layer<'_, B>> = scored.iter().map(|(l, m)| l.with_mask(m.as_ref())).collect();
+                let scored: Vec<Layer<'_, B>> = scored
+                    .iter()
+                    .map(|(l, m)| l.with_mask(m.as_ref()))
+                    .collect();
                 select(backend, &scored, config, Transform::Identity)
             }
         },
@@ -46,7 +53,11 @@ pub fn prune<B: Backend + ?Sized>(backend: &B, layers: &[Layer<'_, B>], config: 
 }
 
 /// Zeroes the pruned weights of each tensor in place.
-pub fn apply<B: Backend + ?Sized>(backend: &B, weights: &mut [&mut B::Tensor], masks: &[Mask]) -> Result<()> {
+pub fn apply<B: Backend + ?Sized>(
+    backend: &B,
+    weights: &mut [&mut B::Tensor],
+    masks: &[Mask],
+) -> Result<()> {
     crate::check::same_len("masks", weights.len(), masks.len())?;
     for (w, m) in weights.iter_mut().zip(masks) {
         let m = backend.upload_mask(m)?;
@@ -81,13 +92,37 @@ fn rebind<'a, B: Backend + ?Sized>(
         .collect()
 }
 
-fn groups<B: Backend + ?Sized>(backend: &B, layers: &[Layer<'_, B>], config: &PruneConfig, g: Grouping) -> Result<Vec<Mask>> {
+fn groups<B: Backend + ?Sized>(
+    backend: &B,
+    layers: &[Layer<'_, B>],
+    config: &PruneConfig,
+    g: Grouping,
+) -> Result<Vec<Mask>> {
+    // A tensor of no element may still have units (rows of a [3, 0] tensor):
+    // they must not take part in the selection.
+    if let Some(l) = layers.iter().find(|l| l.tensor.shape().is_empty()) {
+        return Err(Error::EmptyTensor {
+            layer: l.name.into(),
+        });
+    }
     let scores: Vec<B::Tensor> = match config.importance {
         Importance::Magnitude => layers
             .iter()
-            .map(|l| backend.reduce_groups(l.tensor, g, config.group_norm))
+            .map(|l| match l.mask {
+                // A unit is scored by its surviving weights only, whether or
+                // not the caller has zeroed the pruned ones already.
+                Some(m) => {
+                    crate::check::same_shape("earlier mask", l.tensor.shape(), m.shape())?;
+                    let mut w = backend.unary(crate::UnaryOp::Scale(1.0), l.tensor)?;
+                    backend.apply_mask(&mut w, &backend.upload_mask(m)?)?;
+                    backend.reduce_groups(&w, g, config.group_norm)
+                }
+                None => backend.reduce_groups(l.tensor, g, config.group_norm),
+            })
             .collect::<Result<_>>()?,
-        Importance::Random { seed } => random_scores(backend, layers, seed, |l| g.unit_shape(l.tensor.shape()))?,
+        Importance::Random { seed } => {
+            random_scores(backend, layers, seed, |l| g.unit_shape(l.tensor.shape()))?
+        }
     };
     for l in layers {
         if let Some(m) = l.mask {
@@ -118,9 +153,17 @@ fn groups<B: Backend + ?Sized>(backend: &B, layers: &[Layer<'_, B>], config: &Pr
         .collect()
 }
 
-fn n_of_m<B: Backend + ?Sized>(backend: &B, layers: &[Layer<'_, B>], config: &PruneConfig, p: NofM) -> Result<Vec<Mask>> {
+fn n_of_m<B: Backend + ?Sized>(
+    backend: &B,
+    layers: &[Layer<'_, B>],
+    config: &PruneConfig,
+    p: NofM,
+) -> Result<Vec<Mask>> {
     let names: Vec<&str> = layers.iter().map(|l| l.name).collect();
-    let units: Vec<u64> = layers.iter().map(|l| l.tensor.shape().numel() as u64).collect();
+    let units: Vec<u64> = layers
+        .iter()
+        .map(|l| l.tensor.shape().numel() as u64)
+        .collect();
     let masks: Vec<Option<&Mask>> = layers.iter().map(|l| l.mask).collect();
     // The target fields do not apply to N:M; only names, skips and shapes are checked.
     let mut checked = config.clone();
@@ -136,7 +179,9 @@ fn n_of_m<B: Backend + ?Sized>(backend: &B, layers: &[Layer<'_, B>], config: &Pr
     let (scores, transform) = match config.importance {
         Importance::Magnitude => (None, Transform::Abs),
         Importance::Random { seed } => (
-            Some(random_scores(backend, layers, seed, |l| l.tensor.shape().clone())?),
+            Some(random_scores(backend, layers, seed, |l| {
+                l.tensor.shape().clone()
+            })?),
             Transform::Identity,
         ),
     };

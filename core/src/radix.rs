@@ -64,9 +64,11 @@ impl Histogram {
         }
     }
 
-    /// Adds another histogram of the same window; NaN counts of `other` are
-    /// appended after this one's inputs when `other` covers more inputs, and
-    /// added input by input otherwise. Use it to combine shards.
+    /// Adds another histogram of the same window over the same inputs (for
+    /// example another shard of them): bins and NaN counts are added input by
+    /// input, and a histogram over more inputs extends the NaN list. A caller
+    /// streaming different tensors one at a time keeps each one's NaN count
+    /// itself, to name the tensor in errors.
     pub fn merge(&mut self, other: &Histogram) -> Result<()> {
         if other.bins.len() != self.bins.len() {
             return Err(Error::LengthMismatch {

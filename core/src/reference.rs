@@ -57,7 +57,10 @@ impl HasShape for HostTensor {
 pub struct ReferenceBackend;
 
 /// Keys of one score view, in index order.
-fn keys<'a>(v: &'a ScoreView<'_, ReferenceBackend>, rule: KeyRule) -> impl Iterator<Item = u32> + 'a {
+fn keys<'a>(
+    v: &'a ScoreView<'_, ReferenceBackend>,
+    rule: KeyRule,
+) -> impl Iterator<Item = u32> + 'a {
     v.scores
         .data
         .iter()
@@ -113,11 +116,21 @@ impl Backend for ReferenceBackend {
         check::same_shape("binary op", &a.shape, &b.shape)?;
         Ok(HostTensor {
             shape: a.shape.clone(),
-            data: a.data.iter().zip(&b.data).map(|(&x, &y)| op.apply(x, y)).collect(),
+            data: a
+                .data
+                .iter()
+                .zip(&b.data)
+                .map(|(&x, &y)| op.apply(x, y))
+                .collect(),
         })
     }
 
-    fn reduce_groups(&self, x: &HostTensor, grouping: Grouping, reduction: Reduction) -> Result<HostTensor> {
+    fn reduce_groups(
+        &self,
+        x: &HostTensor,
+        grouping: Grouping,
+        reduction: Reduction,
+    ) -> Result<HostTensor> {
         grouping.validate()?;
         let units = grouping.units(&x.shape);
         let data = (0..units)
@@ -133,7 +146,12 @@ impl Backend for ReferenceBackend {
         HostTensor::new(data, shape.clone())
     }
 
-    fn histogram(&self, inputs: &[ScoreView<'_, Self>], rule: KeyRule, window: KeyWindow) -> Result<Histogram> {
+    fn histogram(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        window: KeyWindow,
+    ) -> Result<Histogram> {
         check::score_views(inputs)?;
         let mut h = Histogram::new(inputs.len());
         for (t, v) in inputs.iter().enumerate() {
@@ -147,7 +165,12 @@ impl Backend for ReferenceBackend {
         Ok(h)
     }
 
-    fn count_keys(&self, inputs: &[ScoreView<'_, Self>], rule: KeyRule, key: u32) -> Result<Vec<KeyCount>> {
+    fn count_keys(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        key: u32,
+    ) -> Result<Vec<KeyCount>> {
         check::score_views(inputs)?;
         Ok(inputs
             .iter()
@@ -162,7 +185,12 @@ impl Backend for ReferenceBackend {
             .collect())
     }
 
-    fn threshold_masks(&self, inputs: &[ScoreView<'_, Self>], rule: KeyRule, cuts: &[TensorCut]) -> Result<Vec<Mask>> {
+    fn threshold_masks(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        cuts: &[TensorCut],
+    ) -> Result<Vec<Mask>> {
         check::score_views(inputs)?;
         check::same_len("cuts", inputs.len(), cuts.len())?;
         Ok(inputs
@@ -182,7 +210,12 @@ impl Backend for ReferenceBackend {
             .collect())
     }
 
-    fn n_of_m_masks(&self, inputs: &[ScoreView<'_, Self>], rule: KeyRule, pattern: NofM) -> Result<MaskBatch<Mask>> {
+    fn n_of_m_masks(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        pattern: NofM,
+    ) -> Result<MaskBatch<Mask>> {
         check::score_views(inputs)?;
         check::n_of_m(inputs, pattern)?;
         let mut masks = Vec::with_capacity(inputs.len());
@@ -223,7 +256,13 @@ impl Backend for ReferenceBackend {
         HostTensor::new(data, Shape::vector(m))
     }
 
-    fn gemm(&self, a: &HostTensor, ta: Transpose, b: &HostTensor, tb: Transpose) -> Result<HostTensor> {
+    fn gemm(
+        &self,
+        a: &HostTensor,
+        ta: Transpose,
+        b: &HostTensor,
+        tb: Transpose,
+    ) -> Result<HostTensor> {
         let (m, k, n) = check::gemm_dims(&a.shape, ta, &b.shape, tb)?;
         let (_, ac) = a.shape.matrix_view();
         let (_, bc) = b.shape.matrix_view();
@@ -244,7 +283,13 @@ impl Backend for ReferenceBackend {
         HostTensor::new(data, Shape::matrix(m, n)?)
     }
 
-    fn rank1_update(&self, a: &mut HostTensor, alpha: f32, x: &HostTensor, y: &HostTensor) -> Result<()> {
+    fn rank1_update(
+        &self,
+        a: &mut HostTensor,
+        alpha: f32,
+        x: &HostTensor,
+        y: &HostTensor,
+    ) -> Result<()> {
         let (m, n) = check::matrix("rank-1 update matrix", &a.shape)?;
         check::same_shape("rank-1 update x", &Shape::vector(m), &x.shape)?;
         check::same_shape("rank-1 update y", &Shape::vector(n), &y.shape)?;
@@ -258,7 +303,11 @@ impl Backend for ReferenceBackend {
 
     fn dot(&self, a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
         check::same_shape("dot", &a.shape, &b.shape)?;
-        let d = a.data.iter().zip(&b.data).fold(0.0f32, |acc, (&x, &y)| acc + x * y);
+        let d = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .fold(0.0f32, |acc, (&x, &y)| acc + x * y);
         HostTensor::new(vec![d], Shape::vector(1))
     }
 

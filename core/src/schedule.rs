@@ -86,7 +86,8 @@ impl Schedule {
                 loop {
                     kept *= 1.0 - rate;
                     let s = 1.0 - kept;
-                    if s >= target || out.len() + 1 >= MAX_ROUNDS {
+                    // Float noise (1 - 0.8^2 = 0.35999...) must not add a round.
+                    if s >= target - 1e-12 || out.len() + 1 >= MAX_ROUNDS {
                         out.push(target);
                         return Ok(out);
                     }
@@ -150,10 +151,23 @@ mod tests {
     fn schedules_are_monotone_and_exact() {
         let all = [
             Schedule::OneShot { target: 0.7 },
-            Schedule::FixedRate { rate: 0.2, target: 0.98 },
-            Schedule::FixedRate { rate: 0.2, target: 1.0 },
-            Schedule::Geometric { target: 0.9, rounds: 5 },
-            Schedule::Cubic { initial: 0.1, target: 0.8, steps: 10 },
+            Schedule::FixedRate {
+                rate: 0.2,
+                target: 0.98,
+            },
+            Schedule::FixedRate {
+                rate: 0.2,
+                target: 1.0,
+            },
+            Schedule::Geometric {
+                target: 0.9,
+                rounds: 5,
+            },
+            Schedule::Cubic {
+                initial: 0.1,
+                target: 0.8,
+                steps: 10,
+            },
         ];
         for s in all {
             let t = s.targets().unwrap();
@@ -166,18 +180,51 @@ mod tests {
             };
             assert_eq!(*t.last().unwrap(), want);
         }
-        let g = Schedule::Geometric { target: 0.75, rounds: 2 }.targets().unwrap();
+        let g = Schedule::Geometric {
+            target: 0.75,
+            rounds: 2,
+        }
+        .targets()
+        .unwrap();
         assert!((g[0] - 0.5).abs() < 1e-12);
-        let c = Schedule::Cubic { initial: 0.0, target: 0.8, steps: 2 }.targets().unwrap();
+        let c = Schedule::Cubic {
+            initial: 0.0,
+            target: 0.8,
+            steps: 2,
+        }
+        .targets()
+        .unwrap();
         assert!((c[1] - 0.7).abs() < 1e-12);
     }
 
     #[test]
     fn rejects_bad_settings() {
         assert!(Schedule::OneShot { target: 1.5 }.targets().is_err());
-        assert!(Schedule::FixedRate { rate: 0.0, target: 0.5 }.targets().is_err());
-        assert!(Schedule::Geometric { target: 0.5, rounds: 0 }.targets().is_err());
-        assert!(Schedule::Cubic { initial: 0.9, target: 0.5, steps: 3 }.targets().is_err());
+        assert!(
+            Schedule::FixedRate {
+                rate: 0.0,
+                target: 0.5
+            }
+            .targets()
+            .is_err()
+        );
+        assert!(
+            Schedule::Geometric {
+                target: 0.5,
+                rounds: 0
+            }
+            .targets()
+            .is_err()
+        );
+        assert!(
+            Schedule::Cubic {
+                initial: 0.9,
+                target: 0.5,
+                steps: 3
+            }
+            .targets()
+            .is_err()
+        );
         assert!(Schedule::OneShot { target: f64::NAN }.targets().is_err());
     }
 }

@@ -98,7 +98,12 @@ pub(crate) struct Plan {
 
 /// Validates names, guards, budgets and shapes for `layers` whose unit
 /// counts are `units`, with earlier masks `masks` (already at unit level).
-pub(crate) fn plan(names: &[&str], units: &[u64], masks: &[Option<&Mask>], config: &PruneConfig) -> Result<Plan> {
+pub(crate) fn plan(
+    names: &[&str],
+    units: &[u64],
+    masks: &[Option<&Mask>],
+    config: &PruneConfig,
+) -> Result<Plan> {
     check_fraction("sparsity", config.sparsity)?;
     check_fraction("minimum density", config.guards.min_density)?;
     if names.is_empty() {
@@ -106,10 +111,14 @@ pub(crate) fn plan(names: &[&str], units: &[u64], masks: &[Option<&Mask>], confi
     }
     for (i, name) in names.iter().enumerate() {
         if names[..i].contains(name) {
-            return Err(Error::DuplicateLayer { name: (*name).into() });
+            return Err(Error::DuplicateLayer {
+                name: (*name).into(),
+            });
         }
         if units[i] == 0 {
-            return Err(Error::EmptyTensor { layer: (*name).into() });
+            return Err(Error::EmptyTensor {
+                layer: (*name).into(),
+            });
         }
     }
     for s in &config.guards.skip {
@@ -118,7 +127,10 @@ pub(crate) fn plan(names: &[&str], units: &[u64], masks: &[Option<&Mask>], confi
         }
     }
     if let Scope::PerLayer(budget) = &config.scope {
-        for (name, s) in budget {
+        for (j, (name, s)) in budget.iter().enumerate() {
+            if budget[..j].iter().any(|(other, _)| other == name) {
+                return Err(Error::DuplicateLayer { name: name.clone() });
+            }
             if !names.contains(&name.as_str()) {
                 return Err(Error::UnknownLayer { name: name.clone() });
             }
@@ -131,10 +143,14 @@ pub(crate) fn plan(names: &[&str], units: &[u64], masks: &[Option<&Mask>], confi
     if active.is_empty() {
         return Err(Error::AllLayersSkipped);
     }
-    let pruned: Vec<u64> = masks.iter().map(|m| m.map_or(0, |m| m.count_pruned())).collect();
+    let pruned: Vec<u64> = masks
+        .iter()
+        .map(|m| m.map_or(0, |m| m.count_pruned()))
+        .collect();
     let cap = (0..names.len())
         .map(|i| {
-            let floor = ceil_units(config.guards.min_density, units[i]).max(!config.guards.allow_empty as u64);
+            let floor = ceil_units(config.guards.min_density, units[i])
+                .max(!config.guards.allow_empty as u64);
             (units[i] - floor.min(units[i])).max(pruned[i])
         })
         .collect();
@@ -183,7 +199,10 @@ pub fn select<B: Backend + ?Sized>(
     transform: Transform,
 ) -> Result<Vec<Mask>> {
     let names: Vec<&str> = layers.iter().map(|l| l.name).collect();
-    let units: Vec<u64> = layers.iter().map(|l| l.tensor.shape().numel() as u64).collect();
+    let units: Vec<u64> = layers
+        .iter()
+        .map(|l| l.tensor.shape().numel() as u64)
+        .collect();
     let host_masks: Vec<Option<&Mask>> = layers.iter().map(|l| l.mask).collect();
     for l in layers {
         if let Some(m) = l.mask {
@@ -202,7 +221,13 @@ pub fn select<B: Backend + ?Sized>(
     let view = |i: usize| ScoreView::with_survivors(layers[i].tensor, survivors[i].as_ref());
     let mut out: Vec<Option<Mask>> = layers
         .iter()
-        .map(|l| Some(l.mask.cloned().unwrap_or_else(|| Mask::keep_all(l.tensor.shape().clone()))))
+        .map(|l| {
+            Some(
+                l.mask
+                    .cloned()
+                    .unwrap_or_else(|| Mask::keep_all(l.tensor.shape().clone())),
+            )
+        })
         .collect();
     let sel = Selector {
         backend,
@@ -251,7 +276,10 @@ pub fn select<B: Backend + ?Sized>(
             sel.global(&plan, &view, k, &mut out)?;
         }
     }
-    Ok(out.into_iter().map(|m| m.expect("every layer has a mask")).collect())
+    Ok(out
+        .into_iter()
+        .map(|m| m.expect("every layer has a mask"))
+        .collect())
 }
 
 struct Selector<'s, B: Backend + ?Sized> {
@@ -296,14 +324,22 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
 
     /// Per-input cuts for `cut`, with the units each one prunes when they
     /// are known without building masks.
-    fn tensor_cuts(&self, inputs: &[ScoreView<'_, B>], cut: Cut) -> Result<(Vec<TensorCut>, Option<Vec<u64>>)> {
+    fn tensor_cuts(
+        &self,
+        inputs: &[ScoreView<'_, B>],
+        cut: Cut,
+    ) -> Result<(Vec<TensorCut>, Option<Vec<u64>>)> {
         if let Some(u) = cut.uniform() {
             return Ok((vec![u; inputs.len()], None));
         }
         let counts = self.backend.count_keys(inputs, self.rule, cut.key)?;
         let equal: Vec<u64> = counts.iter().map(|c| c.equal).collect();
         let cuts = cut.distribute(&equal);
-        let pruned = counts.iter().zip(&cuts).map(|(c, t)| c.below + t.ties).collect();
+        let pruned = counts
+            .iter()
+            .zip(&cuts)
+            .map(|(c, t)| c.below + t.ties)
+            .collect();
         Ok((cuts, Some(pruned)))
     }
 
@@ -346,7 +382,9 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
                     (Some(m), p)
                 }
             };
-            let over: Vec<usize> = (0..pool.len()).filter(|&t| pruned[t] > plan.cap[pool[t]]).collect();
+            let over: Vec<usize> = (0..pool.len())
+                .filter(|&t| pruned[t] > plan.cap[pool[t]])
+                .collect();
             if over.is_empty() {
                 let masks = match masks {
                     Some(m) => m,

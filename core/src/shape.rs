@@ -12,7 +12,7 @@ pub const MAX_RANK: usize = 8;
 /// Every tensor prunus handles is also viewed as a matrix
 /// ([`Shape::matrix_view`]): the first axis is the output axis (neurons of a
 /// linear layer, filters of a convolution) and everything after it is the
-/// input side, flattened. N:M groups run along the last axis.
+/// input side, flattened. N:M groups run along the rows of that view.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Shape {
     dims: heapless::Vec<usize, MAX_RANK>,
