@@ -8,7 +8,8 @@
 //! The contract is shaped for devices with asynchronous readback: operations
 //! that produce tensors or masks return backend handles that may still be
 //! pending; only [`Backend::download`], [`Backend::download_masks`],
-//! [`Backend::histogram`] and [`Backend::count_keys`] bring data back, and the
+//! [`Backend::histogram`] and [`Backend::count_keys`] bring data back (and
+//! the small per-input counts of [`CutMasks`]), and the
 //! selection ops take a whole slice of inputs so that one call (one readback)
 //! covers every layer. Scores never leave the device during a selection: a
 //! histogram per pass comes back, then the packed masks.
@@ -55,6 +56,38 @@ impl<'a, B: Backend + ?Sized> ScoreView<'a, B> {
     pub fn with_survivors(scores: &'a B::Tensor, survivors: Option<&'a B::Mask>) -> Self {
         ScoreView { scores, survivors }
     }
+}
+
+/// Masks of a threshold selection, and how many elements at the cut key
+/// each input pruned.
+#[derive(Debug)]
+pub struct CutMasks<M> {
+    /// One mask per input.
+    pub masks: Vec<M>,
+    /// Elements at the cut key pruned, per input.
+    pub ties: Vec<u64>,
+}
+
+/// An element whose key lies in the range of [`Backend::range_masks`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// The input's position in the call.
+    pub input: u32,
+    /// The element's key.
+    pub key: u32,
+    /// The element's flat index within its input.
+    pub index: u64,
+}
+
+/// Masks of [`Backend::range_masks`] and the elements they leave undecided.
+#[derive(Debug)]
+pub struct RangeMasks<M> {
+    /// One mask per input: keys below the range pruned, the rest kept.
+    pub masks: Vec<M>,
+    /// The elements whose key is in the range, in sequence order (input
+    /// order, then flat index). Elements an earlier mask prunes have the key
+    /// [`crate::key::KEY_PRUNED`], as in histograms.
+    pub candidates: Vec<Candidate>,
 }
 
 /// Masks of an N:M selection and the NaN count of each input.
@@ -133,15 +166,33 @@ pub trait Backend {
         key: u32,
     ) -> Result<Vec<KeyCount>>;
 
-    /// One keep-mask per input: element `i` of input `t` is pruned when
-    /// `cuts[t].prunes(key_i, r)`, `r` being the number of elements before `i`
-    /// in input `t` with the same key as `cuts[t].key`.
+    /// One keep-mask per input for `cut` applied to the inputs as one
+    /// sequence (input order, then flat index): an element is pruned when
+    /// `cut.prunes(key, r)`, `r` being the number of elements before it in
+    /// that sequence whose key equals `cut.key`. Ties are resolved in the
+    /// same pass, so no counting pass is needed beforehand. Also returns, per
+    /// input, how many elements at `cut.key` it pruned: a caller that streams
+    /// tensors one call at a time carries the remaining tie budget on.
     fn threshold_masks(
         &self,
         inputs: &[ScoreView<'_, Self>],
         rule: KeyRule,
-        cuts: &[TensorCut],
-    ) -> Result<Vec<Self::Mask>>;
+        cut: TensorCut,
+    ) -> Result<CutMasks<Self::Mask>>;
+
+    /// One mask pass that settles everything outside a key range `[lo, hi]`
+    /// known to hold the threshold: keys below `lo` are pruned, keys from
+    /// `lo` on are kept, and the elements whose key lies in the range come
+    /// back as [`Candidate`]s, so the caller settles them exactly
+    /// without another pass over the scores. Use it when the range is known
+    /// to hold few elements (after a histogram pass has counted them).
+    fn range_masks(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        lo: u32,
+        hi: u32,
+    ) -> Result<RangeMasks<Self::Mask>>;
 
     /// N:M masks: in every group of `pattern.m` consecutive elements along
     /// a row of the matrix view (the input side), the `m - n` smallest by (key, index) are pruned.

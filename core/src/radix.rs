@@ -124,26 +124,23 @@ impl Cut {
         tied: 0,
     };
 
-    /// The same cut for every input, when no per-input counts are needed:
-    /// none or all of the tied elements are pruned.
-    pub fn uniform(self) -> Option<TensorCut> {
-        if self.ties == 0 {
-            Some(TensorCut {
-                key: self.key,
-                ties: 0,
-            })
-        } else if self.ties >= self.tied {
-            Some(TensorCut {
-                key: self.key,
-                ties: TensorCut::ALL,
-            })
-        } else {
-            None
+    /// The threshold to apply to the inputs as one sequence, with
+    /// [`TensorCut::ALL`] when every tied element is pruned (so a backend
+    /// needs no tie ranks at all).
+    pub fn threshold(self) -> TensorCut {
+        TensorCut {
+            key: self.key,
+            ties: if self.ties >= self.tied && self.ties > 0 {
+                TensorCut::ALL
+            } else {
+                self.ties
+            },
         }
     }
 
-    /// One cut per input: the tied elements pruned are the first `ties` in
-    /// input order, `equal[i]` being how many input `i` holds at `key`.
+    /// One cut per input, for callers that select input by input and know
+    /// how many elements each holds at `key` (`equal[i]`): the tied elements
+    /// pruned are the first `ties` in input order.
     pub fn distribute(self, equal: &[u64]) -> Vec<TensorCut> {
         let mut left = self.ties;
         equal
@@ -160,8 +157,9 @@ impl Cut {
     }
 }
 
-/// The cut applied to one input: prune keys below `key` and the first `ties`
-/// elements (in flat index order) whose key equals `key`.
+/// A threshold applied to a sequence of elements (one input, or several in
+/// order): prune keys below `key` and the first `ties` elements of the
+/// sequence whose key equals `key`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TensorCut {
     /// Threshold key.
@@ -174,8 +172,8 @@ impl TensorCut {
     /// Prune every tied element.
     pub const ALL: u64 = u64::MAX;
 
-    /// Whether the element with `key` that is the `rank`-th (0-based) tied
-    /// element of its input is pruned.
+    /// Whether an element with `key` is pruned, `tie_rank` being the number
+    /// of earlier elements of the sequence whose key equals `self.key`.
     #[inline(always)]
     pub fn prunes(self, key: u32, tie_rank: u64) -> bool {
         key < self.key || (key == self.key && tie_rank < self.ties)
@@ -185,7 +183,7 @@ impl TensorCut {
 #[derive(Clone, Copy, Debug)]
 enum Stage {
     High,
-    Low { high: u16, rank: u64 },
+    Low { high: u16, rank: u64, count: u64 },
     Done(Cut),
 }
 
@@ -207,8 +205,15 @@ enum Stage {
 ///     sel.absorb(&h).unwrap();
 /// }
 /// let cut = sel.cut().unwrap();
-/// let tc = cut.uniform().unwrap(); // no tie straddles the threshold
-/// let pruned: Vec<usize> = (0..5).filter(|&i| tc.prunes(order_key(scores[i]), 0)).collect();
+/// let tc = cut.threshold();
+/// let (mut rank, mut pruned) = (0, Vec::new());
+/// for (i, &s) in scores.iter().enumerate() {
+///     let key = order_key(s);
+///     if tc.prunes(key, rank) {
+///         pruned.push(i);
+///     }
+///     rank += (key == tc.key) as u64;
+/// }
 /// assert_eq!(pruned, [1, 3]);
 /// ```
 #[derive(Clone, Debug)]
@@ -267,10 +272,11 @@ impl RadixSelect {
                     Stage::Low {
                         high: bin as u16,
                         rank,
+                        count,
                     }
                 };
             }
-            Stage::Low { high, rank } => {
+            Stage::Low { high, rank, .. } => {
                 if total < rank {
                     return Err(inconsistent(total, rank));
                 }
@@ -284,6 +290,16 @@ impl RadixSelect {
             Stage::Done(_) => {}
         }
         Ok(())
+    }
+
+    /// Before the second pass: the bucket (high 16 bits) that holds the
+    /// threshold and how many elements it holds. A caller that can gather
+    /// those elements cheaply builds their low-half histogram itself.
+    pub fn bucket(&self) -> Option<(u16, u64)> {
+        match self.stage {
+            Stage::Low { high, count, .. } => Some((high, count)),
+            _ => None,
+        }
     }
 
     /// The cut, once every window has been absorbed.
@@ -404,6 +420,9 @@ mod tests {
         let d = cut.distribute(&[2, 0, 4, 3]);
         let ties: Vec<u64> = d.iter().map(|c| c.ties).collect();
         assert_eq!(ties, [2, 0, 3, 0]);
-        assert!(cut.uniform().is_none());
+        assert_eq!(cut.threshold().ties, 5);
+        let all = Cut { ties: 9, ..cut };
+        assert_eq!(all.threshold().ties, TensorCut::ALL);
+        assert_eq!(Cut::NONE.threshold().ties, 0);
     }
 }

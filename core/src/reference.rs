@@ -6,7 +6,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::backend::{Backend, MaskBatch, ScoreView};
+use crate::backend::{Backend, Candidate, CutMasks, MaskBatch, RangeMasks, ScoreView};
 use crate::check;
 use crate::error::{Error, Result};
 use crate::granularity::{Grouping, NofM, Reduction};
@@ -189,25 +189,54 @@ impl Backend for ReferenceBackend {
         &self,
         inputs: &[ScoreView<'_, Self>],
         rule: KeyRule,
-        cuts: &[TensorCut],
-    ) -> Result<Vec<Mask>> {
+        cut: TensorCut,
+    ) -> Result<CutMasks<Mask>> {
         check::score_views(inputs)?;
-        check::same_len("cuts", inputs.len(), cuts.len())?;
-        Ok(inputs
-            .iter()
-            .zip(cuts)
-            .map(|(v, &cut)| {
-                let mut rank = 0u64;
-                let keep: Vec<bool> = keys(v, rule)
-                    .map(|k| {
-                        let pruned = cut.prunes(k, rank);
-                        rank += (k == cut.key) as u64;
-                        !pruned
-                    })
-                    .collect();
-                Mask::from_fn(v.scores.shape.clone(), |i| keep[i])
-            })
-            .collect())
+        let mut rank = 0u64;
+        let mut masks = Vec::with_capacity(inputs.len());
+        let mut ties = Vec::with_capacity(inputs.len());
+        for v in inputs {
+            let mut tied = 0u64;
+            let keep: Vec<bool> = keys(v, rule)
+                .map(|k| {
+                    let pruned = cut.prunes(k, rank);
+                    if k == cut.key {
+                        rank += 1;
+                        tied += pruned as u64;
+                    }
+                    !pruned
+                })
+                .collect();
+            masks.push(Mask::from_fn(v.scores.shape.clone(), |i| keep[i]));
+            ties.push(tied);
+        }
+        Ok(CutMasks { masks, ties })
+    }
+
+    fn range_masks(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        lo: u32,
+        hi: u32,
+    ) -> Result<RangeMasks<Mask>> {
+        check::score_views(inputs)?;
+        let mut masks = Vec::with_capacity(inputs.len());
+        let mut candidates = Vec::new();
+        for (t, v) in inputs.iter().enumerate() {
+            let k: Vec<u32> = keys(v, rule).collect();
+            for (i, &key) in k.iter().enumerate() {
+                if (lo..=hi).contains(&key) {
+                    candidates.push(Candidate {
+                        input: t as u32,
+                        key,
+                        index: i as u64,
+                    });
+                }
+            }
+            masks.push(Mask::from_fn(v.scores.shape.clone(), |i| k[i] >= lo));
+        }
+        Ok(RangeMasks { masks, candidates })
     }
 
     fn n_of_m_masks(

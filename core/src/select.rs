@@ -16,11 +16,11 @@ use crate::config::{PruneConfig, Scope};
 use crate::error::{Error, Result};
 use crate::key::{KeyRule, NanPolicy, Transform};
 use crate::mask::Mask;
-use crate::radix::{Cut, KeyWindow, RadixSelect, TensorCut};
+use crate::radix::{Cut, Histogram, KeyWindow, RadixSelect};
 use crate::shape::HasShape;
 
 /// A named tensor taking part in a pruning call: the weights for
-/// [`crate::prune`], the scores for [`select`]; with the mask of an earlier
+/// [`crate::prune()`], the scores for [`select`]; with the mask of an earlier
 /// round, if any (masks only ever shrink: what it prunes stays pruned).
 pub struct Layer<'a, B: Backend + ?Sized> {
     /// A unique name (used by guards, budgets and error messages).
@@ -189,9 +189,12 @@ fn local_target(name: &str, plan: &Plan, i: usize, sparsity: f64) -> Result<u64>
 /// weights by magnitude without a score tensor). Returns one host mask per
 /// layer, skipped layers keeping their earlier mask (or everything).
 ///
-/// Runs two histogram passes and one mask pass over the scores, plus one
-/// counting pass when ties straddle the threshold; the global scope repeats
-/// this once more for each layer a guard saturates.
+/// Reads the scores two or three times: one histogram pass, then either one
+/// pass that writes the masks and gathers the few elements near the
+/// threshold, or (when many share the threshold's bucket, as with heavily
+/// quantised scores) a second histogram pass and a mask pass that resolves
+/// ties itself. The global scope repeats this once more for each layer a
+/// guard saturates.
 pub fn select<B: Backend + ?Sized>(
     backend: &B,
     layers: &[Layer<'_, B>],
@@ -219,16 +222,18 @@ pub fn select<B: Backend + ?Sized>(
         .map(|l| l.mask.map(|m| backend.upload_mask(m)).transpose())
         .collect::<Result<_>>()?;
     let view = |i: usize| ScoreView::with_survivors(layers[i].tensor, survivors[i].as_ref());
-    let mut out: Vec<Option<Mask>> = layers
-        .iter()
-        .map(|l| {
-            Some(
+    // Skipped layers keep their earlier mask (or everything); the others are
+    // filled by the selection below.
+    let mut out: Vec<Option<Mask>> = vec![None; layers.len()];
+    for (i, l) in layers.iter().enumerate() {
+        if !plan.active.contains(&i) {
+            out[i] = Some(
                 l.mask
                     .cloned()
                     .unwrap_or_else(|| Mask::keep_all(l.tensor.shape().clone())),
-            )
-        })
-        .collect();
+            );
+        }
+    }
     let sel = Selector {
         backend,
         rule,
@@ -289,9 +294,15 @@ struct Selector<'s, B: Backend + ?Sized> {
 }
 
 impl<B: Backend + ?Sized> Selector<'_, B> {
-    /// The cut that prunes `k` of the `inputs` (whose layer indices are
-    /// `ids`), checking NaN scores on the first pass.
-    fn cut(&self, ids: &[usize], inputs: &[ScoreView<'_, B>], k: u64) -> Result<Cut> {
+    /// Host masks that prune exactly the `k` lowest of the `inputs` (whose
+    /// layer indices are `ids`), checking NaN scores on the first pass.
+    ///
+    /// After the first histogram pass the bucket holding the threshold is
+    /// known with its population. When it is small (at most 1/128 of the
+    /// elements), one pass writes the masks and returns the bucket's elements,
+    /// which are settled here: two passes in all. Otherwise a second
+    /// histogram pass finds the exact key and a mask pass applies it.
+    fn masks(&self, ids: &[usize], inputs: &[ScoreView<'_, B>], k: u64) -> Result<Vec<Mask>> {
         let n: u64 = inputs.iter().map(|v| v.scores.shape().numel() as u64).sum();
         let mut radix = RadixSelect::new(n, k)?;
         let mut window = radix.window();
@@ -301,6 +312,11 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
         }
         let mut first = true;
         while let Some(w) = window {
+            if let Some((high, count)) = radix.bucket()
+                && count <= (n / 128).max(4096)
+            {
+                return self.settle_bucket(inputs, radix, high, count);
+            }
             let h = self.backend.histogram(inputs, self.rule, w)?;
             if first && self.rule.nan == NanPolicy::Error {
                 self.check_nan(ids, &h.nan)?;
@@ -309,7 +325,48 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
             radix.absorb(&h)?;
             window = radix.window();
         }
-        Ok(radix.cut().unwrap_or(Cut::NONE))
+        let cut = radix.cut().unwrap_or(Cut::NONE);
+        let masks = self
+            .backend
+            .threshold_masks(inputs, self.rule, cut.threshold())?;
+        self.backend.download_masks(masks.masks)
+    }
+
+    /// The second radix step over the gathered elements of bucket `high`.
+    fn settle_bucket(
+        &self,
+        inputs: &[ScoreView<'_, B>],
+        mut radix: RadixSelect,
+        high: u16,
+        count: u64,
+    ) -> Result<Vec<Mask>> {
+        let lo = (high as u32) << 16;
+        let range = self
+            .backend
+            .range_masks(inputs, self.rule, lo, lo | 0xFFFF)?;
+        if range.candidates.len() as u64 != count {
+            return Err(Error::Backend {
+                message: alloc::format!(
+                    "range pass gathered {} elements where the histogram counted {count}",
+                    range.candidates.len()
+                ),
+            });
+        }
+        let mut low = Histogram::new(0);
+        for c in &range.candidates {
+            low.bins[(c.key & 0xFFFF) as usize] += 1;
+        }
+        radix.absorb(&low)?;
+        let cut = radix.cut().unwrap_or(Cut::NONE).threshold();
+        let mut masks = self.backend.download_masks(range.masks)?;
+        let mut rank = 0u64;
+        for c in &range.candidates {
+            if cut.prunes(c.key, rank) {
+                masks[c.input as usize].set(c.index as usize, false);
+            }
+            rank += (c.key == cut.key) as u64;
+        }
+        Ok(masks)
     }
 
     fn check_nan(&self, ids: &[usize], nan: &[u64]) -> Result<()> {
@@ -322,34 +379,9 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
         }
     }
 
-    /// Per-input cuts for `cut`, with the units each one prunes when they
-    /// are known without building masks.
-    fn tensor_cuts(
-        &self,
-        inputs: &[ScoreView<'_, B>],
-        cut: Cut,
-    ) -> Result<(Vec<TensorCut>, Option<Vec<u64>>)> {
-        if let Some(u) = cut.uniform() {
-            return Ok((vec![u; inputs.len()], None));
-        }
-        let counts = self.backend.count_keys(inputs, self.rule, cut.key)?;
-        let equal: Vec<u64> = counts.iter().map(|c| c.equal).collect();
-        let cuts = cut.distribute(&equal);
-        let pruned = counts
-            .iter()
-            .zip(&cuts)
-            .map(|(c, t)| c.below + t.ties)
-            .collect();
-        Ok((cuts, Some(pruned)))
-    }
-
     /// Prunes exactly `k` units of one layer.
     fn one(&self, i: usize, input: ScoreView<'_, B>, k: u64) -> Result<Mask> {
-        let inputs = [input];
-        let cut = self.cut(&[i], &inputs, k)?;
-        let (cuts, _) = self.tensor_cuts(&inputs, cut)?;
-        let masks = self.backend.threshold_masks(&inputs, self.rule, &cuts)?;
-        Ok(self.backend.download_masks(masks)?.remove(0))
+        Ok(self.masks(&[i], &[input], k)?.remove(0))
     }
 
     /// Prunes exactly `k` units over all active layers, the lowest scores
@@ -371,28 +403,12 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
         let mut k_pool = k;
         while !pool.is_empty() {
             let inputs: Vec<ScoreView<'v, B>> = pool.iter().map(|&i| view(i)).collect();
-            let cut = self.cut(&pool, &inputs, k_pool)?;
-            let (cuts, counted) = self.tensor_cuts(&inputs, cut)?;
-            let (masks, pruned) = match counted {
-                Some(p) => (None, p),
-                None => {
-                    let m = self.backend.threshold_masks(&inputs, self.rule, &cuts)?;
-                    let m = self.backend.download_masks(m)?;
-                    let p = m.iter().map(|m| m.count_pruned()).collect();
-                    (Some(m), p)
-                }
-            };
+            let masks = self.masks(&pool, &inputs, k_pool)?;
+            let pruned: Vec<u64> = masks.iter().map(|m| m.count_pruned()).collect();
             let over: Vec<usize> = (0..pool.len())
                 .filter(|&t| pruned[t] > plan.cap[pool[t]])
                 .collect();
             if over.is_empty() {
-                let masks = match masks {
-                    Some(m) => m,
-                    None => {
-                        let m = self.backend.threshold_masks(&inputs, self.rule, &cuts)?;
-                        self.backend.download_masks(m)?
-                    }
-                };
                 for (&i, m) in pool.iter().zip(masks) {
                     out[i] = Some(m);
                 }
