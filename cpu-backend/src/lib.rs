@@ -1,1 +1,290 @@
-//! (in progress)
+#![doc = include_str!("../README.md")]
+
+mod elementwise;
+mod exec;
+mod keys;
+mod linalg;
+mod selection;
+mod tensor;
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use prunus_core::radix::{Histogram, KeyCount, KeyWindow, TensorCut};
+use prunus_core::{
+    Backend, BinaryOp, CutMasks, Error, Grouping, KeyRule, Mask, MaskBatch, NofM, RangeMasks,
+    Reduction, Result, ScoreView, Shape, Transpose, UnaryOp,
+};
+
+use crate::exec::Exec;
+pub use crate::tensor::CpuTensor;
+
+/// How a [`CpuBackend`] runs its work.
+///
+/// Every choice gives the same results, bit for bit: the work is split into
+/// pieces that do not depend on the thread count, and only integer counts
+/// are ever combined across pieces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Par {
+    /// On the calling thread, without a thread pool.
+    Seq,
+    /// On a rayon thread pool of this many threads, owned by the backend
+    /// (never rayon's global pool); `0` means one per available core.
+    Rayon(usize),
+}
+
+impl Default for Par {
+    /// All available cores.
+    fn default() -> Self {
+        Par::Rayon(0)
+    }
+}
+
+/// The rayon CPU backend over host memory.
+///
+/// `'a` is the lifetime of host data borrowed by its tensors
+/// ([`CpuBackend::borrow`], [`CpuBackend::borrow_mut`]); tensors it creates
+/// itself are owned. Cloning a backend shares its thread pool.
+///
+/// ```
+/// use prunus_core::{Backend, Shape, UnaryOp};
+/// use prunus_cpu::{CpuBackend, Par};
+/// let b = CpuBackend::new(Par::Rayon(2))?;
+/// assert_eq!(b.name(), "cpu(2 threads)");
+/// let x = b.upload(&[-1.0, 2.0], &Shape::vector(2))?;
+/// let y = b.unary(UnaryOp::Square, &x)?;
+/// assert_eq!(b.download(&y)?, [1.0, 4.0]);
+/// # Ok::<(), prunus_core::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct CpuBackend<'a> {
+    exec: Exec,
+    threads: usize,
+    _data: PhantomData<&'a ()>,
+}
+
+impl<'a> CpuBackend<'a> {
+    /// A backend running as `par` says. `Par::Rayon(n)` builds a thread
+    /// pool of `n` threads (`0`: one per available core); fails with
+    /// [`Error::Backend`] when the threads cannot be started.
+    pub fn new(par: Par) -> Result<Self> {
+        let (exec, threads) = match par {
+            Par::Seq => (Exec::Seq, 1),
+            Par::Rayon(n) => {
+                let n = if n == 0 {
+                    std::thread::available_parallelism().map_or(1, |n| n.get())
+                } else {
+                    n
+                };
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .thread_name(|i| format!("prunus-cpu-{i}"))
+                    .build()
+                    .map_err(|e| Error::Backend {
+                        message: format!("cannot start a thread pool of {n} threads: {e}"),
+                    })?;
+                (Exec::Pool(Arc::new(pool)), n)
+            }
+        };
+        Ok(CpuBackend {
+            exec,
+            threads,
+            _data: PhantomData,
+        })
+    }
+
+    /// The number of threads that run the work (1 for [`Par::Seq`]).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// A tensor that reads `data` in place, without a copy; fails when
+    /// `data.len()` is not `shape.numel()`. In-place ops on it
+    /// ([`Backend::apply_mask`], [`Backend::rank1_update`]) first copy it
+    /// into an owned buffer and leave `data` unchanged; use
+    /// [`CpuBackend::borrow_mut`] to write through.
+    pub fn borrow(&self, data: &'a [f32], shape: &Shape) -> Result<CpuTensor<'a>> {
+        CpuTensor::borrowed(data, shape)
+    }
+
+    /// A tensor that reads and writes `data` in place, without a copy;
+    /// fails when `data.len()` is not `shape.numel()`. In-place ops on it
+    /// ([`Backend::apply_mask`], [`Backend::rank1_update`]) write through
+    /// to `data`.
+    ///
+    /// ```
+    /// use prunus_core::{Backend, Mask, Shape};
+    /// use prunus_cpu::CpuBackend;
+    /// let b = CpuBackend::default();
+    /// let mut w = [1.0f32, 2.0, 3.0];
+    /// let shape = Shape::vector(3);
+    /// let mut t = b.borrow_mut(&mut w, &shape)?;
+    /// let mask = Mask::from_bools(shape, &[true, false, true])?;
+    /// b.apply_mask(&mut t, &mask)?;
+    /// drop(t);
+    /// assert_eq!(w, [1.0, 0.0, 3.0]);
+    /// # Ok::<(), prunus_core::Error>(())
+    /// ```
+    pub fn borrow_mut(&self, data: &'a mut [f32], shape: &Shape) -> Result<CpuTensor<'a>> {
+        CpuTensor::borrowed_mut(data, shape)
+    }
+
+    /// Reads every element of `tensors` once (returning the xor of their
+    /// bits, so the read cannot be optimised away), split over the threads
+    /// exactly like the selection passes: the memory-bandwidth floor that a
+    /// selection pass is measured against.
+    pub fn read_pass(&self, tensors: &[&CpuTensor<'_>]) -> u64 {
+        let data: Vec<&[f32]> = tensors.iter().map(|t| t.data()).collect();
+        selection::read_pass(&self.exec, &data)
+    }
+}
+
+impl Default for CpuBackend<'_> {
+    /// One thread per available core ([`Par::Rayon`]`(0)`), or the calling
+    /// thread alone when no thread can be started (same results, slower).
+    fn default() -> Self {
+        CpuBackend::new(Par::Rayon(0)).unwrap_or_else(|_| CpuBackend {
+            exec: Exec::Seq,
+            threads: 1,
+            _data: PhantomData,
+        })
+    }
+}
+
+impl<'a> Backend for CpuBackend<'a> {
+    type Tensor = CpuTensor<'a>;
+    type Mask = Mask;
+
+    fn name(&self) -> String {
+        match (&self.exec, self.threads) {
+            (Exec::Seq, _) => "cpu(sequential)".into(),
+            (_, 1) => "cpu(1 thread)".into(),
+            (_, n) => format!("cpu({n} threads)"),
+        }
+    }
+
+    fn upload(&self, data: &[f32], shape: &Shape) -> Result<CpuTensor<'a>> {
+        CpuTensor::from_vec(data.to_vec(), shape.clone())
+    }
+
+    fn download(&self, tensor: &CpuTensor<'a>) -> Result<Vec<f32>> {
+        Ok(tensor.data().to_vec())
+    }
+
+    fn upload_mask(&self, mask: &Mask) -> Result<Mask> {
+        Ok(mask.clone())
+    }
+
+    fn download_masks(&self, masks: Vec<Mask>) -> Result<Vec<Mask>> {
+        Ok(masks)
+    }
+
+    fn unary(&self, op: UnaryOp, x: &CpuTensor<'a>) -> Result<CpuTensor<'a>> {
+        Ok(elementwise::unary(&self.exec, op, x))
+    }
+
+    fn binary(&self, op: BinaryOp, a: &CpuTensor<'a>, b: &CpuTensor<'a>) -> Result<CpuTensor<'a>> {
+        elementwise::binary(&self.exec, op, a, b)
+    }
+
+    fn reduce_groups(
+        &self,
+        x: &CpuTensor<'a>,
+        grouping: Grouping,
+        reduction: Reduction,
+    ) -> Result<CpuTensor<'a>> {
+        elementwise::reduce_groups(&self.exec, x, grouping, reduction)
+    }
+
+    fn random_uniform(&self, shape: &Shape, seed: u64, stream: u32) -> Result<CpuTensor<'a>> {
+        Ok(elementwise::random_uniform(&self.exec, shape, seed, stream))
+    }
+
+    fn histogram(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        window: KeyWindow,
+    ) -> Result<Histogram> {
+        selection::histogram(&self.exec, inputs, rule, window)
+    }
+
+    fn count_keys(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        key: u32,
+    ) -> Result<Vec<KeyCount>> {
+        selection::count_keys(&self.exec, inputs, rule, key)
+    }
+
+    fn threshold_masks(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        cut: TensorCut,
+    ) -> Result<CutMasks<Mask>> {
+        selection::threshold_masks(&self.exec, inputs, rule, cut)
+    }
+
+    fn range_masks(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        lo: u32,
+        hi: u32,
+    ) -> Result<RangeMasks<Mask>> {
+        selection::range_masks(&self.exec, inputs, rule, lo, hi)
+    }
+
+    fn n_of_m_masks(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        pattern: NofM,
+    ) -> Result<MaskBatch<Mask>> {
+        selection::n_of_m_masks(&self.exec, inputs, rule, pattern)
+    }
+
+    /// Zeroes the pruned elements in place. A mutable borrow
+    /// ([`CpuBackend::borrow_mut`]) is written through; a read-only borrow
+    /// ([`CpuBackend::borrow`]) is first copied into an owned buffer, which
+    /// is then masked (the borrowed data stays as it was).
+    fn apply_mask(&self, weights: &mut CpuTensor<'a>, mask: &Mask) -> Result<()> {
+        elementwise::apply_mask(&self.exec, weights, mask)
+    }
+
+    fn gemv(&self, a: &CpuTensor<'a>, x: &CpuTensor<'a>) -> Result<CpuTensor<'a>> {
+        linalg::gemv(&self.exec, a, x)
+    }
+
+    fn gemm(
+        &self,
+        a: &CpuTensor<'a>,
+        ta: Transpose,
+        b: &CpuTensor<'a>,
+        tb: Transpose,
+    ) -> Result<CpuTensor<'a>> {
+        linalg::gemm(&self.exec, a, ta, b, tb)
+    }
+
+    /// `a += alpha x yᵀ` in place; like [`Backend::apply_mask`], it writes
+    /// through a mutable borrow and copies a read-only one first.
+    fn rank1_update(
+        &self,
+        a: &mut CpuTensor<'a>,
+        alpha: f32,
+        x: &CpuTensor<'a>,
+        y: &CpuTensor<'a>,
+    ) -> Result<()> {
+        linalg::rank1_update(&self.exec, a, alpha, x, y)
+    }
+
+    fn dot(&self, a: &CpuTensor<'a>, b: &CpuTensor<'a>) -> Result<CpuTensor<'a>> {
+        linalg::dot(&self.exec, a, b)
+    }
+
+    fn cholesky_solve(&self, a: &CpuTensor<'a>, b: &CpuTensor<'a>) -> Result<CpuTensor<'a>> {
+        linalg::cholesky_solve(&self.exec, a, b)
+    }
+}
