@@ -1,0 +1,133 @@
+//! Assertions with messages that say where two results part ways.
+
+use prunus_core::{Error, Mask};
+
+/// Two floats are the same bits, or both NaN (NaN payloads may differ
+/// between devices).
+pub fn same_bits(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+/// Panics unless `got` and `want` agree bit for bit ([`same_bits`]).
+#[track_caller]
+pub fn assert_bits_eq(context: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{context}: length differs");
+    if let Some(i) = (0..got.len()).find(|&i| !same_bits(got[i], want[i])) {
+        panic!(
+            "{context}: element {i} is {} ({:#010x}), expected {} ({:#010x})",
+            got[i],
+            got[i].to_bits(),
+            want[i],
+            want[i].to_bits()
+        );
+    }
+}
+
+/// Panics unless `|got_i - want_i| <= tolerance[i]` for every `i` (NaN and
+/// infinities must match exactly).
+#[track_caller]
+pub fn assert_close(context: &str, got: &[f32], want: &[f32], tolerance: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{context}: length differs");
+    for i in 0..got.len() {
+        let (g, w) = (got[i] as f64, want[i] as f64);
+        let ok = if g.is_finite() && w.is_finite() {
+            (g - w).abs() <= tolerance[i]
+        } else {
+            same_bits(got[i], want[i])
+        };
+        assert!(
+            ok,
+            "{context}: element {i} is {g}, expected {w} (difference {}, tolerance {})",
+            (g - w).abs(),
+            tolerance[i]
+        );
+    }
+}
+
+/// Panics unless the masks are equal, naming the first layer and element that
+/// differ.
+#[track_caller]
+pub fn assert_masks_eq(context: &str, got: &[Mask], want: &[Mask]) {
+    assert_eq!(got.len(), want.len(), "{context}: number of masks differs");
+    for (l, (g, w)) in got.iter().zip(want).enumerate() {
+        if g == w {
+            continue;
+        }
+        let shapes = format!("shapes {} vs {}", g.shape_string(), w.shape_string());
+        if g.len() != w.len() || g.shape_string() != w.shape_string() {
+            panic!("{context}: mask {l}: {shapes}");
+        }
+        let i = (0..g.len()).find(|&i| g.get(i) != w.get(i));
+        panic!(
+            "{context}: mask {l} differs first at element {i:?} (got kept={:?}); \
+             pruned {} vs expected {} of {}",
+            i.map(|i| g.get(i)),
+            g.count_pruned(),
+            w.count_pruned(),
+            g.len()
+        );
+    }
+}
+
+/// Panics unless both results are equal masks or equal errors.
+#[track_caller]
+pub fn assert_same_masks(
+    context: &str,
+    got: &Result<Vec<Mask>, Error>,
+    want: &Result<Vec<Mask>, Error>,
+) {
+    match (got, want) {
+        (Ok(g), Ok(w)) => assert_masks_eq(context, g, w),
+        (Err(g), Err(w)) => assert_eq!(g, w, "{context}: different errors"),
+        (Ok(_), Err(w)) => panic!("{context}: succeeded where the oracle fails with {w:?} ({w})"),
+        (Err(g), Ok(_)) => panic!("{context}: failed with {g:?} ({g}) where the oracle succeeds"),
+    }
+}
+
+/// Panics unless both results are errors of the same variant (fields may
+/// differ, e.g. an operation name).
+#[track_caller]
+pub fn assert_same_error_kind<T, U>(
+    context: &str,
+    got: &Result<T, Error>,
+    want: &Result<U, Error>,
+) {
+    let show = |r: Result<&Error, ()>| match r {
+        Ok(e) => format!("{e:?}"),
+        Err(()) => "Ok(..)".to_string(),
+    };
+    match (got, want) {
+        (Err(g), Err(w)) => assert_eq!(
+            std::mem::discriminant(g),
+            std::mem::discriminant(w),
+            "{context}: error {g:?} where the reference gives {w:?}"
+        ),
+        (g, w) => panic!(
+            "{context}: expected an error like the reference's {}, got {}",
+            show(w.as_ref().err().ok_or(())),
+            show(g.as_ref().err().ok_or(()))
+        ),
+    }
+}
+
+/// Display of a mask's shape, for messages.
+trait ShapeString {
+    fn shape_string(&self) -> String;
+}
+
+impl ShapeString for Mask {
+    fn shape_string(&self) -> String {
+        use prunus_core::HasShape;
+        self.shape().to_string()
+    }
+}
+
+/// Indices of the kept elements, for comparing with hand-written lists.
+pub fn kept(mask: &Mask) -> Vec<usize> {
+    mask.kept().collect()
+}
+
+/// Indices of the pruned elements, for comparing with hand-written lists.
+pub fn pruned(mask: &Mask) -> Vec<usize> {
+    (0..mask.len()).filter(|&i| !mask.get(i)).collect()
+}
