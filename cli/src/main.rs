@@ -1,1 +1,85 @@
-fn main() {}
+//! `prunus`: prune neural-network weights exactly, and measure how fast.
+//!
+//! Exit status: 0 on success, 1 when a result fails its own check (a bug in
+//! prunus, please report it), 2 on any error in the request or its execution
+//! (the message starting with `error:` says what to change).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod error;
+mod memory;
+
+/// Prune neural-network weights exactly: a sparsity of 0.9 removes exactly
+/// round(0.9 * n) weights, the same ones on every backend and thread count.
+#[derive(Debug, Parser)]
+#[command(name = "prunus", version, propagate_version = true)]
+#[command(
+    after_help = "Exit status: 0 success, 1 a result failed its own check (a bug), 2 an error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure prunus on synthetic weights against the hardware's floor.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Time global magnitude pruning to an exact sparsity against one
+    /// streaming read of the same weights (the memory-bandwidth floor).
+    Select(bench::SelectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(BenchCommand::Select(args)) => bench::select(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_are_the_issue_size() {
+        let cli = Cli::try_parse_from(["prunus", "bench", "select"]).unwrap();
+        let Command::Bench(BenchCommand::Select(a)) = cli.command;
+        assert_eq!(
+            (a.params, a.tensors, a.sparsity, a.repeat),
+            (100_000_000, 50, 0.9, 5)
+        );
+        assert_eq!(a.threads, 0);
+        assert!(a.json.is_none());
+    }
+
+    #[test]
+    fn rejects_sparsity_outside_unit_interval() {
+        for s in ["1.5", "-0.1", "nan", "inf", "x"] {
+            let e =
+                Cli::try_parse_from(["prunus", "bench", "select", "--sparsity", s]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{s}");
+        }
+    }
+}
