@@ -441,10 +441,7 @@ pub(crate) fn threshold_masks(
     check::score_views(views)?;
     let inputs = Input::all(views);
     let items = chunks(inputs.iter().map(|i| i.data.len()), CHUNK);
-    let mut words: Vec<Vec<u64>> = inputs
-        .iter()
-        .map(|i| vec![0u64; words_for(i.data.len())])
-        .collect();
+    let mut words = blank_words(&inputs);
     let key = cut.key as u64;
     let mut ties = vec![0u64; inputs.len()];
 
@@ -497,11 +494,7 @@ pub(crate) fn threshold_masks(
             }));
         }
     }
-    let masks = views
-        .iter()
-        .zip(words)
-        .map(|(v, w)| Mask::from_words(v.scores.shape().clone(), w))
-        .collect::<Result<_>>()?;
+    let masks = finish_masks(views, words)?;
     Ok(CutMasks { masks, ties })
 }
 
@@ -518,10 +511,7 @@ pub(crate) fn range_masks(
     check::score_views(views)?;
     let inputs = Input::all(views);
     let items = chunks(inputs.iter().map(|i| i.data.len()), CHUNK);
-    let mut words: Vec<Vec<u64>> = inputs
-        .iter()
-        .map(|i| vec![0u64; words_for(i.data.len())])
-        .collect();
+    let mut words = blank_words(&inputs);
     let tasks = chunk_words(&items, &mut words, |_| true);
     let fast = rule.transform == Transform::Abs && lo >= 0x8000_0000 && hi < 0xFF80_0000;
     let gathered: Vec<Vec<(u32, u32)>> =
@@ -569,12 +559,28 @@ pub(crate) fn range_masks(
             })
         })
         .collect();
-    let masks = views
+    let masks = finish_masks(views, words)?;
+    Ok(RangeMasks { masks, candidates })
+}
+
+/// Zeroed mask words for every input.
+fn blank_words(inputs: &[Input<'_>]) -> Vec<Vec<u64>> {
+    inputs
+        .iter()
+        .map(|i| vec![0u64; words_for(i.data.len())])
+        .collect()
+}
+
+/// The masks built in `words`, one per view.
+fn finish_masks(
+    views: &[ScoreView<'_, CpuBackend<'_>>],
+    words: Vec<Vec<u64>>,
+) -> Result<Vec<Mask>> {
+    views
         .iter()
         .zip(words)
         .map(|(v, w)| Mask::from_words(v.scores.shape().clone(), w))
-        .collect::<Result<_>>()?;
-    Ok(RangeMasks { masks, candidates })
+        .collect()
 }
 
 /// The chunks whose index passes `pick`, each with its own words of the
@@ -655,10 +661,7 @@ pub(crate) fn n_of_m_masks(
     let unit = BLOCK / gcd(BLOCK, pattern.m) * pattern.m;
     let size = CHUNK.div_ceil(unit) * unit;
     let items = chunks(inputs.iter().map(|i| i.data.len()), size);
-    let mut words: Vec<Vec<u64>> = inputs
-        .iter()
-        .map(|i| vec![0u64; words_for(i.data.len())])
-        .collect();
+    let mut words = blank_words(&inputs);
     let mut slices: Vec<_> = words
         .iter_mut()
         .map(|w| w.chunks_mut(size / BLOCK))
@@ -692,11 +695,7 @@ pub(crate) fn n_of_m_masks(
     for (c, n) in items.iter().zip(nan_per_chunk) {
         nan[c.input] += n;
     }
-    let masks = views
-        .iter()
-        .zip(words)
-        .map(|(v, w)| Mask::from_words(v.scores.shape().clone(), w))
-        .collect::<Result<_>>()?;
+    let masks = finish_masks(views, words)?;
     Ok(MaskBatch { masks, nan })
 }
 
