@@ -88,6 +88,9 @@ pub struct RangeMasks<M> {
     /// order, then flat index). Elements an earlier mask prunes have the key
     /// [`crate::key::KEY_PRUNED`], as in histograms.
     pub candidates: Vec<Candidate>,
+    /// NaN scores per input (counted whatever the policy), as in
+    /// [`Histogram::nan`].
+    pub nan: Vec<u64>,
 }
 
 /// Masks of an N:M selection and the NaN count of each input.
@@ -193,6 +196,19 @@ pub trait Backend {
         lo: u32,
         hi: u32,
     ) -> Result<RangeMasks<Self::Mask>>;
+
+    /// The keys of a fixed sample of the inputs, in sequence order: in every
+    /// input, the runs of `run` consecutive elements that start at the
+    /// multiples of `run * every` (every element when `every` is 1). Selection
+    /// uses it to guess the threshold's key range; the result never depends on
+    /// the guess, only the speed does.
+    fn sample_keys(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        run: usize,
+        every: usize,
+    ) -> Result<Vec<u32>>;
 
     /// N:M masks: in every group of `pattern.m` consecutive elements along
     /// a row of the matrix view (the input side), the `m - n` smallest by (key, index) are pruned.

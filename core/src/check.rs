@@ -110,3 +110,14 @@ pub fn solve_dims(a: &Shape, b: &Shape) -> Result<(usize, usize)> {
         )),
     }
 }
+
+/// `(run, run * every)` of a key sample; both must be at least 1.
+pub fn sample(run: usize, every: usize) -> Result<(usize, usize)> {
+    match run.checked_mul(every) {
+        Some(stride) if run > 0 && every > 0 => Ok((run, stride)),
+        _ => Err(Error::FractionOutOfRange {
+            what: "sample run and spacing (both at least 1)",
+            value: if run == 0 { 0.0 } else { every as f64 },
+        }),
+    }
+}

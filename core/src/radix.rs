@@ -180,6 +180,19 @@ impl TensorCut {
     }
 }
 
+/// The bucket of keys (same high 16 bits) that holds the threshold, after
+/// the first histogram pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bucket {
+    /// The keys' high 16 bits.
+    pub high: u16,
+    /// How many of the bucket's elements are pruned (its lowest, by key and
+    /// sequence order).
+    pub rank: u64,
+    /// How many elements the bucket holds.
+    pub count: u64,
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Stage {
     High,
@@ -292,12 +305,11 @@ impl RadixSelect {
         Ok(())
     }
 
-    /// Before the second pass: the bucket (high 16 bits) that holds the
-    /// threshold and how many elements it holds. A caller that can gather
-    /// those elements cheaply builds their low-half histogram itself.
-    pub fn bucket(&self) -> Option<(u16, u64)> {
+    /// Before the second pass: the bucket that holds the threshold. A caller
+    /// that can gather its elements cheaply selects among them itself.
+    pub fn bucket(&self) -> Option<Bucket> {
         match self.stage {
-            Stage::Low { high, count, .. } => Some((high, count)),
+            Stage::Low { high, rank, count } => Some(Bucket { high, rank, count }),
             _ => None,
         }
     }

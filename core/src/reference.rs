@@ -223,6 +223,7 @@ impl Backend for ReferenceBackend {
         check::score_views(inputs)?;
         let mut masks = Vec::with_capacity(inputs.len());
         let mut candidates = Vec::new();
+        let nan = inputs.iter().map(|v| nan_count(v, rule)).collect();
         for (t, v) in inputs.iter().enumerate() {
             let k: Vec<u32> = keys(v, rule).collect();
             for (i, &key) in k.iter().enumerate() {
@@ -236,7 +237,28 @@ impl Backend for ReferenceBackend {
             }
             masks.push(Mask::from_fn(v.scores.shape.clone(), |i| k[i] >= lo));
         }
-        Ok(RangeMasks { masks, candidates })
+        Ok(RangeMasks {
+            masks,
+            candidates,
+            nan,
+        })
+    }
+
+    fn sample_keys(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        run: usize,
+        every: usize,
+    ) -> Result<Vec<u32>> {
+        check::score_views(inputs)?;
+        let (run, stride) = check::sample(run, every)?;
+        Ok(inputs
+            .iter()
+            .flat_map(|v| keys(v, rule).enumerate())
+            .filter(|(i, _)| i % stride < run)
+            .map(|(_, k)| k)
+            .collect())
     }
 
     fn n_of_m_masks(

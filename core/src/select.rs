@@ -11,12 +11,12 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::backend::{Backend, ScoreView};
+use crate::backend::{Backend, Candidate, ScoreView};
 use crate::config::{PruneConfig, Scope};
 use crate::error::{Error, Result};
 use crate::key::{KeyRule, NanPolicy, Transform};
 use crate::mask::Mask;
-use crate::radix::{Cut, Histogram, KeyWindow, RadixSelect};
+use crate::radix::{BINS, Cut, Histogram, KeyWindow, RadixSelect};
 use crate::shape::HasShape;
 
 /// A named tensor taking part in a pruning call: the weights for
@@ -189,12 +189,13 @@ fn local_target(name: &str, plan: &Plan, i: usize, sparsity: f64) -> Result<u64>
 /// weights by magnitude without a score tensor). Returns one host mask per
 /// layer, skipped layers keeping their earlier mask (or everything).
 ///
-/// Reads the scores two or three times: one histogram pass, then either one
-/// pass that writes the masks and gathers the few elements near the
-/// threshold, or (when many share the threshold's bucket, as with heavily
-/// quantised scores) a second histogram pass and a mask pass that resolves
-/// ties itself. The global scope repeats this once more for each layer a
-/// guard saturates.
+/// Reads the scores once when a sample of the keys places the threshold
+/// (large inputs, the usual case), otherwise two or three times: one
+/// histogram pass, then either one pass that writes the masks and gathers
+/// the few elements near the threshold, or (when many share the threshold's
+/// bucket, as with heavily quantised scores) a second histogram pass and a
+/// mask pass that resolves ties itself. The global scope repeats this once
+/// more for each layer a guard saturates.
 pub fn select<B: Backend + ?Sized>(
     backend: &B,
     layers: &[Layer<'_, B>],
@@ -287,6 +288,77 @@ pub fn select<B: Backend + ?Sized>(
         .collect())
 }
 
+/// Inputs smaller than this skip the sampled one-pass attempt.
+const SAMPLED_MIN: u64 = 1 << 20;
+/// Sampled runs are 64 consecutive elements (one mask word)...
+const SAMPLE_RUN: usize = 64;
+/// ...at every 64th run: 1/64 of the elements.
+const SAMPLE_EVERY: usize = 64;
+
+/// The key range `[lo, hi]` (whole 16-bit buckets) that a sample of keys
+/// says holds the `k`-th smallest of `n`, with a margin of four standard
+/// deviations of the sample quantile; `None` when the sample is too small or
+/// the range would hold more than 1/64 of the elements.
+fn sample_range(sample: &[u32], n: u64, k: u64) -> Option<(u32, u32)> {
+    let s = sample.len();
+    if s < 1024 {
+        return None;
+    }
+    let mut bins = vec![0u32; BINS];
+    for &key in sample {
+        bins[(key >> 16) as usize] += 1;
+    }
+    let q = k as f64 / n as f64;
+    let margin = 4.0 * libm::sqrt(s as f64 * q * (1.0 - q)) + 8.0;
+    let first = libm::floor(q * s as f64 - margin);
+    let last = libm::ceil(q * s as f64 + margin);
+    // The bucket of the sample element of 0-based rank `r`.
+    let bucket_of = |r: f64| {
+        let mut seen = 0u64;
+        bins.iter()
+            .position(|&c| {
+                seen += c as u64;
+                seen as f64 > r
+            })
+            .unwrap_or(BINS - 1)
+    };
+    let lo = if first < 0.0 { 0 } else { bucket_of(first) };
+    let hi = if last >= s as f64 {
+        BINS - 1
+    } else {
+        bucket_of(last)
+    };
+    let inside: u64 = bins[lo..=hi].iter().map(|&c| c as u64).sum();
+    if inside * 64 > s as u64 {
+        return None;
+    }
+    Some(((lo as u32) << 16, ((hi as u32) << 16) | 0xFFFF))
+}
+
+/// Prunes the `k` lowest of the gathered `candidates` (by key, then sequence
+/// order) in `masks`, by the same radix selection over their keys.
+fn settle(candidates: &[Candidate], k: u64, masks: &mut [Mask]) -> Result<()> {
+    let mut radix = RadixSelect::new(candidates.len() as u64, k)?;
+    while let Some(w) = radix.window() {
+        let mut h = Histogram::new(0);
+        for c in candidates {
+            if let Some(b) = w.bin(c.key) {
+                h.bins[b] += 1;
+            }
+        }
+        radix.absorb(&h)?;
+    }
+    let cut = radix.cut().unwrap_or(Cut::NONE).threshold();
+    let mut rank = 0u64;
+    for c in candidates {
+        if cut.prunes(c.key, rank) {
+            masks[c.input as usize].set(c.index as usize, false);
+        }
+        rank += (c.key == cut.key) as u64;
+    }
+    Ok(())
+}
+
 struct Selector<'s, B: Backend + ?Sized> {
     backend: &'s B,
     rule: KeyRule,
@@ -297,13 +369,23 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
     /// Host masks that prune exactly the `k` lowest of the `inputs` (whose
     /// layer indices are `ids`), checking NaN scores on the first pass.
     ///
-    /// After the first histogram pass the bucket holding the threshold is
-    /// known with its population. When it is small (at most 1/128 of the
-    /// elements), one pass writes the masks and returns the bucket's elements,
-    /// which are settled here: two passes in all. Otherwise a second
-    /// histogram pass finds the exact key and a mask pass applies it.
+    /// Large inputs first try one pass: a sample of 1/64 of the keys places
+    /// the threshold in a narrow key range, and [`Backend::range_masks`]
+    /// writes the masks and gathers that range's elements, which are settled
+    /// here. If the count below the range shows the guess missed, or the
+    /// range would hold too many elements, the histogram path runs instead:
+    /// one pass finds the threshold's 16-bit bucket with its population; a
+    /// small bucket is gathered the same way (two passes in all), a large
+    /// one (heavy ties) takes a second histogram pass and a mask pass that
+    /// resolves ties itself. Every path prunes exactly the same elements.
     fn masks(&self, ids: &[usize], inputs: &[ScoreView<'_, B>], k: u64) -> Result<Vec<Mask>> {
         let n: u64 = inputs.iter().map(|v| v.scores.shape().numel() as u64).sum();
+        if k > 0
+            && n >= SAMPLED_MIN
+            && let Some(masks) = self.sampled(ids, inputs, n, k)?
+        {
+            return Ok(masks);
+        }
         let mut radix = RadixSelect::new(n, k)?;
         let mut window = radix.window();
         if window.is_none() && self.rule.nan == NanPolicy::Error {
@@ -312,10 +394,25 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
         }
         let mut first = true;
         while let Some(w) = window {
-            if let Some((high, count)) = radix.bucket()
-                && count <= (n / 128).max(4096)
+            if let Some(bucket) = radix.bucket()
+                && bucket.count <= (n / 128).max(4096)
             {
-                return self.settle_bucket(inputs, radix, high, count);
+                let lo = (bucket.high as u32) << 16;
+                let range = self
+                    .backend
+                    .range_masks(inputs, self.rule, lo, lo | 0xFFFF)?;
+                if range.candidates.len() as u64 != bucket.count {
+                    return Err(Error::Backend {
+                        message: alloc::format!(
+                            "range pass gathered {} elements where the histogram counted {}",
+                            range.candidates.len(),
+                            bucket.count
+                        ),
+                    });
+                }
+                let mut masks = self.backend.download_masks(range.masks)?;
+                settle(&range.candidates, bucket.rank, &mut masks)?;
+                return Ok(masks);
             }
             let h = self.backend.histogram(inputs, self.rule, w)?;
             if first && self.rule.nan == NanPolicy::Error {
@@ -332,41 +429,33 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
         self.backend.download_masks(masks.masks)
     }
 
-    /// The second radix step over the gathered elements of bucket `high`.
-    fn settle_bucket(
+    /// The one-pass attempt of [`Selector::masks`]: `None` when the sample's
+    /// range would be too heavy or missed the threshold.
+    fn sampled(
         &self,
+        ids: &[usize],
         inputs: &[ScoreView<'_, B>],
-        mut radix: RadixSelect,
-        high: u16,
-        count: u64,
-    ) -> Result<Vec<Mask>> {
-        let lo = (high as u32) << 16;
-        let range = self
+        n: u64,
+        k: u64,
+    ) -> Result<Option<Vec<Mask>>> {
+        let sample = self
             .backend
-            .range_masks(inputs, self.rule, lo, lo | 0xFFFF)?;
-        if range.candidates.len() as u64 != count {
-            return Err(Error::Backend {
-                message: alloc::format!(
-                    "range pass gathered {} elements where the histogram counted {count}",
-                    range.candidates.len()
-                ),
-            });
+            .sample_keys(inputs, self.rule, SAMPLE_RUN, SAMPLE_EVERY)?;
+        let Some((lo, hi)) = sample_range(&sample, n, k) else {
+            return Ok(None);
+        };
+        let range = self.backend.range_masks(inputs, self.rule, lo, hi)?;
+        if self.rule.nan == NanPolicy::Error {
+            self.check_nan(ids, &range.nan)?;
         }
-        let mut low = Histogram::new(0);
-        for c in &range.candidates {
-            low.bins[(c.key & 0xFFFF) as usize] += 1;
-        }
-        radix.absorb(&low)?;
-        let cut = radix.cut().unwrap_or(Cut::NONE).threshold();
         let mut masks = self.backend.download_masks(range.masks)?;
-        let mut rank = 0u64;
-        for c in &range.candidates {
-            if cut.prunes(c.key, rank) {
-                masks[c.input as usize].set(c.index as usize, false);
-            }
-            rank += (c.key == cut.key) as u64;
+        let below: u64 = masks.iter().map(|m| m.count_pruned()).sum();
+        let gathered = range.candidates.len() as u64;
+        if below > k || k > below + gathered {
+            return Ok(None);
         }
-        Ok(masks)
+        settle(&range.candidates, k - below, &mut masks)?;
+        Ok(Some(masks))
     }
 
     fn check_nan(&self, ids: &[usize], nan: &[u64]) -> Result<()> {

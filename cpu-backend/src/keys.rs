@@ -322,7 +322,8 @@ pub(crate) fn abs_at_least_counting(
 /// [`abs_at_least`] with `t = lo`, also gathering the elements whose key
 /// lies in `[lo, hi]` as `(index in chunk, key)`, for a range of finite
 /// `|x|` keys (`0x8000_0000 <= lo <= hi < 0xFF80_0000`, so neither NaN, nor
-/// infinity, nor an element an earlier mask prunes is ever in it).
+/// infinity, nor an element an earlier mask prunes is ever in it). Returns
+/// the number of alive NaN scores.
 pub(crate) fn abs_range(
     x: &[f32],
     survivors: Option<&[u64]>,
@@ -331,7 +332,7 @@ pub(crate) fn abs_range(
     nan: NanPolicy,
     out: &mut [u64],
     gathered: &mut Vec<(u32, u32)>,
-) {
+) -> u64 {
     debug_assert!(0x8000_0000 <= lo && lo <= hi && hi < 0xFF80_0000);
     let lo_bits = lo & 0x7FFF_FFFF;
     let width = hi - lo;
@@ -341,17 +342,27 @@ pub(crate) fn abs_range(
         0x7FFF_FFFF
     };
     let mut flags = [0u8; BLOCK];
+    let mut nans = 0u64;
     for (w, (xs, word)) in x.chunks(BLOCK).zip(out.iter_mut()).enumerate() {
-        // The range holds few elements: the vector loop only notes whether
-        // a block has any, and the rare blocks that do are walked again.
+        // The range holds few elements and NaN should be rare: the vector
+        // loop only notes whether a block has any, and the rare blocks that
+        // do are walked again.
         let mut any = 0u32;
+        let mut any_nan = 0u32;
         for (f, &v) in flags.iter_mut().zip(xs) {
             let b = v.to_bits() & 0x7FFF_FFFF;
             *f = (b >= lo_bits && b <= top) as u8;
             any |= (b.wrapping_sub(lo_bits) <= width) as u32;
+            any_nan |= (b > INF_BITS) as u32;
         }
         let alive = survivors.map_or(u64::MAX, |s| s[w]);
         *word = pack(&flags[..xs.len()]) & alive;
+        if any_nan != 0 {
+            for (f, &v) in flags.iter_mut().zip(xs) {
+                *f = (v.to_bits() & 0x7FFF_FFFF > INF_BITS) as u8;
+            }
+            nans += (pack(&flags[..xs.len()]) & alive).count_ones() as u64;
+        }
         if any != 0 {
             for (f, &v) in flags.iter_mut().zip(xs) {
                 let b = v.to_bits() & 0x7FFF_FFFF;
@@ -366,6 +377,7 @@ pub(crate) fn abs_range(
             }
         }
     }
+    nans
 }
 
 /// Packs up to 64 flags (`0` or `1`) into a word, flag `i` into bit `i`.

@@ -237,6 +237,16 @@ impl<'a> Backend for CpuBackend<'a> {
         selection::range_masks(&self.exec, inputs, rule, lo, hi)
     }
 
+    fn sample_keys(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        run: usize,
+        every: usize,
+    ) -> Result<Vec<u32>> {
+        selection::sample_keys(&self.exec, inputs, rule, run, every)
+    }
+
     fn n_of_m_masks(
         &self,
         inputs: &[ScoreView<'_, Self>],

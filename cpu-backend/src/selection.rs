@@ -514,11 +514,11 @@ pub(crate) fn range_masks(
     let mut words = blank_words(&inputs);
     let tasks = chunk_words(&items, &mut words, |_| true);
     let fast = rule.transform == Transform::Abs && lo >= 0x8000_0000 && hi < 0xFF80_0000;
-    let gathered: Vec<Vec<(u32, u32)>> =
+    let gathered: Vec<(Vec<(u32, u32)>, u64)> =
         with_key_fn!(rule, |k| exec.map_into(tasks, |(c, out)| {
             let input = inputs[c.input];
             let mut found = Vec::new();
-            if fast {
+            let nan = if fast {
                 abs_range(
                     c.of(input.data),
                     input.survivors.map(|w| c.words(w)),
@@ -527,7 +527,7 @@ pub(crate) fn range_masks(
                     rule.nan,
                     out,
                     &mut found,
-                );
+                )
             } else {
                 scan_chunk(
                     k,
@@ -544,14 +544,18 @@ pub(crate) fn range_masks(
                         }
                         out[b] = w;
                     },
-                );
-            }
-            found
+                )
+            };
+            (found, nan)
         }));
+    let mut nan = vec![0u64; inputs.len()];
+    for (c, (_, n)) in items.iter().zip(&gathered) {
+        nan[c.input] += n;
+    }
     let candidates = items
         .iter()
         .zip(gathered)
-        .flat_map(|(c, found)| {
+        .flat_map(|(c, (found, _))| {
             found.into_iter().map(move |(i, key)| Candidate {
                 input: c.input as u32,
                 key,
@@ -560,7 +564,55 @@ pub(crate) fn range_masks(
         })
         .collect();
     let masks = finish_masks(views, words)?;
-    Ok(RangeMasks { masks, candidates })
+    Ok(RangeMasks {
+        masks,
+        candidates,
+        nan,
+    })
+}
+
+/// The keys of the runs of `run` elements at every `run * every` elements
+/// of each input: see [`prunus_core::Backend::sample_keys`]. Each chunk
+/// takes the runs that start in it, so the keys come out in sequence order.
+pub(crate) fn sample_keys(
+    exec: &Exec,
+    views: &[ScoreView<'_, CpuBackend<'_>>],
+    rule: KeyRule,
+    run: usize,
+    every: usize,
+) -> Result<Vec<u32>> {
+    check::score_views(views)?;
+    let (run, stride) = check::sample(run, every)?;
+    let inputs = Input::all(views);
+    let items = chunks(inputs.iter().map(|i| i.data.len()), CHUNK);
+    let parts = with_key_fn!(rule, |k| exec.map(&items, |c| {
+        let input = inputs[c.input];
+        let mut keys = Vec::new();
+        let mut start = c.start.div_ceil(stride) * stride;
+        while start < c.end {
+            let end = (start + run).min(input.data.len());
+            if start.is_multiple_of(BLOCK) {
+                // Runs of whole blocks (the usual case) use the vector kernel.
+                scan(
+                    k,
+                    &input.data[start..end],
+                    input.survivors.map(|w| &w[start / BLOCK..words_for(end)]),
+                    |x| x,
+                    |_, block| keys.extend_from_slice(block),
+                );
+            } else {
+                for i in start..end {
+                    let alive = input
+                        .survivors
+                        .is_none_or(|w| w[i / BLOCK] >> (i % BLOCK) & 1 == 1);
+                    keys.push(rule.key_with(input.data[i], alive));
+                }
+            }
+            start += stride;
+        }
+        keys
+    }));
+    Ok(parts.concat())
 }
 
 /// Zeroed mask words for every input.

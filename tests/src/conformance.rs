@@ -591,10 +591,10 @@ fn range_on<B: Backend>(
     rule: KeyRule,
     lo: u32,
     hi: u32,
-) -> Result<(Vec<Mask>, Vec<Candidate>)> {
+) -> Result<(Vec<Mask>, Vec<Candidate>, Vec<u64>)> {
     let up = Uploaded::new(b, layers)?;
     let out = b.range_masks(&up.views(), rule, lo, hi)?;
-    Ok((b.download_masks(out.masks)?, out.candidates))
+    Ok((b.download_masks(out.masks)?, out.candidates, out.nan))
 }
 
 /// What `range_masks` must give, by a plain walk of the sequence: keys from
@@ -666,6 +666,8 @@ pub fn check_range_masks<B: Backend>(b: &B) {
                 assert_eq!(got.0, want.0, "{ctx}: masks");
                 assert_eq!(got.1.len(), want.1.len(), "{ctx}: candidate count");
                 assert_eq!(got.1, want.1, "{ctx}: candidates");
+                let nan: Vec<u64> = layers.iter().map(|l| host_nan_count(l, rule)).collect();
+                assert_eq!(got.2, nan, "{ctx}: NaN counts");
                 if !large {
                     let reference = ok(&ctx, range_on(&REF, &layers, rule, lo, hi));
                     assert_eq!(got, reference, "{ctx}: against the reference");
@@ -684,6 +686,97 @@ pub fn check_range_masks<B: Backend>(b: &B) {
         ),
         "{name}: range_masks accepted a survivor mask of the wrong shape"
     );
+}
+
+/// Keys of a sample equal the reference's and a plain walk's (runs of `run`
+/// elements at every `run * every`, survivors keyed 0, in sequence order),
+/// for aligned and unaligned runs, every key rule, inputs spanning many
+/// backend chunks, and bad spacings rejected.
+pub fn check_sample_keys<B: Backend>(b: &B) {
+    let name = b.name();
+    let mut sets = score_sets();
+    let long = shape(&[1_000_003]);
+    sets.push((
+        "long",
+        vec![
+            HostLayer::new("long", long.dims(), uniform_values(301, long.numel()))
+                .with_mask(random_mask(301, &long, 0.2)),
+            HostLayer::new("tail", &[77], uniform_values(302, 77)),
+        ],
+    ));
+    for (set, layers) in sets {
+        for rule in RULES {
+            for (run, every) in [(64, 64), (1, 1), (3, 5), (64, 1), (100, 7), (1, 1000)] {
+                let ctx =
+                    format!("{name}: sample_keys of {set} under {rule:?}, run {run} every {every}");
+                let up = ok(&ctx, Uploaded::new(b, &layers));
+                let got = ok(&ctx, b.sample_keys(&up.views(), rule, run, every));
+                let want: Vec<u32> = layers
+                    .iter()
+                    .flat_map(|l| (0..l.numel()).map(move |i| (l, i)))
+                    .filter(|&(_, i)| i % (run * every) < run)
+                    .map(|(l, i)| key_at(l, rule, i))
+                    .collect();
+                assert_eq!(got, want, "{ctx}");
+            }
+        }
+    }
+    let t = ok("upload", b.upload(&[1.0, 2.0], &shape(&[2])));
+    let views = [ScoreView::new(&t)];
+    for (run, every) in [(0, 1), (1, 0), (usize::MAX, 2)] {
+        assert!(
+            b.sample_keys(&views, KeyRule::ABS, run, every).is_err(),
+            "{name}: sample_keys accepted run {run} every {every}"
+        );
+    }
+}
+
+/// Selections large enough for the sampled one-pass path agree with the
+/// reference and the oracle whichever way it goes: the sample places the
+/// threshold (continuous scores), misses it (an adversarial layout whose
+/// sampled runs hold only small weights), or is refused (heavy ties), with
+/// earlier masks and NaN ranked lowest.
+pub fn check_prune_sampled<B: Backend>(b: &B) {
+    let n = (1 << 20) + 4099;
+    let continuous = vec![
+        HostLayer::new("a", &[1024, 700], uniform_values(401, 716_800)),
+        HostLayer::new("b", &[n - 716_800], uniform_values(402, n - 716_800)),
+    ];
+    // Runs of 64 at every 4096 elements are what selection samples: make
+    // them all tiny, so the sample puts every quantile near zero.
+    let misleading: Vec<f32> = (0..n)
+        .map(|i| {
+            let u = uniform(403, 1, i as u64);
+            if i % 4096 < 64 { u * 1e-3 } else { 1.0 + u }
+        })
+        .collect();
+    let adversarial = vec![HostLayer::new("m", &[n], misleading)];
+    let ties = vec![HostLayer::new("q", &[n], quantised_values(404, n, 3))];
+    let mut nan = uniform_values(405, n);
+    for i in (0..n).step_by(997) {
+        nan[i] = f32::NAN;
+    }
+    let with_nan =
+        vec![HostLayer::new("x", &[n], nan).with_mask(random_mask(405, &shape(&[n]), 0.2))];
+    for (set, layers) in [
+        ("continuous", continuous),
+        ("misleading sample", adversarial),
+        ("heavy ties", ties),
+        ("earlier masks and NaN", with_nan),
+    ] {
+        let total: u64 = layers.iter().map(|l| l.numel() as u64).sum();
+        for s in [0.3, 0.9, 0.999] {
+            let config = PruneConfig::new(s).nan_policy(NanPolicy::Lowest);
+            let masks = ok(set, agree(b, set, &layers, &config, true));
+            let pruned: u64 = masks.iter().map(|m| m.count_pruned()).sum();
+            assert_eq!(
+                pruned,
+                (s * total as f64).round() as u64,
+                "{}: {set} at {s}",
+                b.name()
+            );
+        }
+    }
 }
 
 /// Key histograms equal the reference's exactly (bins and NaN counts) in the

@@ -274,12 +274,13 @@ fn select_units(
             let mut keep: Vec<Vec<bool>> =
                 active.iter().map(|&i| vec![true; n(i) as usize]).collect();
             let mut count = vec![0u64; active.len()];
+            let caps: Vec<u64> = active.iter().map(|&i| cap(i)).collect();
             let mut taken = 0;
             for (t, e) in all {
                 if taken == k {
                     break;
                 }
-                if count[t] < cap(active[t]) {
+                if count[t] < caps[t] {
                     keep[t][e] = false;
                     count[t] += 1;
                     taken += 1;

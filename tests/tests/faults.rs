@@ -44,6 +44,9 @@ enum Fault {
     RangeCandidatesReversed,
     /// Range masks prune the keys equal to the range's low end.
     RangePrunesLowEnd,
+    /// Sampled keys perturbed (an exponent bit flipped): the threshold's
+    /// guessed range goes wrong, which may cost speed but never a mask.
+    SampleMisleads,
     /// N:M ties pruned from the highest index.
     NofMTiesFromTheEnd,
     /// Survivor masks ignored by every selection op.
@@ -297,6 +300,22 @@ impl Backend for Faulty {
         Ok(out)
     }
 
+    fn sample_keys(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        run: usize,
+        every: usize,
+    ) -> Result<Vec<u32>> {
+        let mut keys = R.sample_keys(&strip(inputs, self.0), self.rule(rule), run, every)?;
+        if self.0 == Fault::SampleMisleads {
+            for k in &mut keys {
+                *k ^= 0x0080_0000;
+            }
+        }
+        Ok(keys)
+    }
+
     fn n_of_m_masks(
         &self,
         inputs: &[ScoreView<'_, Self>],
@@ -399,6 +418,20 @@ fn must_fail(fault: Fault, checks: &[(&str, Check)]) {
         let r = catch_unwind(AssertUnwindSafe(|| check(&b)));
         assert!(r.is_err(), "{name} did not notice the fault {fault:?}");
     }
+}
+
+#[test]
+fn a_misleading_sample_changes_no_mask() {
+    // The sample only guesses where the threshold is: with every sampled key
+    // wrong, selection falls back and every prune check still passes...
+    let b = Faulty(Fault::SampleMisleads);
+    conformance::check_prune_sampled(&b);
+    conformance::check_prune_large(&b);
+    // ...while the check of the sample itself notices.
+    must_fail(
+        Fault::SampleMisleads,
+        &[("sample_keys", conformance::check_sample_keys)],
+    );
 }
 
 #[test]
