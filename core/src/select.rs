@@ -338,6 +338,19 @@ fn sample_range(sample: &[u32], n: u64, k: u64) -> Option<(u32, u32)> {
 /// Prunes the `k` lowest of the gathered `candidates` (by key, then sequence
 /// order) in `masks`, by the same radix selection over their keys.
 fn settle(candidates: &[Candidate], k: u64, masks: &mut [Mask]) -> Result<()> {
+    if let Some(c) = candidates.iter().find(|c| {
+        masks
+            .get(c.input as usize)
+            .is_none_or(|m| c.index >= m.len() as u64)
+    }) {
+        return Err(Error::Backend {
+            message: alloc::format!(
+                "range pass returned element {} of input {}, which does not exist",
+                c.index,
+                c.input
+            ),
+        });
+    }
     let mut radix = RadixSelect::new(candidates.len() as u64, k)?;
     while let Some(w) = radix.window() {
         let mut h = Histogram::new(0);

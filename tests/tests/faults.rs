@@ -44,6 +44,8 @@ enum Fault {
     RangeCandidatesReversed,
     /// Range masks prune the keys equal to the range's low end.
     RangePrunesLowEnd,
+    /// Range candidates point past the end of their input.
+    RangeIndexOutOfBounds,
     /// Sampled keys perturbed (an exponent bit flipped): the threshold's
     /// guessed range goes wrong, which may cost speed but never a mask.
     SampleMisleads,
@@ -288,6 +290,11 @@ impl Backend for Faulty {
         let mut out = R.range_masks(&strip(inputs, self.0), self.rule(rule), lo, hi)?;
         match self.0 {
             Fault::RangeCandidatesReversed => out.candidates.reverse(),
+            Fault::RangeIndexOutOfBounds => {
+                if let Some(c) = out.candidates.first_mut() {
+                    c.index += 1 << 40;
+                }
+            }
             Fault::RangePrunesLowEnd => {
                 for c in &out.candidates {
                     if c.key == lo {
@@ -418,6 +425,19 @@ fn must_fail(fault: Fault, checks: &[(&str, Check)]) {
         let r = catch_unwind(AssertUnwindSafe(|| check(&b)));
         assert!(r.is_err(), "{name} did not notice the fault {fault:?}");
     }
+}
+
+#[test]
+fn a_backend_that_returns_bad_candidates_gets_an_error_not_a_panic() {
+    let b = Faulty(Fault::RangeIndexOutOfBounds);
+    let data: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin()).collect();
+    let t = b.upload(&data, &Shape::vector(1000)).expect("upload");
+    let layers = [prunus_core::Layer::new("w", &t)];
+    let got = prunus_core::prune(&b, &layers, &prunus_core::PruneConfig::new(0.5));
+    assert!(
+        matches!(got, Err(prunus_core::Error::Backend { .. })),
+        "expected a backend error, got {got:?}"
+    );
 }
 
 #[test]
