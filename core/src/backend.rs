@@ -7,12 +7,12 @@
 //!
 //! The contract is shaped for devices with asynchronous readback: operations
 //! that produce tensors or masks return backend handles that may still be
-//! pending; only [`Backend::download`], [`Backend::download_masks`],
-//! [`Backend::histogram`] and [`Backend::count_keys`] bring data back (and
-//! the small per-input counts of [`CutMasks`]), and the
+//! pending; only [`Backend::download`] and [`Backend::download_masks`] bring
+//! tensors and masks back, and the selection ops bring back small results
+//! only: histograms and counts, a 1/64 key sample ([`Backend::sample_keys`]),
+//! the few elements near the threshold ([`RangeMasks::candidates`]). The
 //! selection ops take a whole slice of inputs so that one call (one readback)
-//! covers every layer. Scores never leave the device during a selection: a
-//! histogram per pass comes back, then the packed masks.
+//! covers every layer. Scores never leave the device during a selection.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -161,7 +161,9 @@ pub trait Backend {
         window: KeyWindow,
     ) -> Result<Histogram>;
 
-    /// Per input, how many keys are below `key` and equal to it.
+    /// Per input, how many keys are below `key` and equal to it. Core's own
+    /// selection does not need it; callers that select shard by shard use it
+    /// with [`crate::radix::Cut::distribute`].
     fn count_keys(
         &self,
         inputs: &[ScoreView<'_, Self>],
