@@ -15,6 +15,7 @@
 
 pub mod compare;
 pub mod conformance;
+pub mod gpu;
 pub mod host;
 pub mod oracle;
 pub mod strategies;
@@ -22,7 +23,9 @@ pub mod strategies;
 /// Expands to a module `$module` with one `#[test]` per conformance check,
 /// each running it on a fresh `$backend` (an expression evaluated inside the
 /// module, which imports the caller's scope), plus a test that no check of
-/// [`conformance`] is missing from the list.
+/// [`conformance`] is missing from the list. With `maybe:`, the expression
+/// is an `Option` of a backend, and each test returns at once on `None` (a
+/// device that is absent: see [`gpu::wgpu_backend`]).
 ///
 /// ```
 /// use prunus_cpu::{CpuBackend, Par};
@@ -31,8 +34,14 @@ pub mod strategies;
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {
+    ($module:ident, maybe: $backend:expr) => {
+        $crate::conformance_tests!(@list $module, ($backend));
+    };
     ($module:ident, $backend:expr) => {
-        $crate::conformance_tests!(@checks $module, $backend;
+        $crate::conformance_tests!(@list $module, (Some($backend)));
+    };
+    (@list $module:ident, $maybe:tt) => {
+        $crate::conformance_tests!(@checks $module, $maybe;
             check_upload_download,
             check_mask_transfer,
             check_unary_ops,
@@ -75,7 +84,7 @@ macro_rules! conformance_tests {
             check_layer_api,
         );
     };
-    (@checks $module:ident, $backend:expr; $($check:ident),* $(,)?) => {
+    (@checks $module:ident, $maybe:tt; $($check:ident),* $(,)?) => {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
@@ -83,7 +92,7 @@ macro_rules! conformance_tests {
             $(
                 #[test]
                 fn $check() {
-                    let backend = $backend;
+                    let Some(backend) = $maybe else { return };
                     $crate::conformance::$check(&backend);
                 }
             )*

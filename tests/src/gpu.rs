@@ -1,0 +1,32 @@
+//! The GPU backend for tests, when this machine has an adapter.
+
+use std::sync::OnceLock;
+
+use prunus_wgpu::WgpuBackend;
+
+/// Whether `PRUNUS_REQUIRE_GPU=1` makes a missing adapter a failure.
+pub fn gpu_required() -> bool {
+    std::env::var("PRUNUS_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+/// One wgpu backend per test process, or `None` (with the reason printed
+/// once) where no adapter exists. Panics when no adapter exists and
+/// `PRUNUS_REQUIRE_GPU=1`.
+pub fn wgpu_backend() -> Option<WgpuBackend> {
+    static BACKEND: OnceLock<Option<WgpuBackend>> = OnceLock::new();
+    let b = BACKEND.get_or_init(|| match WgpuBackend::new() {
+        Ok(b) => Some(b),
+        Err(e) if gpu_required() => panic!("PRUNUS_REQUIRE_GPU=1 but the GPU backend failed: {e}"),
+        Err(e) => {
+            eprintln!("skipping the GPU tests: {e}");
+            None
+        }
+    });
+    b.clone()
+}
+
+/// The wgpu backend with windows of 2048 elements, so that small test
+/// tensors take the multi-window paths of large ones.
+pub fn wgpu_small_windows() -> Option<WgpuBackend> {
+    wgpu_backend().map(|b| b.with_max_window(2048))
+}

@@ -1,0 +1,316 @@
+#![doc = include_str!("../README.md")]
+
+mod context;
+mod elementwise;
+mod linalg;
+mod reduce;
+mod selection;
+mod tensor;
+mod window;
+
+use std::sync::Arc;
+
+use prunus_core::radix::{Histogram, KeyCount, KeyWindow, TensorCut};
+use prunus_core::{
+    Backend, BinaryOp, CutMasks, Grouping, HasShape, KeyRule, Mask, MaskBatch, NofM, RangeMasks,
+    Reduction, Result, ScoreView, Shape, Transpose, UnaryOp, check,
+};
+
+pub use crate::context::{AdapterChoice, AdapterSummary};
+use crate::context::{Buf, Gpu};
+pub use crate::tensor::{WgpuMask, WgpuTensor};
+use crate::window::{WINDOW_ALIGN, Window, mask_u32_words, windows};
+
+/// The largest window, in elements: element indices within a window stay
+/// far below `u32::MAX` in every kernel.
+const MAX_WINDOW: u64 = 1 << 30;
+
+/// Bytes uploaded per queue write: host staging stays bounded.
+const UPLOAD_PIECE: usize = 64 << 20;
+
+/// Every adapter wgpu finds on this machine (honouring `WGPU_BACKEND`), in
+/// the order [`AdapterChoice::Index`] counts them.
+pub fn adapters() -> Vec<AdapterSummary> {
+    context::list_adapters()
+}
+
+/// The wgpu compute-shader backend.
+///
+/// Tensors and masks live in device memory; selection brings back only
+/// histograms, counts, key samples, the few candidates near a threshold, and
+/// finally packed masks. Tensors larger than the device's storage-binding
+/// limit are processed in windows, and no dispatch exceeds the workgroup
+/// limit (kernels loop with a grid stride). Cloning shares the device.
+///
+/// ```no_run
+/// use prunus_core::{Backend, Shape, UnaryOp};
+/// use prunus_wgpu::WgpuBackend;
+/// let b = WgpuBackend::new()?;
+/// let x = b.upload(&[-1.0, 2.0], &Shape::vector(2))?;
+/// let y = b.unary(UnaryOp::Square, &x)?;
+/// assert_eq!(b.download(&y)?, [1.0, 4.0]);
+/// # Ok::<(), prunus_core::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct WgpuBackend {
+    gpu: Arc<Gpu>,
+    window: u64,
+}
+
+impl std::fmt::Debug for WgpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WgpuBackend")
+            .field("adapter", self.gpu.info())
+            .field("window", &self.window)
+            .finish()
+    }
+}
+
+impl WgpuBackend {
+    /// The backend on the adapter [`AdapterChoice::Auto`] picks; a clear
+    /// error when there is none.
+    pub fn new() -> Result<Self> {
+        Self::with_adapter(&AdapterChoice::Auto)
+    }
+
+    /// The backend on a chosen adapter.
+    pub fn with_adapter(choice: &AdapterChoice) -> Result<Self> {
+        let gpu = Gpu::open(choice)?;
+        let window = (gpu.max_binding() / 4).min(MAX_WINDOW) / WINDOW_ALIGN * WINDOW_ALIGN;
+        if window == 0 {
+            return Err(context::backend_error(format!(
+                "{} allows storage bindings of only {} bytes",
+                gpu.info().name,
+                gpu.max_binding()
+            )));
+        }
+        Ok(WgpuBackend {
+            gpu: Arc::new(gpu),
+            window,
+        })
+    }
+
+    /// The same backend with windows of at most `elements` (rounded down to
+    /// a multiple of 2048, at least 2048): small windows exercise on small
+    /// tensors the paths that large tensors take.
+    pub fn with_max_window(mut self, elements: u64) -> Self {
+        self.window = self
+            .window
+            .min((elements / WINDOW_ALIGN).max(1) * WINDOW_ALIGN);
+        self
+    }
+
+    /// The adapter this backend runs on.
+    pub fn adapter(&self) -> &AdapterSummary {
+        self.gpu.info()
+    }
+
+    /// The windows of a tensor of `numel` elements, starting at multiples of
+    /// `align` (a multiple of [`WINDOW_ALIGN`]).
+    fn windows(&self, numel: u64, align: u64) -> Vec<Window> {
+        windows(numel, self.window.max(align) / align * align, align)
+    }
+
+    /// A tiny buffer for a binding a kernel does not use.
+    fn dummy(&self) -> Result<Buf> {
+        self.gpu.storage(16)
+    }
+
+    fn new_tensor(&self, shape: &Shape) -> Result<WgpuTensor> {
+        Ok(WgpuTensor {
+            shape: shape.clone(),
+            buf: self.gpu.storage(shape.numel() as u64 * 4)?,
+        })
+    }
+
+    fn new_mask(&self, shape: &Shape) -> Result<WgpuMask> {
+        Ok(WgpuMask {
+            shape: shape.clone(),
+            buf: self.gpu.storage(mask_u32_words(shape.numel() as u64) * 4)?,
+        })
+    }
+
+    /// Writes host bytes to a new storage buffer, piece by piece.
+    fn upload_bytes(&self, bytes: &[u8]) -> Result<Buf> {
+        let buf = self.gpu.storage(bytes.len() as u64)?;
+        for (i, piece) in bytes.chunks(UPLOAD_PIECE).enumerate() {
+            self.gpu.write(&buf, (i * UPLOAD_PIECE) as u64, piece);
+            self.gpu.batch().submit()?;
+        }
+        Ok(buf)
+    }
+}
+
+/// Little-endian `u32`s from bytes.
+fn u32s(bytes: &[u8]) -> Vec<u32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+impl Backend for WgpuBackend {
+    type Tensor = WgpuTensor;
+    type Mask = WgpuMask;
+
+    fn name(&self) -> String {
+        let info = self.gpu.info();
+        format!("wgpu({}, {})", info.name, info.api)
+    }
+
+    fn upload(&self, data: &[f32], shape: &Shape) -> Result<WgpuTensor> {
+        check::same_len("tensor data", shape.numel(), data.len())?;
+        let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        Ok(WgpuTensor {
+            shape: shape.clone(),
+            buf: self.upload_bytes(&bytes)?,
+        })
+    }
+
+    fn download(&self, tensor: &WgpuTensor) -> Result<Vec<f32>> {
+        let bytes = self
+            .gpu
+            .read(self.gpu.batch(), &[tensor.buf.slice(0, tensor.numel() * 4)])?;
+        Ok(u32s(&bytes[0]).into_iter().map(f32::from_bits).collect())
+    }
+
+    fn upload_mask(&self, mask: &Mask) -> Result<WgpuMask> {
+        let bytes: Vec<u8> = mask.words().iter().flat_map(|w| w.to_le_bytes()).collect();
+        Ok(WgpuMask {
+            shape: mask.shape().clone(),
+            buf: self.upload_bytes(&bytes)?,
+        })
+    }
+
+    fn download_masks(&self, masks: Vec<WgpuMask>) -> Result<Vec<Mask>> {
+        let slices: Vec<_> = masks
+            .iter()
+            .map(|m| m.buf.slice(0, mask_u32_words(m.numel()) * 4))
+            .collect();
+        let bytes = self.gpu.read(self.gpu.batch(), &slices)?;
+        masks
+            .iter()
+            .zip(bytes)
+            .map(|(m, b)| {
+                let words = b
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect();
+                Mask::from_words(m.shape.clone(), words)
+            })
+            .collect()
+    }
+
+    fn unary(&self, op: UnaryOp, x: &WgpuTensor) -> Result<WgpuTensor> {
+        self.map_unary(op, x)
+    }
+
+    fn binary(&self, op: BinaryOp, a: &WgpuTensor, b: &WgpuTensor) -> Result<WgpuTensor> {
+        self.map_binary(op, a, b)
+    }
+
+    fn reduce_groups(
+        &self,
+        x: &WgpuTensor,
+        grouping: Grouping,
+        reduction: Reduction,
+    ) -> Result<WgpuTensor> {
+        self.reduce(x, grouping, reduction)
+    }
+
+    fn random_uniform(&self, shape: &Shape, seed: u64, stream: u32) -> Result<WgpuTensor> {
+        self.random(shape, seed, stream)
+    }
+
+    fn histogram(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        window: KeyWindow,
+    ) -> Result<Histogram> {
+        self.key_histogram(inputs, rule, window)
+    }
+
+    fn count_keys(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        key: u32,
+    ) -> Result<Vec<KeyCount>> {
+        self.key_counts(inputs, rule, key)
+    }
+
+    fn threshold_masks(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        cut: TensorCut,
+    ) -> Result<CutMasks<WgpuMask>> {
+        self.cut_masks(inputs, rule, cut)
+    }
+
+    fn range_masks(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        lo: u32,
+        hi: u32,
+    ) -> Result<RangeMasks<WgpuMask>> {
+        self.key_range_masks(inputs, rule, lo, hi)
+    }
+
+    fn sample_keys(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        run: usize,
+        every: usize,
+    ) -> Result<Vec<u32>> {
+        self.key_samples(inputs, rule, run, every)
+    }
+
+    fn n_of_m_masks(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        pattern: NofM,
+    ) -> Result<MaskBatch<WgpuMask>> {
+        self.pattern_masks(inputs, rule, pattern)
+    }
+
+    fn apply_mask(&self, weights: &mut WgpuTensor, mask: &WgpuMask) -> Result<()> {
+        self.zero_pruned(weights, mask)
+    }
+
+    fn gemv(&self, a: &WgpuTensor, x: &WgpuTensor) -> Result<WgpuTensor> {
+        self.matvec(a, x)
+    }
+
+    fn gemm(
+        &self,
+        a: &WgpuTensor,
+        ta: Transpose,
+        b: &WgpuTensor,
+        tb: Transpose,
+    ) -> Result<WgpuTensor> {
+        self.matmul(a, ta, b, tb)
+    }
+
+    fn rank1_update(
+        &self,
+        a: &mut WgpuTensor,
+        alpha: f32,
+        x: &WgpuTensor,
+        y: &WgpuTensor,
+    ) -> Result<()> {
+        self.outer_update(a, alpha, x, y)
+    }
+
+    fn dot(&self, a: &WgpuTensor, b: &WgpuTensor) -> Result<WgpuTensor> {
+        self.inner(a, b)
+    }
+
+    fn cholesky_solve(&self, a: &WgpuTensor, b: &WgpuTensor) -> Result<WgpuTensor> {
+        self.solve(a, b)
+    }
+}
