@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use prunus_core::{Backend, HostTensor, Layer, PruneConfig, ReferenceBackend, prune};
 use prunus_cpu::{CpuBackend, CpuTensor, Par};
 use prunus_lab::{Report, Row, synthetic_layers, write_atomic};
+use prunus_wgpu::{WgpuBackend, WgpuTensor};
 
 use crate::error::Error;
 use crate::memory::peak_rss_mib;
@@ -20,6 +21,10 @@ pub(crate) enum BackendKind {
     Cpu,
     /// The scalar reference backend of prunus-core (sequential, the oracle).
     Reference,
+    /// The wgpu compute-shader backend, on the adapter `WGPU_ADAPTER_NAME`
+    /// names (else the first discrete GPU; `WGPU_BACKEND` restricts the
+    /// graphics APIs searched).
+    Wgpu,
 }
 
 /// Arguments of `prunus bench select`.
@@ -106,6 +111,7 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
         .map(|l| l.data.len().div_ceil(64) as u64 * 8)
         .sum();
 
+    let mut adapter = None;
     let (backend, threads, m) = match args.backend {
         BackendKind::Cpu => {
             let par = match args.threads {
@@ -119,8 +125,37 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
                 .map(|l| b.borrow(&l.data, &l.shape).map_err(Error::from))
                 .collect::<Result<Vec<CpuTensor<'_>>, Error>>()?;
             let refs: Vec<&CpuTensor<'_>> = tensors.iter().collect();
-            let m = measure(&b, &names, &tensors, || b.read_pass(&refs), args, expected)?;
+            let m = measure(
+                &b,
+                &names,
+                &tensors,
+                || Ok(b.read_pass(&refs)),
+                args,
+                expected,
+            )?;
             (b.name(), b.threads(), m)
+        }
+        BackendKind::Wgpu => {
+            let b = WgpuBackend::new()?;
+            eprintln!("uploading to {}...", b.name());
+            let t = Instant::now();
+            let tensors = layers
+                .iter()
+                .map(|l| b.upload(&l.data, &l.shape).map_err(Error::from))
+                .collect::<Result<Vec<WgpuTensor>, Error>>()?;
+            eprintln!("uploaded in {:.2} s", t.elapsed().as_secs_f64());
+            let refs: Vec<&WgpuTensor> = tensors.iter().collect();
+            // The floor is one device read pass of every weight, waited for.
+            let m = measure(
+                &b,
+                &names,
+                &tensors,
+                || Ok(b.read_pass(&refs)? as u64),
+                args,
+                expected,
+            )?;
+            adapter = Some(b.adapter().clone());
+            (b.name(), 1, m)
         }
         BackendKind::Reference => {
             let b = ReferenceBackend;
@@ -133,7 +168,7 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
                 &b,
                 &names,
                 &tensors,
-                || sequential_sum(&tensors),
+                || Ok(sequential_sum(&tensors)),
                 args,
                 expected,
             )?;
@@ -207,6 +242,11 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
     report.set_config("importance", "magnitude");
     report.set_config("backend", backend);
     report.set_config("threads", threads);
+    if let Some(a) = &adapter {
+        report.set_config("adapter", a.name.clone());
+        report.set_config("adapter_api", a.api.clone());
+        report.set_config("adapter_kind", a.kind.clone());
+    }
     report.set_config("repeat", args.repeat);
     let row = |metric: &str, values: Vec<f64>| -> Result<Row, Error> {
         Ok(Row::new("prunus", metric, values)?.sparsity(args.sparsity))
@@ -236,7 +276,7 @@ fn measure<B: Backend>(
     backend: &B,
     names: &[String],
     tensors: &[B::Tensor],
-    floor: impl Fn() -> u64,
+    floor: impl Fn() -> Result<u64, Error>,
     args: &SelectArgs,
     expected: u64,
 ) -> Result<Measurements, Error> {
@@ -250,7 +290,7 @@ fn measure<B: Backend>(
     let config = PruneConfig::new(args.sparsity).global().allow_empty(true);
     let run = || -> Result<(f64, f64, u64), Error> {
         let t = Instant::now();
-        black_box(floor());
+        black_box(floor()?);
         let floor_ms = t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
         let masks = prune(backend, &layers, &config)?;

@@ -13,6 +13,7 @@ use prunus_core::{
 };
 use prunus_cpu::{CpuBackend, Par};
 use prunus_tests::compare::{assert_same_masks, same_bits};
+use prunus_tests::gpu::wgpu_small_windows;
 use prunus_tests::host::{HostLayer, prune_on, quantised_values};
 use prunus_tests::oracle::{expected_masks, unit_count};
 use prunus_tests::strategies::{
@@ -20,7 +21,8 @@ use prunus_tests::strategies::{
     with_earlier_masks,
 };
 
-/// The result of `config` on every backend and thread count, by backend name.
+/// The result of `config` on every backend and thread count, by backend name
+/// (the GPU backend too, with small windows, where an adapter exists).
 fn on_every_backend(
     layers: &[HostLayer],
     config: &PruneConfig,
@@ -31,6 +33,9 @@ fn on_every_backend(
     )];
     for par in [Par::Seq, Par::Rayon(1), Par::Rayon(2)] {
         let b = CpuBackend::new(par).expect("cpu backend");
+        out.push((b.name(), prune_on(&b, layers, config)));
+    }
+    if let Some(b) = wgpu_small_windows() {
         out.push((b.name(), prune_on(&b, layers, config)));
     }
     out

@@ -101,3 +101,29 @@ fn sum_partials() {
     }
     out[0] = acc;
 }
+
+var<workgroup> folded: atomic<u32>;
+
+// One streaming read of a window, for the bandwidth floor: the XOR of every
+// element's bits, per workgroup, into out[c + workgroup] (as bits).
+@compute @workgroup_size(WG)
+fn read_pass(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    if (lid == 0u) {
+        atomicStore(&folded, 0u);
+    }
+    workgroupBarrier();
+    var acc = 0u;
+    for (var i = gid.x; i < params.n; i += nwg.x * WG) {
+        acc ^= bitcast<u32>(a[i]);
+    }
+    atomicXor(&folded, acc);
+    workgroupBarrier();
+    if (lid == 0u) {
+        out[params.c + wid.x] = bitcast<f32>(atomicLoad(&folded));
+    }
+}

@@ -152,6 +152,36 @@ impl WgpuBackend {
         Ok(out)
     }
 
+    /// One streaming read of every element of `tensors` on the device, and
+    /// a wait for it: the bandwidth floor that selection is measured against
+    /// (`prunus bench select --backend wgpu`). Returns a checksum (the XOR
+    /// of the elements' bits) so that the read cannot be skipped.
+    pub fn read_pass(&self, tensors: &[&WgpuTensor]) -> Result<u32> {
+        let mut batch = self.gpu.batch();
+        let mut slots = 0u64;
+        let mut work = Vec::new();
+        for t in tensors {
+            for w in self.windows(t.numel(), WINDOW_ALIGN) {
+                let g = batch.groups_for(w.len);
+                work.push((*t, w, g, slots as u32));
+                slots += g as u64;
+            }
+        }
+        let out = self.gpu.storage(slots.max(1) * 4)?;
+        let dummy = self.dummy()?;
+        for (t, w, g, slot) in work {
+            let (off, len) = w.score_bytes();
+            batch.dispatch(
+                &kernel("read_pass"),
+                &[w.len as u32, 0, 0, 0, 0, 0, slot],
+                &[t.buf.slice(off, len), dummy.all(), out.all()],
+                g,
+            );
+        }
+        let back = self.gpu.read(batch, &[out.slice(0, slots * 4)])?;
+        Ok(crate::u32s(&back[0]).into_iter().fold(0, |a, x| a ^ x))
+    }
+
     /// The Cholesky solve runs on the host, in f64 like the reference
     /// backend: one download and one upload. It serves small systems (the
     /// second-order methods' blocks), where a device factorisation would
