@@ -29,6 +29,10 @@ enum Command {
     /// Measure prunus on synthetic weights against the hardware's floor.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// List the GPU adapters wgpu finds (`WGPU_BACKEND` restricts the
+    /// graphics APIs searched); `--backend wgpu` takes the one named by
+    /// `WGPU_ADAPTER_NAME`, else the first discrete GPU.
+    Adapters,
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,6 +46,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(BenchCommand::Select(args)) => bench::select(&args),
+        Command::Adapters => {
+            list_adapters();
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,6 +57,22 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// Prints one line per adapter.
+fn list_adapters() {
+    let all = prunus_wgpu::adapters();
+    if all.is_empty() {
+        println!("no GPU adapter found (install a Vulkan, Metal or DX12 driver)");
+    }
+    for (i, a) in all.iter().enumerate() {
+        let compute = if a.compute {
+            ""
+        } else {
+            " (no compute shaders)"
+        };
+        println!("{i}: {} [{}, {}]{compute}", a.name, a.api, a.kind);
     }
 }
 
@@ -65,7 +89,9 @@ mod tests {
     #[test]
     fn defaults_are_the_issue_size() {
         let cli = Cli::try_parse_from(["prunus", "bench", "select"]).unwrap();
-        let Command::Bench(BenchCommand::Select(a)) = cli.command;
+        let Command::Bench(BenchCommand::Select(a)) = cli.command else {
+            panic!("parsed as another command");
+        };
         assert_eq!(
             (a.params, a.tensors, a.sparsity, a.repeat),
             (100_000_000, 50, 0.9, 5)

@@ -225,3 +225,43 @@ fn help_describes_the_benchmark() {
         assert!(help.contains(needle), "{needle} missing from:\n{help}");
     }
 }
+
+/// Whether the GPU path can run here: an adapter exists, or
+/// `PRUNUS_REQUIRE_GPU=1` demands that it does.
+fn gpu_expected() -> bool {
+    let out = prunus(&["adapters"]);
+    assert_eq!(out.status.code(), Some(0));
+    let listed = !String::from_utf8_lossy(&out.stdout).starts_with("no GPU adapter");
+    let required = std::env::var("PRUNUS_REQUIRE_GPU").is_ok_and(|v| v == "1");
+    if !listed && !required {
+        eprintln!("skipping: no GPU adapter on this machine");
+    }
+    listed || required
+}
+
+#[test]
+fn wgpu_run_prunes_exactly_and_names_the_adapter() {
+    if !gpu_expected() {
+        return;
+    }
+    let v = report(
+        "wgpu",
+        &[
+            "--params",
+            "300000",
+            "--tensors",
+            "3",
+            "--sparsity",
+            "0.7",
+            "--backend",
+            "wgpu",
+        ],
+    );
+    assert_eq!(row(&v, "pruned")["values"][0], 210_000.0);
+    let backend = v["config"]["backend"].as_str().unwrap();
+    let adapter = v["config"]["adapter"].as_str().unwrap();
+    assert!(
+        backend.starts_with("wgpu(") && backend.contains(adapter),
+        "{backend} / {adapter}"
+    );
+}
