@@ -7,3 +7,108 @@ use prunus_tests::gpu::{wgpu_backend, wgpu_small_windows};
 
 prunus_tests::conformance_tests!(wgpu_whole, maybe: wgpu_backend());
 prunus_tests::conformance_tests!(wgpu_windows, maybe: wgpu_small_windows());
+
+use prunus_core::radix::TensorCut;
+use prunus_core::{Backend, KeyRule, NofM, ReferenceBackend, ScoreView, Shape, key::order_key};
+
+/// Ties that straddle windows, tie blocks and inputs, with every partial
+/// budget: the first `ties` tied elements of the sequence are pruned, on the
+/// GPU as on the reference.
+#[test]
+fn tie_budgets_cross_windows_and_inputs() {
+    let Some(gpu) = wgpu_small_windows() else {
+        return;
+    };
+    // 0.5 everywhere except a few larger values; lengths not multiples of 32.
+    let sizes = [5_000usize, 1, 3_333];
+    let data: Vec<Vec<f32>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(t, &n)| {
+            (0..n)
+                .map(|i| if (i * 7 + t) % 13 == 0 { 0.75 } else { 0.5 })
+                .collect()
+        })
+        .collect();
+    let shapes: Vec<Shape> = sizes.iter().map(|&n| Shape::vector(n)).collect();
+    let equal: u64 = data.iter().flatten().filter(|&&x| x == 0.5).count() as u64;
+    let key = order_key(0.5);
+    for ties in [
+        1,
+        31,
+        1024,
+        2047,
+        2048,
+        4999,
+        5000,
+        5001,
+        equal - 1,
+        equal,
+        equal + 7,
+    ] {
+        let cut = TensorCut { key, ties };
+        let g: Vec<_> = data
+            .iter()
+            .zip(&shapes)
+            .map(|(d, s)| gpu.upload(d, s).unwrap())
+            .collect();
+        let r: Vec<_> = data
+            .iter()
+            .zip(&shapes)
+            .map(|(d, s)| ReferenceBackend.upload(d, s).unwrap())
+            .collect();
+        let gv: Vec<_> = g.iter().map(ScoreView::new).collect();
+        let rv: Vec<_> = r.iter().map(ScoreView::new).collect();
+        let got = gpu.threshold_masks(&gv, KeyRule::IDENTITY, cut).unwrap();
+        let want = ReferenceBackend
+            .threshold_masks(&rv, KeyRule::IDENTITY, cut)
+            .unwrap();
+        assert_eq!(got.ties, want.ties, "ties {ties}");
+        assert_eq!(
+            gpu.download_masks(got.masks).unwrap(),
+            want.masks,
+            "ties {ties}"
+        );
+    }
+}
+
+/// N:M groups whose size does not divide the window (5 and 3 elements)
+/// still never straddle one: windows start at group boundaries.
+#[test]
+fn n_of_m_groups_never_straddle_windows() {
+    let Some(gpu) = wgpu_small_windows() else {
+        return;
+    };
+    for (n, m) in [(3, 5), (1, 3), (2, 4)] {
+        let shape = Shape::matrix(41, m * 97).unwrap();
+        let data: Vec<f32> = (0..shape.numel())
+            .map(|i| ((i * 2_654_435_761usize) % 1000) as f32 / 7.0 - 60.0)
+            .collect();
+        let g = gpu.upload(&data, &shape).unwrap();
+        let r = ReferenceBackend.upload(&data, &shape).unwrap();
+        let pattern = NofM::new(n, m).unwrap();
+        let got = gpu
+            .n_of_m_masks(&[ScoreView::new(&g)], KeyRule::ABS, pattern)
+            .unwrap();
+        let want = ReferenceBackend
+            .n_of_m_masks(&[ScoreView::new(&r)], KeyRule::ABS, pattern)
+            .unwrap();
+        assert_eq!(
+            gpu.download_masks(got.masks).unwrap(),
+            want.masks,
+            "{n}:{m}"
+        );
+    }
+}
+
+/// A request the device cannot hold is an error naming the limit, not a
+/// panic or a device loss.
+#[test]
+fn oversized_requests_are_errors() {
+    let Some(gpu) = wgpu_backend() else {
+        return;
+    };
+    let huge = Shape::vector(usize::MAX / 8);
+    let e = gpu.random_uniform(&huge, 1, 0).unwrap_err();
+    assert!(e.to_string().contains("exceeds"), "{e}");
+}
