@@ -91,7 +91,8 @@ def main():
         torch.cuda.set_device(device)
         device_name = torch.cuda.get_device_name(device)
     else:
-        device_name = f"cpu ({torch.get_num_threads()} threads)"
+        threads = torch.get_num_threads()
+        device_name = f"cpu ({threads} thread{'' if threads == 1 else 's'})"
 
     def sync():
         """Wait for the device's queued work; a no-op on the CPU."""

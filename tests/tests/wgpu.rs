@@ -112,3 +112,39 @@ fn oversized_requests_are_errors() {
     let e = gpu.random_uniform(&huge, 1, 0).unwrap_err();
     assert!(e.to_string().contains("exceeds"), "{e}");
 }
+
+/// Scores stay on the device: a selection of n scores reads back at most the
+/// packed masks (n / 8 bytes), a 1/64 key sample (n / 16 bytes) and 2 MiB of
+/// histograms, counts and candidates: far less than the 4 n bytes of the
+/// scores, in every path.
+#[test]
+fn selection_never_reads_the_scores_back() {
+    use prunus_core::{Granularity, Grouping, Layer, PruneConfig, prune};
+    let Some(gpu) = wgpu_backend() else {
+        return;
+    };
+    let n = 1 << 21;
+    // Continuous scores (the sampled one-pass path) and two-level scores
+    // (histogram and tie paths).
+    let continuous: Vec<f32> = (0..n).map(|i| ((i * 7919) % n) as f32 - 1e6).collect();
+    let two_level: Vec<f32> = (0..n).map(|i| (i % 2) as f32).collect();
+    for (what, data) in [("continuous", continuous), ("two-level", two_level)] {
+        let shape = Shape::matrix(1024, n / 1024).unwrap();
+        let w = gpu.upload(&data, &shape).unwrap();
+        for granularity in [
+            Granularity::Unstructured,
+            Granularity::Groups(Grouping::Columns),
+        ] {
+            let config = PruneConfig::new(0.7).granularity(granularity);
+            let before = gpu.bytes_read_back();
+            let masks = prune(&gpu, &[Layer::new("w", &w)], &config).unwrap();
+            let read = gpu.bytes_read_back() - before;
+            assert_eq!(masks[0].len(), n);
+            let most = n as u64 / 8 + n as u64 / 16 + (2 << 20);
+            assert!(
+                read <= most,
+                "{what} {granularity:?}: {read} bytes read back for {n} scores"
+            );
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! pooled [`Buf`]fers and read small results back with [`Gpu::read`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use prunus_core::{Error, Result};
@@ -265,6 +266,8 @@ pub(crate) struct Gpu {
     pool: Arc<Pool>,
     /// The first error wgpu reported outside a call's own checks.
     fault: Arc<Mutex<Option<String>>>,
+    /// Bytes brought back to the host so far.
+    read_back: AtomicU64,
 }
 
 impl Gpu {
@@ -298,7 +301,13 @@ impl Gpu {
                 budget: 1 << 30,
             }),
             fault,
+            read_back: AtomicU64::new(0),
         })
+    }
+
+    /// Bytes brought back to the host since the device was opened.
+    pub(crate) fn bytes_read_back(&self) -> u64 {
+        self.read_back.load(Ordering::Relaxed)
     }
 
     /// The adapter.
@@ -507,6 +516,10 @@ impl Gpu {
         rx.recv()
             .map_err(|_| backend_error("readback was never answered".into()))?
             .map_err(|e| backend_error(format!("{}: readback failed: {e}", self.info.name)))?;
+        self.read_back.fetch_add(
+            slices.iter().map(|s| s.size).sum::<u64>(),
+            Ordering::Relaxed,
+        );
         let out = {
             let view = staging
                 .raw()

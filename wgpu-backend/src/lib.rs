@@ -100,6 +100,13 @@ impl WgpuBackend {
         self
     }
 
+    /// Bytes brought back from the device to the host since it was opened
+    /// (shared by clones): how the tests check that selection never reads
+    /// the scores back.
+    pub fn bytes_read_back(&self) -> u64 {
+        self.gpu.bytes_read_back()
+    }
+
     /// The adapter this backend runs on.
     pub fn adapter(&self) -> &AdapterSummary {
         self.gpu.info()

@@ -39,7 +39,7 @@ fn kernel(entry: &'static str) -> Kernel {
 }
 
 /// Candidates read back together with the counts; more take a second read.
-const EAGER_CANDIDATES: u64 = 1 << 16;
+const EAGER_CANDIDATES: u64 = 1 << 13;
 
 /// Bits of `Params.flags` (see the prelude).
 const FLAG_ABS: u32 = 1;
