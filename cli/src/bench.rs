@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use prunus_core::{Backend, HostTensor, Layer, PruneConfig, ReferenceBackend, prune};
+use prunus_core::{
+    Backend, HostTensor, Layer, PruneConfig, ReferenceBackend, SelectionPlan, prune,
+};
 use prunus_cpu::{CpuBackend, CpuTensor, Par};
 use prunus_lab::{Report, Row, synthetic_layers, write_atomic};
 use prunus_wgpu::{WgpuBackend, WgpuTensor};
@@ -25,6 +27,26 @@ pub(crate) enum BackendKind {
     /// names (else the first discrete GPU; `WGPU_BACKEND` restricts the
     /// graphics APIs searched).
     Wgpu,
+}
+
+/// A selection plan ([`SelectionPlan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PlanKind {
+    /// Sample the keys, gather the elements near the threshold, settle them
+    /// on the host: the fewest passes.
+    Gather,
+    /// Histogram passes and a tie-resolving mask pass: only histograms come
+    /// back before the masks.
+    Histograms,
+}
+
+impl From<PlanKind> for SelectionPlan {
+    fn from(p: PlanKind) -> Self {
+        match p {
+            PlanKind::Gather => SelectionPlan::Gather,
+            PlanKind::Histograms => SelectionPlan::Histograms,
+        }
+    }
 }
 
 /// Arguments of `prunus bench select`.
@@ -54,6 +76,10 @@ pub(crate) struct SelectArgs {
     /// (no pool). The reference backend is always sequential.
     #[arg(long, value_name = "T", default_value_t = 0)]
     pub(crate) threads: usize,
+    /// Selection plan: the backend's own by default (gather on CPUs and
+    /// software GPUs, histograms on GPUs); the masks are the same.
+    #[arg(long, value_enum)]
+    pub(crate) plan: Option<PlanKind>,
     /// Seed of the synthetic weights.
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
@@ -112,13 +138,17 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
         .sum();
 
     let mut adapter = None;
+    let mut plan = SelectionPlan::Gather;
     let (backend, threads, m) = match args.backend {
         BackendKind::Cpu => {
             let par = match args.threads {
                 1 => Par::Seq,
                 n => Par::Rayon(n),
             };
-            let b = CpuBackend::new(par)?;
+            let mut b = CpuBackend::new(par)?;
+            if let Some(p) = args.plan {
+                b = b.with_selection_plan(p.into());
+            }
             // Zero-copy: the backend reads the generated buffers in place.
             let tensors = layers
                 .iter()
@@ -133,10 +163,14 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
                 args,
                 expected,
             )?;
+            plan = b.selection_plan();
             (b.name(), b.threads(), m)
         }
         BackendKind::Wgpu => {
-            let b = WgpuBackend::new()?;
+            let mut b = WgpuBackend::new()?;
+            if let Some(p) = args.plan {
+                b = b.with_selection_plan(p.into());
+            }
             eprintln!("uploading to {}...", b.name());
             let t = Instant::now();
             let tensors = layers
@@ -155,9 +189,17 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
                 expected,
             )?;
             adapter = Some(b.adapter().clone());
+            plan = b.selection_plan();
             (b.name(), 1, m)
         }
         BackendKind::Reference => {
+            if args.plan.is_some_and(|p| p != PlanKind::Gather) {
+                return Err(Error::Lab(prunus_lab::Error::InvalidSetting {
+                    name: "--plan",
+                    value: "histograms".into(),
+                    expected: "gather (the reference backend has no other plan)".into(),
+                }));
+            }
             let b = ReferenceBackend;
             // The generated buffers move into the tensors: no copy either.
             let tensors = layers
@@ -191,7 +233,7 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
     let footprint = bytes + mask_bytes as f64;
 
     println!(
-        "bench select: {} f32 weights in {} tensors, sparsity {}, backend {backend}, {} repeat(s) after a warm-up",
+        "bench select: {} f32 weights in {} tensors, sparsity {}, backend {backend}, {plan:?} plan, {} repeat(s) after a warm-up",
         args.params, args.tensors, args.sparsity, args.repeat
     );
     println!("{:<26}{:>13}{:>13}", "", "median", "min");
@@ -242,6 +284,7 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
     report.set_config("importance", "magnitude");
     report.set_config("backend", backend);
     report.set_config("threads", threads);
+    report.set_config("plan", format!("{plan:?}").to_lowercase());
     if let Some(a) = &adapter {
         report.set_config("adapter", a.name.clone());
         report.set_config("adapter_api", a.api.clone());

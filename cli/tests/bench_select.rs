@@ -265,3 +265,33 @@ fn wgpu_run_prunes_exactly_and_names_the_adapter() {
         "{backend} / {adapter}"
     );
 }
+
+#[test]
+fn both_selection_plans_prune_exactly_and_are_reported() {
+    for plan in ["gather", "histograms"] {
+        let v = report(
+            &format!("plan-{plan}"),
+            &[
+                "--params",
+                "1500000",
+                "--tensors",
+                "4",
+                "--sparsity",
+                "0.35",
+                "--plan",
+                plan,
+            ],
+        );
+        assert_eq!(row(&v, "pruned")["values"][0], 525_000.0);
+        assert_eq!(v["config"]["plan"], plan);
+    }
+    let out = prunus(&[
+        "bench",
+        "select",
+        "--backend",
+        "reference",
+        "--plan",
+        "histograms",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}

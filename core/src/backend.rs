@@ -102,6 +102,31 @@ pub struct MaskBatch<M> {
     pub nan: Vec<u64>,
 }
 
+/// How [`crate::select()`] trades passes over the scores against data
+/// brought back to the host. Every plan prunes exactly the same elements;
+/// only the speed differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum SelectionPlan {
+    /// Fewest passes: a 1/64 key sample places the threshold in a key range,
+    /// one pass writes the masks and gathers the elements inside it (up to
+    /// 1/64 of them), and the host settles those exactly. Right where a pass
+    /// over the scores costs about as much as host work on the gathered
+    /// elements: CPUs, and software GPUs.
+    #[default]
+    Gather,
+    /// Only histograms and counts come back before the masks: a 16-bit
+    /// histogram pass, a second one inside the threshold's bucket (or, when
+    /// the bucket holds at most [`GATHER_MOST`] elements, a gather of it),
+    /// then a mask pass that resolves ties itself. Right for GPUs, where a
+    /// pass over the scores takes a millisecond but bringing millions of
+    /// candidates back and sorting them takes far longer.
+    Histograms,
+}
+
+/// The most elements the [`SelectionPlan::Histograms`] plan gathers to the
+/// host instead of running a second histogram pass.
+pub const GATHER_MOST: u64 = 1 << 16;
+
 /// A tensor backend: the contract every pruning method is written against.
 ///
 /// Implementations must agree bit for bit with [`crate::ReferenceBackend`] on
@@ -119,6 +144,12 @@ pub trait Backend {
 
     /// A short name for reports, e.g. `cpu(2 threads)`.
     fn name(&self) -> String;
+
+    /// How selection should use this backend: [`SelectionPlan::Gather`]
+    /// unless the backend says otherwise.
+    fn selection_plan(&self) -> SelectionPlan {
+        SelectionPlan::Gather
+    }
 
     /// Copies host data into a new tensor; fails when `data.len()` is not
     /// `shape.numel()`.

@@ -22,7 +22,7 @@ pub mod schedule;
 pub mod select;
 pub mod shape;
 
-pub use backend::{Backend, Candidate, CutMasks, MaskBatch, RangeMasks, ScoreView};
+pub use backend::{Backend, Candidate, CutMasks, MaskBatch, RangeMasks, ScoreView, SelectionPlan};
 pub use config::{Guards, Importance, PruneConfig, Scope};
 pub use error::{Error, Result};
 pub use granularity::{Granularity, Grouping, NofM, Reduction};

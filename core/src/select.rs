@@ -11,7 +11,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::backend::{Backend, Candidate, ScoreView};
+use crate::backend::{Backend, Candidate, GATHER_MOST, ScoreView, SelectionPlan};
 use crate::config::{PruneConfig, Scope};
 use crate::error::{Error, Result};
 use crate::key::{KeyRule, NanPolicy, Transform};
@@ -391,14 +391,23 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
     /// small bucket is gathered the same way (two passes in all), a large
     /// one (heavy ties) takes a second histogram pass and a mask pass that
     /// resolves ties itself. Every path prunes exactly the same elements.
+    ///
+    /// Under [`SelectionPlan::Histograms`] the sample is skipped and only
+    /// buckets of at most [`GATHER_MOST`] elements are gathered.
     fn masks(&self, ids: &[usize], inputs: &[ScoreView<'_, B>], k: u64) -> Result<Vec<Mask>> {
         let n: u64 = inputs.iter().map(|v| v.scores.shape().numel() as u64).sum();
-        if k > 0
+        let plan = self.backend.selection_plan();
+        if plan == SelectionPlan::Gather
+            && k > 0
             && n >= SAMPLED_MIN
             && let Some(masks) = self.sampled(ids, inputs, n, k)?
         {
             return Ok(masks);
         }
+        let gather_most = match plan {
+            SelectionPlan::Gather => (n / 128).max(4096),
+            SelectionPlan::Histograms => GATHER_MOST,
+        };
         let mut radix = RadixSelect::new(n, k)?;
         let mut window = radix.window();
         if window.is_none() && self.rule.nan == NanPolicy::Error {
@@ -408,7 +417,7 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
         let mut first = true;
         while let Some(w) = window {
             if let Some(bucket) = radix.bucket()
-                && bucket.count <= (n / 128).max(4096)
+                && bucket.count <= gather_most
             {
                 let lo = (bucket.high as u32) << 16;
                 let range = self

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use prunus_core::radix::{Histogram, KeyCount, KeyWindow, TensorCut};
 use prunus_core::{
     Backend, BinaryOp, CutMasks, Error, Grouping, KeyRule, Mask, MaskBatch, NofM, RangeMasks,
-    Reduction, Result, ScoreView, Shape, Transpose, UnaryOp,
+    Reduction, Result, ScoreView, SelectionPlan, Shape, Transpose, UnaryOp,
 };
 
 use crate::exec::Exec;
@@ -60,6 +60,7 @@ impl Default for Par {
 pub struct CpuBackend<'a> {
     exec: Exec,
     threads: usize,
+    plan: SelectionPlan,
     _data: PhantomData<&'a ()>,
 }
 
@@ -89,8 +90,17 @@ impl<'a> CpuBackend<'a> {
         Ok(CpuBackend {
             exec,
             threads,
+            plan: SelectionPlan::Gather,
             _data: PhantomData,
         })
+    }
+
+    /// The same backend with another [`SelectionPlan`] (the default,
+    /// [`SelectionPlan::Gather`], is the fast one on CPUs; the masks are the
+    /// same under every plan).
+    pub fn with_selection_plan(mut self, plan: SelectionPlan) -> Self {
+        self.plan = plan;
+        self
     }
 
     /// The number of threads that run the work (1 for [`Par::Seq`]).
@@ -146,6 +156,7 @@ impl Default for CpuBackend<'_> {
         CpuBackend::new(Par::Rayon(0)).unwrap_or_else(|_| CpuBackend {
             exec: Exec::Seq,
             threads: 1,
+            plan: SelectionPlan::Gather,
             _data: PhantomData,
         })
     }
@@ -156,11 +167,19 @@ impl<'a> Backend for CpuBackend<'a> {
     type Mask = Mask;
 
     fn name(&self) -> String {
+        let plan = match self.plan {
+            SelectionPlan::Gather => "",
+            SelectionPlan::Histograms => ", histogram plan",
+        };
         match (&self.exec, self.threads) {
-            (Exec::Seq, _) => "cpu(sequential)".into(),
-            (_, 1) => "cpu(1 thread)".into(),
-            (_, n) => format!("cpu({n} threads)"),
+            (Exec::Seq, _) => format!("cpu(sequential{plan})"),
+            (_, 1) => format!("cpu(1 thread{plan})"),
+            (_, n) => format!("cpu({n} threads{plan})"),
         }
+    }
+
+    fn selection_plan(&self) -> SelectionPlan {
+        self.plan
     }
 
     fn upload(&self, data: &[f32], shape: &Shape) -> Result<CpuTensor<'a>> {

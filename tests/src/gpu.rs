@@ -2,6 +2,7 @@
 
 use std::sync::OnceLock;
 
+use prunus_core::SelectionPlan;
 use prunus_wgpu::WgpuBackend;
 
 /// Whether `PRUNUS_REQUIRE_GPU=1` makes a missing adapter a failure.
@@ -26,7 +27,12 @@ pub fn wgpu_backend() -> Option<WgpuBackend> {
 }
 
 /// The wgpu backend with windows of 2048 elements, so that small test
-/// tensors take the multi-window paths of large ones.
+/// tensors take the multi-window paths of large ones, and with the histogram
+/// selection plan of real GPUs (the software adapter of CI defaults to the
+/// gather plan, which [`wgpu_backend`] keeps).
 pub fn wgpu_small_windows() -> Option<WgpuBackend> {
-    wgpu_backend().map(|b| b.with_max_window(2048))
+    wgpu_backend().map(|b| {
+        b.with_max_window(2048)
+            .with_selection_plan(SelectionPlan::Histograms)
+    })
 }

@@ -1,7 +1,9 @@
 //! The conformance suite on the rayon CPU backend: sequential, and on its own
 //! pools of one and two threads (the parallel paths must give the reference's
-//! results bit for bit whatever the thread count).
+//! results bit for bit whatever the thread count), and with the histogram
+//! selection plan of GPUs (the same masks by another path through core).
 
+use prunus_core::SelectionPlan;
 use prunus_cpu::{CpuBackend, Par};
 
 prunus_tests::conformance_tests!(
@@ -15,4 +17,10 @@ prunus_tests::conformance_tests!(
 prunus_tests::conformance_tests!(
     cpu_rayon_2,
     CpuBackend::new(Par::Rayon(2)).expect("cpu backend, 2 threads")
+);
+prunus_tests::conformance_tests!(
+    cpu_histogram_plan,
+    CpuBackend::new(Par::Rayon(2))
+        .expect("cpu backend, 2 threads")
+        .with_selection_plan(SelectionPlan::Histograms)
 );

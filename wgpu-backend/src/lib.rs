@@ -13,7 +13,7 @@ use std::sync::Arc;
 use prunus_core::radix::{Histogram, KeyCount, KeyWindow, TensorCut};
 use prunus_core::{
     Backend, BinaryOp, CutMasks, Grouping, HasShape, KeyRule, Mask, MaskBatch, NofM, RangeMasks,
-    Reduction, Result, ScoreView, Shape, Transpose, UnaryOp, check,
+    Reduction, Result, ScoreView, SelectionPlan, Shape, Transpose, UnaryOp, check,
 };
 
 pub use crate::context::{AdapterChoice, AdapterSummary};
@@ -55,6 +55,7 @@ pub fn adapters() -> Vec<AdapterSummary> {
 pub struct WgpuBackend {
     gpu: Arc<Gpu>,
     window: u64,
+    plan: SelectionPlan,
 }
 
 impl std::fmt::Debug for WgpuBackend {
@@ -62,6 +63,7 @@ impl std::fmt::Debug for WgpuBackend {
         f.debug_struct("WgpuBackend")
             .field("adapter", self.gpu.info())
             .field("window", &self.window)
+            .field("plan", &self.plan)
             .finish()
     }
 }
@@ -84,10 +86,27 @@ impl WgpuBackend {
                 gpu.max_binding()
             )));
         }
+        // A software adapter is a CPU: gathering beats extra passes there.
+        let plan = if gpu.info().kind == "Cpu" {
+            SelectionPlan::Gather
+        } else {
+            SelectionPlan::Histograms
+        };
         Ok(WgpuBackend {
             gpu: Arc::new(gpu),
             window,
+            plan,
         })
+    }
+
+    /// The same backend with another [`SelectionPlan`]. The default is
+    /// [`SelectionPlan::Histograms`] on GPUs (passes over device memory are
+    /// cheap, bringing candidates back and sorting them is not) and
+    /// [`SelectionPlan::Gather`] on software adapters. The masks are the
+    /// same under every plan.
+    pub fn with_selection_plan(mut self, plan: SelectionPlan) -> Self {
+        self.plan = plan;
+        self
     }
 
     /// The same backend with windows of at most `elements` (rounded down to
@@ -163,6 +182,10 @@ impl Backend for WgpuBackend {
     fn name(&self) -> String {
         let info = self.gpu.info();
         format!("wgpu({}, {})", info.name, info.api)
+    }
+
+    fn selection_plan(&self) -> SelectionPlan {
+        self.plan
     }
 
     fn upload(&self, data: &[f32], shape: &Shape) -> Result<WgpuTensor> {
