@@ -84,8 +84,15 @@ fn reduce_fold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let lo = params.base_lo;
     let hi = lo + params.n;
     for (var p = gid.x; p < units * chunks; p += nwg.x * WG) {
-        let u = p / chunks;
-        let q = p % chunks;
+        // Neighbouring threads take neighbouring columns of the same rows
+        // (coalesced reads) for column units, neighbouring chunks of one
+        // unit otherwise.
+        var u = p / chunks;
+        var q = p % chunks;
+        if (params.a == 1u) {
+            u = p % units;
+            q = p / units;
+        }
         let count = members(u);
         let first = q * CHUNK;
         if (first >= count) {
@@ -96,7 +103,8 @@ fn reduce_fold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
         if (flat(u, last - 1u) < lo || flat(u, first) >= hi) {
             continue;
         }
-        var acc = state[p];
+        let slot = u * chunks + q;
+        var acc = state[slot];
         for (var m = first; m < last; m++) {
             let i = flat(u, m);
             if (i < lo) {
@@ -107,7 +115,7 @@ fn reduce_fold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
             }
             acc = combine(acc, bitcast<u32>(term(x[i - lo])));
         }
-        state[p] = acc;
+        state[slot] = acc;
     }
 }
 
