@@ -23,32 +23,65 @@ fn gemv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 
 // out = op(a) op(b), [m, k] x [k, n]: params.a = m, b = k, c = n, d = a
 // transposed, e = b transposed, f = a's stored columns, g = b's stored
-// columns.
+// columns. Each workgroup computes 16 x 16 tiles of the output (looping over
+// tiles with a grid stride), staging 16 x 16 tiles of both operands in
+// workgroup memory; every output still sums p = 0, 1, ..., k - 1 in order.
+
+var<workgroup> tile_a: array<f32, 256>;
+var<workgroup> tile_b: array<f32, 256>;
+
+fn a_at(i: u32, p: u32) -> f32 {
+    if (params.d == 0u) {
+        return a[i * params.f + p];
+    }
+    return a[p * params.f + i];
+}
+
+fn b_at(p: u32, j: u32) -> f32 {
+    if (params.e == 0u) {
+        return b[p * params.g + j];
+    }
+    return b[j * params.g + p];
+}
+
 @compute @workgroup_size(WG)
-fn gemm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn gemm(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
     let m = params.a;
     let k = params.b;
     let n = params.c;
-    for (var o = gid.x; o < m * n; o += nwg.x * WG) {
-        let i = o / n;
-        let j = o % n;
+    let tiles_n = (n + 15u) / 16u;
+    let tiles = ((m + 15u) / 16u) * tiles_n;
+    let li = lid / 16u;
+    let lj = lid % 16u;
+    for (var t = wid.x; t < tiles; t += nwg.x) {
+        let i = (t / tiles_n) * 16u + li;
+        let j = (t % tiles_n) * 16u + lj;
         var acc = 0.0;
-        for (var p = 0u; p < k; p++) {
-            var x: f32;
-            if (params.d == 0u) {
-                x = a[i * params.f + p];
-            } else {
-                x = a[p * params.f + i];
+        for (var p0 = 0u; p0 < k; p0 += 16u) {
+            var x = 0.0;
+            if (i < m && p0 + lj < k) {
+                x = a_at(i, p0 + lj);
             }
-            var y: f32;
-            if (params.e == 0u) {
-                y = b[p * params.g + j];
-            } else {
-                y = b[j * params.g + p];
+            var y = 0.0;
+            if (p0 + li < k && j < n) {
+                y = b_at(p0 + li, j);
             }
-            acc += x * y;
+            tile_a[lid] = x;
+            tile_b[lid] = y;
+            workgroupBarrier();
+            let last = min(16u, k - p0);
+            for (var q = 0u; q < last; q++) {
+                acc += tile_a[li * 16u + q] * tile_b[q * 16u + lj];
+            }
+            workgroupBarrier();
         }
-        out[o] = acc;
+        if (i < m && j < n) {
+            out[i * n + j] = acc;
+        }
     }
 }
 

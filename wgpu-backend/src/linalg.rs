@@ -77,7 +77,9 @@ impl WgpuBackend {
         let out = self.new_tensor(&out_shape)?;
         let t = |t: Transpose| (t == Transpose::Yes) as u32;
         let mut batch = self.gpu.batch();
-        let groups = batch.groups_for((m * n) as u64);
+        // One workgroup per 16 x 16 output tile (grid-strided past the limit).
+        let tiles = (m.div_ceil(16) * n.div_ceil(16)) as u64;
+        let groups = batch.groups_for(tiles * crate::context::WORKGROUP as u64);
         batch.dispatch(
             &kernel("gemm"),
             &[
