@@ -131,20 +131,24 @@ def write_json_atomic(path, obj):
         raise
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--params", type=int, default=100_000_000, metavar="N", help="total float32 weights (default 100000000)")
+def add_workload_arguments(p, default_params):
+    """The flags every peer shares with `prunus bench select`."""
+    p.add_argument("--params", type=int, default=default_params, metavar="N", help=f"total float32 weights (default {default_params})")
     p.add_argument("--tensors", type=int, default=50, metavar="L", help="number of tensors (default 50)")
     p.add_argument("--sparsity", type=float, default=0.9, metavar="S", help="fraction to prune, in [0, 1] (default 0.9)")
     p.add_argument("--repeat", type=int, default=5, metavar="R", help="timed repetitions after one warm-up (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights (default 0)")
     p.add_argument("--json", metavar="FILE", help="also write a JSON report")
-    a = p.parse_args()
 
-    def fail(msg):
-        print(f"error: {msg}", file=sys.stderr)
-        sys.exit(2)
 
+def fail(msg):
+    """Prints an error and exits with status 2, like prunus."""
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def checked_workload(a):
+    """Checks the shared flags; returns the layer specs."""
     if not 0.0 <= a.sparsity <= 1.0:
         fail(f"sparsity {a.sparsity} is outside [0, 1]: give the fraction of weights to remove, e.g. 0.9")
     if a.repeat < 1:
@@ -152,9 +156,16 @@ def main():
     if a.json and not os.path.isdir(os.path.dirname(os.path.abspath(a.json))):
         fail(f"--json = {a.json} is invalid: a file in an existing directory")
     try:
-        specs = layer_specs(a.params, a.tensors)
+        return layer_specs(a.params, a.tensors)
     except ValueError as e:
         fail(str(e))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_workload_arguments(p, 100_000_000)
+    a = p.parse_args()
+    specs = checked_workload(a)
     try:
         import numpy as np
     except ImportError:

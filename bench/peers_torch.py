@@ -37,37 +37,27 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers import layer_specs, median_min, peak_rss_mib, prunus_version, row, write_json_atomic  # noqa: E402
+from peers import (  # noqa: E402
+    add_workload_arguments,
+    checked_workload,
+    fail,
+    median_min,
+    peak_rss_mib,
+    prunus_version,
+    row,
+    write_json_atomic,
+)
 
 MIB = 1024 * 1024
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--params", type=int, default=1_000_000_000, metavar="N", help="total float32 weights (default 1000000000)")
-    p.add_argument("--tensors", type=int, default=50, metavar="L", help="number of tensors (default 50)")
-    p.add_argument("--sparsity", type=float, default=0.9, metavar="S", help="fraction to prune, in [0, 1] (default 0.9)")
-    p.add_argument("--repeat", type=int, default=5, metavar="R", help="timed repetitions after one warm-up (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights (default 0)")
+    add_workload_arguments(p, 1_000_000_000)
     p.add_argument("--device", metavar="DEV", help="torch device: cpu, cuda or cuda:I (default cuda if available, else cpu)")
     p.add_argument("--no-global-unstructured", action="store_true", help="skip torch.nn.utils.prune.global_unstructured")
-    p.add_argument("--json", metavar="FILE", help="also write a JSON report")
     a = p.parse_args()
-
-    def fail(msg):
-        print(f"error: {msg}", file=sys.stderr)
-        sys.exit(2)
-
-    if not 0.0 <= a.sparsity <= 1.0:
-        fail(f"sparsity {a.sparsity} is outside [0, 1]: give the fraction of weights to remove, e.g. 0.9")
-    if a.repeat < 1:
-        fail(f"repeat = {a.repeat} is invalid: it must be at least 1")
-    if a.json and not os.path.isdir(os.path.dirname(os.path.abspath(a.json))):
-        fail(f"--json = {a.json} is invalid: a file in an existing directory")
-    try:
-        specs = layer_specs(a.params, a.tensors)
-    except ValueError as e:
-        fail(str(e))
+    specs = checked_workload(a)
     try:
         import torch
         from torch.nn.utils import prune as torch_prune
