@@ -188,7 +188,7 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
                 args,
                 expected,
             )?;
-            adapter = Some(b.adapter().clone());
+            adapter = Some((b.adapter().clone(), b.flushes_subnormals()));
             plan = b.selection_plan();
             (b.name(), 1, m)
         }
@@ -285,7 +285,8 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
     report.set_config("backend", backend);
     report.set_config("threads", threads);
     report.set_config("plan", format!("{plan:?}").to_lowercase());
-    if let Some(a) = &adapter {
+    if let Some((a, flushes)) = &adapter {
+        report.set_config("flushes_subnormals", *flushes);
         report.set_config("adapter", a.name.clone());
         report.set_config("adapter_api", a.api.clone());
         report.set_config("adapter_kind", a.kind.clone());

@@ -16,7 +16,15 @@ pub fn gpu_required() -> bool {
 pub fn wgpu_backend() -> Option<WgpuBackend> {
     static BACKEND: OnceLock<Option<WgpuBackend>> = OnceLock::new();
     let b = BACKEND.get_or_init(|| match WgpuBackend::new() {
-        Ok(b) => Some(b),
+        Ok(b) => {
+            if b.flushes_subnormals() {
+                eprintln!(
+                    "{b:?} flushes subnormals: elementwise and reduction checks on subnormal \
+                     values will differ from the reference (masks never do)"
+                );
+            }
+            Some(b)
+        }
         Err(e) if gpu_required() => panic!("PRUNUS_REQUIRE_GPU=1 but the GPU backend failed: {e}"),
         Err(e) => {
             eprintln!("skipping the GPU tests: {e}");

@@ -156,3 +156,30 @@ fn selection_never_reads_the_scores_back() {
         }
     }
 }
+
+/// The subnormal probe tells the truth: where it says the device keeps
+/// subnormals, sums and products with subnormal operands or results match
+/// the host bit for bit; where it says they are flushed, some differ.
+#[test]
+fn subnormal_probe_matches_the_device() {
+    use prunus_core::BinaryOp;
+    let Some(gpu) = wgpu_backend() else {
+        return;
+    };
+    let tiny = f32::from_bits(1);
+    let a = [tiny, 3.0 * tiny, f32::MIN_POSITIVE, -2.5e-39, 1e-20, 1.5];
+    let b = [tiny, -tiny, -f32::MIN_POSITIVE / 4.0, 1e-39, 1e-20, tiny];
+    let shape = Shape::vector(a.len());
+    let (ta, tb) = (
+        gpu.upload(&a, &shape).unwrap(),
+        gpu.upload(&b, &shape).unwrap(),
+    );
+    let mut same = true;
+    for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul] {
+        let got = gpu.download(&gpu.binary(op, &ta, &tb).unwrap()).unwrap();
+        for i in 0..a.len() {
+            same &= got[i].to_bits() == op.apply(a[i], b[i]).to_bits();
+        }
+    }
+    assert_eq!(same, !gpu.flushes_subnormals(), "{gpu:?}");
+}

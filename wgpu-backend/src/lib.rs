@@ -56,6 +56,7 @@ pub struct WgpuBackend {
     gpu: Arc<Gpu>,
     window: u64,
     plan: SelectionPlan,
+    flushes_subnormals: bool,
 }
 
 impl std::fmt::Debug for WgpuBackend {
@@ -64,6 +65,7 @@ impl std::fmt::Debug for WgpuBackend {
             .field("adapter", self.gpu.info())
             .field("window", &self.window)
             .field("plan", &self.plan)
+            .field("flushes_subnormals", &self.flushes_subnormals)
             .finish()
     }
 }
@@ -92,11 +94,39 @@ impl WgpuBackend {
         } else {
             SelectionPlan::Histograms
         };
-        Ok(WgpuBackend {
+        let mut backend = WgpuBackend {
             gpu: Arc::new(gpu),
             window,
             plan,
-        })
+            flushes_subnormals: false,
+        };
+        backend.flushes_subnormals = backend.probe_subnormals()?;
+        Ok(backend)
+    }
+
+    /// Whether the device's float arithmetic flushes subnormal operands or
+    /// results to zero (probed when the device is opened). Keys, and so every
+    /// mask, are computed with integer operations and never depend on it;
+    /// elementwise ops and group reductions whose operands or results are
+    /// subnormal then differ from the reference backend, which keeps them.
+    pub fn flushes_subnormals(&self) -> bool {
+        self.flushes_subnormals
+    }
+
+    /// Adds and multiplies values with subnormal operands and results on the
+    /// device and compares with the host.
+    fn probe_subnormals(&self) -> Result<bool> {
+        let tiny = f32::from_bits(1);
+        let a = [tiny, f32::MIN_POSITIVE, 2f32.powi(-100)];
+        let b = [tiny, -f32::MIN_POSITIVE / 2.0, 2f32.powi(-40)];
+        let shape = Shape::vector(a.len());
+        let (ta, tb) = (self.upload(&a, &shape)?, self.upload(&b, &shape)?);
+        let sum = self.download(&self.map_binary(BinaryOp::Add, &ta, &tb)?)?;
+        let product = self.download(&self.map_binary(BinaryOp::Mul, &ta, &tb)?)?;
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let host_sum: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+        let host_product: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x * y).collect();
+        Ok(bits(&sum[..2]) != bits(&host_sum[..2]) || product[2] != host_product[2])
     }
 
     /// The same backend with another [`SelectionPlan`]. The default is
