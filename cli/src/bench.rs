@@ -11,7 +11,7 @@ use prunus_core::{
 };
 use prunus_cpu::{CpuBackend, CpuTensor, Par};
 use prunus_lab::{Report, Row, synthetic_layers, write_atomic};
-use prunus_wgpu::{WgpuBackend, WgpuTensor};
+use prunus_wgpu::{AdapterChoice, WgpuBackend, WgpuTensor};
 
 use crate::error::Error;
 use crate::memory::peak_rss_mib;
@@ -76,6 +76,11 @@ pub(crate) struct SelectArgs {
     /// (no pool). The reference backend is always sequential.
     #[arg(long, value_name = "T", default_value_t = 0)]
     pub(crate) threads: usize,
+    /// GPU adapter for --backend wgpu: its index in `prunus adapters` or a
+    /// part of its name (default: WGPU_ADAPTER_NAME, else the first discrete
+    /// GPU).
+    #[arg(long, value_name = "INDEX|NAME")]
+    pub(crate) adapter: Option<String>,
     /// Selection plan: the backend's own by default (gather on CPUs and
     /// software GPUs, histograms on GPUs); the masks are the same.
     #[arg(long, value_enum)]
@@ -118,6 +123,13 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
     let started = Instant::now();
     // Settings are checked before minutes of work, not after.
     prunus_lab::layer_specs(args.params, args.tensors)?;
+    if args.adapter.is_some() && args.backend != BackendKind::Wgpu {
+        return Err(Error::Lab(prunus_lab::Error::InvalidSetting {
+            name: "--adapter",
+            value: args.adapter.clone().unwrap_or_default(),
+            expected: "to be given with --backend wgpu only".into(),
+        }));
+    }
     if let Some(path) = &args.json {
         check_output(path)?;
     }
@@ -167,7 +179,13 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
             (b.name(), b.threads(), m)
         }
         BackendKind::Wgpu => {
-            let mut b = WgpuBackend::new()?;
+            let choice = match args.adapter.as_deref() {
+                None => AdapterChoice::Auto,
+                Some(a) => a
+                    .parse()
+                    .map_or_else(|_| AdapterChoice::Named(a.into()), AdapterChoice::Index),
+            };
+            let mut b = WgpuBackend::with_adapter(&choice)?;
             if let Some(p) = args.plan {
                 b = b.with_selection_plan(p.into());
             }

@@ -197,12 +197,16 @@ pub(crate) fn list_adapters() -> Vec<AdapterSummary> {
         .collect()
 }
 
-fn no_adapter(why: String) -> Error {
+fn no_adapter(why: String, found: usize) -> Error {
     let backend = std::env::var("WGPU_BACKEND").unwrap_or_else(|_| "any".into());
+    let advice = if found == 0 {
+        "install a Vulkan, Metal or DX12 driver (on Debian, Mesa's software Vulkan: apt install \
+         mesa-vulkan-drivers libvulkan1) or use the cpu backend"
+    } else {
+        "`prunus adapters` lists the adapters there are"
+    };
     backend_error(format!(
-        "no usable GPU adapter ({why}; WGPU_BACKEND={backend}): install a Vulkan, Metal or \
-         DX12 driver (on Debian, Mesa's software Vulkan: apt install mesa-vulkan-drivers \
-         libvulkan1) or use the cpu backend"
+        "no usable GPU adapter ({why}; WGPU_BACKEND={backend}): {advice}"
     ))
 }
 
@@ -219,18 +223,19 @@ fn choose(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
         all.iter()
             .find(|a| usable(a) && a.get_info().name.to_lowercase().contains(&name))
             .cloned()
-            .ok_or_else(|| no_adapter(format!("no adapter named like {name:?}")))
+            .ok_or_else(|| no_adapter(format!("no adapter named like {name:?}"), all.len()))
     };
     match choice {
         AdapterChoice::Index(i) => match all.get(*i) {
             Some(a) if usable(a) => Ok(a.clone()),
-            Some(_) => Err(no_adapter(format!(
-                "adapter {i} cannot run compute shaders"
-            ))),
-            None => Err(no_adapter(format!(
-                "adapter {i} asked for, {} found",
-                all.len()
-            ))),
+            Some(_) => Err(no_adapter(
+                format!("adapter {i} cannot run compute shaders"),
+                all.len(),
+            )),
+            None => Err(no_adapter(
+                format!("adapter {i} asked for, {} found", all.len()),
+                all.len(),
+            )),
         },
         AdapterChoice::Named(name) => by_name(name),
         AdapterChoice::Auto => {
@@ -249,7 +254,12 @@ fn choose(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
                 .filter(|a| usable(a))
                 .min_by_key(|a| rank(a.get_info().device_type))
                 .cloned()
-                .ok_or_else(|| no_adapter(format!("{} adapters found", all.len())))
+                .ok_or_else(|| {
+                    no_adapter(
+                        format!("{} adapters found, none with compute shaders", all.len()),
+                        all.len(),
+                    )
+                })
         }
     }
 }
