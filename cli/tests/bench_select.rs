@@ -295,3 +295,22 @@ fn both_selection_plans_prune_exactly_and_are_reported() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn adapter_choice_is_checked() {
+    let out = prunus(&["bench", "select", "--adapter", "0", "--params", "1000"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--backend wgpu"));
+    let out = prunus(&[
+        "bench",
+        "select",
+        "--backend",
+        "wgpu",
+        "--adapter",
+        "no such adapter",
+        "--params",
+        "1000",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no usable GPU adapter"));
+}
