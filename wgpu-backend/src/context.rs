@@ -13,6 +13,9 @@ use wgpu::util::DeviceExt;
 /// Threads per workgroup of every kernel (the `WG` constant of the shaders).
 pub(crate) const WORKGROUP: u32 = 256;
 
+/// Buffers up to this size are pooled in power-of-two buckets.
+const BUCKETED: u64 = 64 << 20;
+
 /// `u32` words of the shaders' parameter block (`Params` in the prelude).
 const PARAM_WORDS: usize = 12;
 
@@ -82,7 +85,8 @@ impl Buf {
         }
     }
 
-    /// The capacity in bytes (a power of two, at least 16).
+    /// The capacity in bytes (a power of two from 16 bytes to 64 MiB, whole
+    /// MiB above).
     pub(crate) fn size(&self) -> u64 {
         self.raw().size()
     }
@@ -109,7 +113,7 @@ enum Class {
     Staging,
 }
 
-/// Free buffers by class and power-of-two size, up to a byte budget.
+/// Free buffers by class and size, up to a byte budget.
 struct Pool {
     free: Mutex<PoolState>,
     budget: u64,
@@ -351,11 +355,13 @@ impl Gpu {
     }
 
     fn alloc(&self, class: Class, bytes: u64) -> Result<Buf> {
-        let size = bytes.max(16).next_power_of_two();
-        let size = if size > self.max_buffer() {
-            bytes.max(16).div_ceil(ALIGN) * ALIGN
+        // Power-of-two buckets up to 64 MiB; above, whole MiB (a bucket
+        // would waste up to half of a large tensor's memory).
+        let bytes = bytes.max(16);
+        let size = if bytes <= BUCKETED {
+            bytes.next_power_of_two()
         } else {
-            size
+            bytes.div_ceil(1 << 20) << 20
         };
         if size > self.max_buffer() {
             return Err(backend_error(format!(

@@ -197,6 +197,33 @@ impl WgpuBackend {
     }
 }
 
+/// The little-endian bytes of host values (devices are little-endian):
+/// the values themselves on little-endian hosts, a copy elsewhere.
+fn le_bytes<T: bytemuck::Pod + ToLe>(values: &[T]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        std::borrow::Cow::Borrowed(bytemuck::cast_slice(values))
+    } else {
+        std::borrow::Cow::Owned(values.iter().flat_map(|v| v.to_le()).collect())
+    }
+}
+
+/// Values that have a little-endian byte form.
+trait ToLe {
+    fn to_le(&self) -> Vec<u8>;
+}
+
+impl ToLe for f32 {
+    fn to_le(&self) -> Vec<u8> {
+        self.to_le_bytes().to_vec()
+    }
+}
+
+impl ToLe for u64 {
+    fn to_le(&self) -> Vec<u8> {
+        self.to_le_bytes().to_vec()
+    }
+}
+
 /// Little-endian `u32`s from bytes.
 fn u32s(bytes: &[u8]) -> Vec<u32> {
     bytes
@@ -220,10 +247,9 @@ impl Backend for WgpuBackend {
 
     fn upload(&self, data: &[f32], shape: &Shape) -> Result<WgpuTensor> {
         check::same_len("tensor data", shape.numel(), data.len())?;
-        let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
         Ok(WgpuTensor {
             shape: shape.clone(),
-            buf: self.upload_bytes(&bytes)?,
+            buf: self.upload_bytes(&le_bytes(data))?,
         })
     }
 
@@ -235,10 +261,9 @@ impl Backend for WgpuBackend {
     }
 
     fn upload_mask(&self, mask: &Mask) -> Result<WgpuMask> {
-        let bytes: Vec<u8> = mask.words().iter().flat_map(|w| w.to_le_bytes()).collect();
         Ok(WgpuMask {
             shape: mask.shape().clone(),
-            buf: self.upload_bytes(&bytes)?,
+            buf: self.upload_bytes(&le_bytes(mask.words()))?,
         })
     }
 
