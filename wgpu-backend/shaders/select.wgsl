@@ -37,9 +37,19 @@ fn key_at(i: u32) -> u32 {
     return key_of(scores[i], params.flags);
 }
 
-// Whether element i is a NaN score that an earlier mask keeps.
-fn nan_at(i: u32) -> bool {
-    return alive(i) && is_nan_bits(transformed(scores[i], params.flags));
+// The key of element i and whether it is a NaN score that an earlier mask
+// keeps, from one read of the score and of the survivor word.
+struct Keyed {
+    key: u32,
+    nan: bool,
+}
+
+fn keyed_at(i: u32) -> Keyed {
+    if (!alive(i)) {
+        return Keyed(0u, false);
+    }
+    let bits = scores[i];
+    return Keyed(key_of(bits, params.flags), is_nan_bits(transformed(bits, params.flags)));
 }
 
 // Adds a thread's two counts into counts[slot] and counts[slot + 1], one
@@ -80,8 +90,9 @@ fn histogram(
 ) {
     var nan = 0u;
     for (var i = gid.x; i < params.n; i += nwg.x * WG) {
-        let k = key_at(i);
-        if (nan_at(i)) {
+        let e = keyed_at(i);
+        let k = e.key;
+        if (e.nan) {
             nan += 1u;
         }
         if (params.a == 0u) {
@@ -268,8 +279,9 @@ fn range_masks(
         let first = w * 32u;
         let last = min(first + 32u, params.n);
         for (var i = first; i < last; i++) {
-            let k = key_at(i);
-            if (nan_at(i)) {
+            let e = keyed_at(i);
+            let k = e.key;
+            if (e.nan) {
                 nan += 1u;
             }
             if (k >= params.a) {
@@ -333,8 +345,9 @@ fn n_of_m_masks(
         let first = w * 32u;
         let last = min(first + 32u, params.n);
         for (var i = first; i < last; i++) {
-            let k = key_at(i);
-            if (nan_at(i)) {
+            let e = keyed_at(i);
+            let k = e.key;
+            if (e.nan) {
                 nan += 1u;
             }
             let g = (i / m) * m;

@@ -198,29 +198,19 @@ impl WgpuBackend {
 }
 
 /// The little-endian bytes of host values (devices are little-endian):
-/// the values themselves on little-endian hosts, a copy elsewhere.
-fn le_bytes<T: bytemuck::Pod + ToLe>(values: &[T]) -> std::borrow::Cow<'_, [u8]> {
+/// the values' own memory on little-endian hosts, a byte-swapped copy
+/// elsewhere.
+fn le_bytes<T: bytemuck::Pod>(values: &[T]) -> std::borrow::Cow<'_, [u8]> {
+    let bytes: &[u8] = bytemuck::cast_slice(values);
     if cfg!(target_endian = "little") {
-        std::borrow::Cow::Borrowed(bytemuck::cast_slice(values))
+        std::borrow::Cow::Borrowed(bytes)
     } else {
-        std::borrow::Cow::Owned(values.iter().flat_map(|v| v.to_le()).collect())
-    }
-}
-
-/// Values that have a little-endian byte form.
-trait ToLe {
-    fn to_le(&self) -> Vec<u8>;
-}
-
-impl ToLe for f32 {
-    fn to_le(&self) -> Vec<u8> {
-        self.to_le_bytes().to_vec()
-    }
-}
-
-impl ToLe for u64 {
-    fn to_le(&self) -> Vec<u8> {
-        self.to_le_bytes().to_vec()
+        std::borrow::Cow::Owned(
+            bytes
+                .chunks_exact(std::mem::size_of::<T>())
+                .flat_map(|c| c.iter().rev().copied())
+                .collect(),
+        )
     }
 }
 
