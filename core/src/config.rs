@@ -28,8 +28,13 @@ pub struct Guards {
     /// Layers (by exact name) left untouched; they do not count towards the
     /// sparsity target.
     pub skip: Vec<String>,
-    /// Each layer keeps at least `ceil(d * n_l)` of its units.
+    /// Each layer keeps at least `ceil(d * n_l)` of its units (see
+    /// [`Guards::exceed_min_density`]).
     pub min_density: f64,
+    /// Keep strictly more than `d * n_l` units: `floor(d * n_l) + 1`
+    /// instead of `ceil(d * n_l)`. The gradient-flow paper's per-layer floor
+    /// is `min_density = 0.05` with this set.
+    pub exceed_min_density: bool,
     /// Allow a layer to lose every unit; by default each keeps at least one.
     pub allow_empty: bool,
 }
@@ -155,6 +160,13 @@ impl PruneConfig {
     /// A minimum fraction of units kept in every layer.
     pub fn min_density(mut self, density: f64) -> Self {
         self.guards.min_density = density;
+        self
+    }
+
+    /// Each layer keeps strictly more than `min_density * n_l` units:
+    /// `floor(d * n_l) + 1`.
+    pub fn exceed_min_density(mut self, exceed: bool) -> Self {
+        self.guards.exceed_min_density = exceed;
         self
     }
 

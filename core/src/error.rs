@@ -141,6 +141,23 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A method asked a host network for something it cannot do.
+    MissingCapability {
+        /// The host's name.
+        host: String,
+        /// What was missing.
+        capability: &'static str,
+    },
+    /// An input the operation needs was not given.
+    MissingInput {
+        /// What was missing.
+        what: &'static str,
+    },
+    /// Values that must be finite are not (NaN or infinite).
+    NonFinite {
+        /// What held them.
+        what: &'static str,
+    },
     /// A failure inside a backend (device lost, out of memory, inconsistent
     /// results).
     Backend {
@@ -236,6 +253,17 @@ impl fmt::Display for Error {
                 "matrix is not positive definite (pivot {pivot}); add damping"
             ),
             Error::InvalidMask { reason } => write!(f, "invalid mask: {reason}"),
+            Error::MissingCapability { host, capability } => write!(
+                f,
+                "this method needs the {capability} of the network, which host '{host}' does not provide"
+            ),
+            Error::MissingInput { what } => {
+                write!(f, "this measure needs the {what}, which was not given")
+            }
+            Error::NonFinite { what } => write!(
+                f,
+                "{what} contain NaN or infinite values; check the weights and the data"
+            ),
             Error::Backend { message } => write!(f, "backend failure: {message}"),
         }
     }

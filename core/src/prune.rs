@@ -34,21 +34,85 @@ pub fn prune<B: Backend + ?Sized>(
     config: &PruneConfig,
 ) -> Result<Vec<Mask>> {
     config.granularity.validate()?;
+    match (config.granularity, config.importance) {
+        (Granularity::Unstructured, Importance::Magnitude) => {
+            select(backend, layers, config, Transform::Abs)
+        }
+        (Granularity::NofM(p), Importance::Magnitude) => {
+            n_of_m(backend, layers, None, Transform::Abs, config, p)
+        }
+        (Granularity::Groups(g), Importance::Magnitude) => {
+            check_not_empty(layers)?;
+            let scores = group_norms(backend, layers, config, g)?;
+            select_units(backend, layers, &scores, config, g)
+        }
+        (granularity, Importance::Random { seed }) => {
+            let scores = random_scores(backend, layers, seed, |l| match granularity {
+                Granularity::Groups(g) => g.unit_shape(l.tensor.shape()),
+                _ => l.tensor.shape().clone(),
+            })?;
+            prune_with_scores(backend, layers, &scores, config)
+        }
+    }
+}
+
+/// Computes the weight masks of `config` from scores the caller computed
+/// (lowest pruned first; `config.importance` is not used): one score tensor
+/// per layer, of the weights' shape for unstructured and N:M pruning, of
+/// shape `[units]` for groups ([`Grouping::unit_shape`]). `layers` give the
+/// names, weight shapes and earlier masks. This is how data-dependent
+/// measures ([`crate::measure`]) select.
+///
+/// ```
+/// use prunus_core::{prune_with_scores, Backend, Granularity, Layer, PruneConfig, ReferenceBackend, Shape};
+/// let b = ReferenceBackend;
+/// let w = b.upload(&[1.0; 6], &Shape::matrix(3, 2)?)?;
+/// let unit_scores = b.upload(&[0.2, -1.0, 0.5], &Shape::vector(3))?;
+/// let config = PruneConfig::new(1.0 / 3.0).granularity(Granularity::NEURONS);
+/// let masks = prune_with_scores(&b, &[Layer::new("fc", &w)], &[unit_scores], &config)?;
+/// // The row of lowest score (-1.0) goes.
+/// assert_eq!(masks[0].kept().collect::<Vec<_>>(), [0, 1, 4, 5]);
+/// # Ok::<(), prunus_core::Error>(())
+/// ```
+pub fn prune_with_scores<B: Backend + ?Sized>(
+    backend: &B,
+    layers: &[Layer<'_, B>],
+    scores: &[B::Tensor],
+    config: &PruneConfig,
+) -> Result<Vec<Mask>> {
+    config.granularity.validate()?;
+    crate::check::same_len("score tensors", layers.len(), scores.len())?;
     match config.granularity {
-        Granularity::Unstructured => match config.importance {
-            Importance::Magnitude => select(backend, layers, config, Transform::Abs),
-            Importance::Random { seed } => {
-                let scores = random_scores(backend, layers, seed, |l| l.tensor.shape().clone())?;
-                let scored = rebind(layers, &scores, |l| l.mask.cloned());
-                let scored: Vec<Layer<'_, B>> = scored
-                    .iter()
-                    .map(|(l, m)| l.with_mask(m.as_ref()))
-                    .collect();
-                select(backend, &scored, config, Transform::Identity)
+        Granularity::Unstructured => {
+            for (l, s) in layers.iter().zip(scores) {
+                crate::check::same_shape("scores", l.tensor.shape(), s.shape())?;
             }
-        },
-        Granularity::Groups(g) => groups(backend, layers, config, g),
-        Granularity::NofM(p) => n_of_m(backend, layers, config, p),
+            let scored = rebind(layers, scores, |l| l.mask.cloned());
+            let scored: Vec<Layer<'_, B>> = scored
+                .iter()
+                .map(|(l, m)| l.with_mask(m.as_ref()))
+                .collect();
+            select(backend, &scored, config, Transform::Identity)
+        }
+        Granularity::NofM(p) => n_of_m(
+            backend,
+            layers,
+            Some(scores),
+            Transform::Identity,
+            config,
+            p,
+        ),
+        Granularity::Groups(g) => {
+            check_not_empty(layers)?;
+            for (l, s) in layers.iter().zip(scores) {
+                crate::check::same_shape(
+                    "unit scores",
+                    &g.unit_shape(l.tensor.shape()),
+                    s.shape(),
+                )?;
+            }
+            select_units(backend, layers, scores, config, g)
+        }
     }
 }
 
@@ -92,38 +156,49 @@ fn rebind<'a, B: Backend + ?Sized>(
         .collect()
 }
 
-fn groups<B: Backend + ?Sized>(
+/// A tensor of no element may still have units (rows of a `[3, 0]`
+/// tensor): they must not take part in a group selection.
+fn check_not_empty<B: Backend + ?Sized>(layers: &[Layer<'_, B>]) -> Result<()> {
+    match layers.iter().find(|l| l.tensor.shape().is_empty()) {
+        Some(l) => Err(Error::EmptyTensor {
+            layer: l.name.into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The group norm of each unit, over its surviving weights only.
+fn group_norms<B: Backend + ?Sized>(
     backend: &B,
     layers: &[Layer<'_, B>],
     config: &PruneConfig,
     g: Grouping,
+) -> Result<Vec<B::Tensor>> {
+    layers
+        .iter()
+        .map(|l| match l.mask {
+            // A unit is scored by its surviving weights only, whether or
+            // not the caller has zeroed the pruned ones already.
+            Some(m) => {
+                crate::check::same_shape("earlier mask", l.tensor.shape(), m.shape())?;
+                let mut w = backend.unary(crate::UnaryOp::Scale(1.0), l.tensor)?;
+                backend.apply_mask(&mut w, &backend.upload_mask(m)?)?;
+                backend.reduce_groups(&w, g, config.group_norm)
+            }
+            None => backend.reduce_groups(l.tensor, g, config.group_norm),
+        })
+        .collect()
+}
+
+/// Selects whole units by their scores (`[units]` per layer) and expands
+/// the unit masks to weight masks.
+fn select_units<B: Backend + ?Sized>(
+    backend: &B,
+    layers: &[Layer<'_, B>],
+    scores: &[B::Tensor],
+    config: &PruneConfig,
+    g: Grouping,
 ) -> Result<Vec<Mask>> {
-    // A tensor of no element may still have units (rows of a [3, 0] tensor):
-    // they must not take part in the selection.
-    if let Some(l) = layers.iter().find(|l| l.tensor.shape().is_empty()) {
-        return Err(Error::EmptyTensor {
-            layer: l.name.into(),
-        });
-    }
-    let scores: Vec<B::Tensor> = match config.importance {
-        Importance::Magnitude => layers
-            .iter()
-            .map(|l| match l.mask {
-                // A unit is scored by its surviving weights only, whether or
-                // not the caller has zeroed the pruned ones already.
-                Some(m) => {
-                    crate::check::same_shape("earlier mask", l.tensor.shape(), m.shape())?;
-                    let mut w = backend.unary(crate::UnaryOp::Scale(1.0), l.tensor)?;
-                    backend.apply_mask(&mut w, &backend.upload_mask(m)?)?;
-                    backend.reduce_groups(&w, g, config.group_norm)
-                }
-                None => backend.reduce_groups(l.tensor, g, config.group_norm),
-            })
-            .collect::<Result<_>>()?,
-        Importance::Random { seed } => {
-            random_scores(backend, layers, seed, |l| g.unit_shape(l.tensor.shape()))?
-        }
-    };
     for l in layers {
         if let Some(m) = l.mask {
             crate::check::same_shape("earlier mask", l.tensor.shape(), m.shape())?;
@@ -133,7 +208,7 @@ fn groups<B: Backend + ?Sized>(
         .iter()
         .map(|l| l.mask.map(|m| m.reduce_any(g)).transpose())
         .collect::<Result<_>>()?;
-    let scored = rebind(layers, &scores, |_| None);
+    let scored = rebind(layers, scores, |_| None);
     let scored: Vec<Layer<'_, B>> = scored
         .iter()
         .zip(&unit_masks)
@@ -153,9 +228,13 @@ fn groups<B: Backend + ?Sized>(
         .collect()
 }
 
+/// N:M masks ranked by `scores` (the weights themselves when `None`)
+/// through `transform`.
 fn n_of_m<B: Backend + ?Sized>(
     backend: &B,
     layers: &[Layer<'_, B>],
+    scores: Option<&[B::Tensor]>,
+    transform: Transform,
     config: &PruneConfig,
     p: NofM,
 ) -> Result<Vec<Mask>> {
@@ -176,15 +255,11 @@ fn n_of_m<B: Backend + ?Sized>(
             crate::check::same_shape("earlier mask", layers[i].tensor.shape(), m.shape())?;
         }
     }
-    let (scores, transform) = match config.importance {
-        Importance::Magnitude => (None, Transform::Abs),
-        Importance::Random { seed } => (
-            Some(random_scores(backend, layers, seed, |l| {
-                l.tensor.shape().clone()
-            })?),
-            Transform::Identity,
-        ),
-    };
+    if let Some(scores) = scores {
+        for &i in &plan.active {
+            crate::check::same_shape("scores", layers[i].tensor.shape(), scores[i].shape())?;
+        }
+    }
     let survivors: Vec<Option<B::Mask>> = plan
         .active
         .iter()
@@ -195,7 +270,7 @@ fn n_of_m<B: Backend + ?Sized>(
         .iter()
         .zip(&survivors)
         .map(|(&i, s)| {
-            let t = scores.as_ref().map_or(layers[i].tensor, |s| &s[i]);
+            let t = scores.map_or(layers[i].tensor, |s| &s[i]);
             ScoreView::with_survivors(t, s.as_ref())
         })
         .collect();

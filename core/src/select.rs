@@ -72,6 +72,18 @@ fn ceil_units(density: f64, n: u64) -> u64 {
     (v as u64).min(n)
 }
 
+/// `floor(d * n)` that ignores float noise, as [`ceil_units`].
+fn floor_units(density: f64, n: u64) -> u64 {
+    let x = density * n as f64;
+    let r = libm::round(x);
+    let v = if libm::fabs(x - r) <= 1e-9 * x.max(1.0) {
+        r
+    } else {
+        libm::floor(x)
+    };
+    (v as u64).min(n)
+}
+
 fn check_fraction(what: &'static str, v: f64) -> Result<()> {
     if !(0.0..=1.0).contains(&v) {
         return Err(if what == "sparsity" {
@@ -149,8 +161,12 @@ pub(crate) fn plan(
         .collect();
     let cap = (0..names.len())
         .map(|i| {
-            let floor = ceil_units(config.guards.min_density, units[i])
-                .max(!config.guards.allow_empty as u64);
+            let floor = if config.guards.exceed_min_density {
+                (floor_units(config.guards.min_density, units[i]) + 1).min(units[i])
+            } else {
+                ceil_units(config.guards.min_density, units[i])
+            }
+            .max(!config.guards.allow_empty as u64);
             (units[i] - floor.min(units[i])).max(pruned[i])
         })
         .collect();
