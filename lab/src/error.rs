@@ -36,6 +36,14 @@ pub enum Error {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// A data or weights file that is not what it claims to be (wrong
+    /// magic, truncated, inconsistent sizes, unknown tensor, ...).
+    Data {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it, and where.
+        problem: String,
+    },
     /// A report could not be encoded or decoded as JSON.
     Json(serde_json::Error),
     /// An error from prunus-core (boxed: it carries shapes inline).
@@ -59,6 +67,7 @@ impl fmt::Display for Error {
                 path,
                 source,
             } => write!(f, "cannot {action} '{}': {source}", path.display()),
+            Error::Data { path, problem } => write!(f, "'{}': {problem}", path.display()),
             Error::Json(e) => write!(f, "report JSON: {e}"),
             Error::Core(e) => fmt::Display::fmt(e, f),
         }

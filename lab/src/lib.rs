@@ -1,6 +1,12 @@
 #![doc = include_str!("../README.md")]
 
+pub mod checkpoint;
+pub mod data;
 pub mod error;
+pub mod host;
+pub mod idx;
+pub mod network;
+pub mod plot;
 pub mod report;
 pub mod synthetic;
 

@@ -275,7 +275,9 @@ pub fn write_text_atomic(path: impl AsRef<Path>, text: &str) -> Result<()> {
     write_bytes_atomic(path.as_ref(), text.as_bytes())
 }
 
-fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` atomically: a temporary file beside it, then a
+/// rename, so a reader never sees a partial file.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |action, path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Io {

@@ -1,0 +1,367 @@
+//! [`LabHost`]: a lab network, its dataset and its optimiser, as a
+//! [`prunus_core::Host`] every data-dependent method can drive.
+
+use std::sync::Arc;
+
+use prunus_core::host::{
+    Activation, Capability, Evaluation, Host, Objective, Parameter, Samples, Snapshot,
+};
+use prunus_core::{Mask, Split};
+
+use crate::data::{Dataset, SplitData};
+use crate::error::{Error, Result};
+use crate::network::{Network, Want};
+
+/// Stochastic gradient descent with momentum and weight decay, as PyTorch's
+/// `SGD` (`v = μ v + g + λ θ; θ -= η v`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Sgd {
+    /// Learning rate `η`.
+    pub learning_rate: f32,
+    /// Momentum `μ`.
+    pub momentum: f32,
+    /// Weight decay `λ`.
+    pub weight_decay: f32,
+    /// Samples per step.
+    pub batch: usize,
+}
+
+impl Default for Sgd {
+    /// `η = 0.05, μ = 0.9, λ = 5e-4`, batches of 64.
+    fn default() -> Self {
+        Sgd {
+            learning_rate: 0.05,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            batch: 64,
+        }
+    }
+}
+
+impl Sgd {
+    /// The same optimiser with learning rate `η`.
+    pub fn learning_rate(mut self, learning_rate: f32) -> Self {
+        self.learning_rate = learning_rate;
+        self
+    }
+
+    /// The same optimiser with batches of `batch`.
+    pub fn batch(mut self, batch: usize) -> Self {
+        self.batch = batch;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        let ok = self.learning_rate.is_finite()
+            && self.learning_rate > 0.0
+            && (0.0..1.0).contains(&self.momentum)
+            && self.weight_decay.is_finite()
+            && self.weight_decay >= 0.0
+            && self.batch > 0;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InvalidSetting {
+                name: "sgd",
+                value: format!("{self:?}"),
+                expected:
+                    "a positive learning rate and batch, momentum in [0, 1), weight decay >= 0"
+                        .into(),
+            })
+        }
+    }
+}
+
+/// A network with its data and optimiser: the lab's [`Host`]. Training
+/// shuffles the training split with a permutation that depends only on
+/// the seed and the epoch number, and every pass sums its chunks in a
+/// fixed order, so a run is the same on any number of threads.
+#[derive(Clone, Debug)]
+pub struct LabHost {
+    network: Network,
+    data: Arc<Dataset>,
+    sgd: Sgd,
+    velocity: Vec<Vec<f32>>,
+    seed: u64,
+    epoch: u64,
+}
+
+impl LabHost {
+    /// A host for `network` on `data`, training with `sgd`, shuffling with
+    /// `seed`. Fails when the network does not fit the data.
+    pub fn new(network: Network, data: Arc<Dataset>, sgd: Sgd, seed: u64) -> Result<LabHost> {
+        sgd.validate()?;
+        if network.input_len() != data.input_len() || network.classes() != data.classes {
+            return Err(Error::InvalidSetting {
+                name: "network",
+                value: network.name().into(),
+                expected: format!(
+                    "{} inputs and {} classes, as the {} data has",
+                    data.input_len(),
+                    data.classes,
+                    data.name
+                ),
+            });
+        }
+        let velocity = network
+            .values()
+            .iter()
+            .map(|p| vec![0.0; p.len()])
+            .collect();
+        Ok(LabHost {
+            network,
+            data,
+            sgd,
+            velocity,
+            seed,
+            epoch: 0,
+        })
+    }
+
+    /// The network.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The dataset.
+    pub fn data(&self) -> &Dataset {
+        &self.data
+    }
+
+    /// The optimiser's settings.
+    pub fn sgd(&self) -> Sgd {
+        self.sgd
+    }
+
+    /// Changes the optimiser's settings (momentum is kept).
+    pub fn set_sgd(&mut self, sgd: Sgd) -> Result<()> {
+        sgd.validate()?;
+        self.sgd = sgd;
+        Ok(())
+    }
+
+    /// Epochs trained so far.
+    pub fn epochs(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The inputs and labels of `samples`, clamped to the split.
+    fn batch(&self, samples: &Samples) -> Result<(&[f32], &[u8])> {
+        let split: &SplitData = self.data.split(samples.split);
+        let n = split.len();
+        if samples.first >= n {
+            return Err(Error::InvalidSetting {
+                name: "samples",
+                value: format!("from {} of the {} split", samples.first, samples.split),
+                expected: format!("a first sample below its {n} samples"),
+            });
+        }
+        let end = samples
+            .count
+            .map_or(n, |c| samples.first.saturating_add(c).min(n));
+        let d = self.data.input_len();
+        Ok((
+            &split.inputs[samples.first * d..end * d],
+            &split.labels[samples.first..end],
+        ))
+    }
+
+    fn sgd_step(&mut self, gradient: &[Vec<f32>]) {
+        let Sgd {
+            learning_rate: lr,
+            momentum: mu,
+            weight_decay: wd,
+            ..
+        } = self.sgd;
+        for (i, g) in gradient.iter().enumerate() {
+            let v = &mut self.velocity[i];
+            let p = &mut self.network.params_mut()[i];
+            for ((w, v), &g) in p.iter_mut().zip(v.iter_mut()).zip(g) {
+                *v = mu * *v + g + wd * *w;
+                *w -= lr * *v;
+            }
+            self.network.enforce_mask(i);
+        }
+        let mut velocity = std::mem::take(&mut self.velocity);
+        self.network.mask_buffers(&mut velocity);
+        self.velocity = velocity;
+    }
+
+    fn core(e: Error) -> prunus_core::Error {
+        match e {
+            Error::Core(e) => *e,
+            other => prunus_core::Error::Backend {
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// A permutation of `0..n` that depends only on `(seed, epoch)`.
+fn permutation(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let r = prunus_core::random::hash(seed, epoch as u32 ^ 0x5EED, i as u64) as u64;
+        let j = ((r * (i as u64 + 1)) >> 32) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+impl Host for LabHost {
+    fn name(&self) -> String {
+        self.network.name().into()
+    }
+
+    fn parameters(&self) -> &[Parameter] {
+        self.network.parameters()
+    }
+
+    fn supports(&self, _capability: Capability) -> bool {
+        true
+    }
+
+    fn weights(&self, index: usize) -> prunus_core::Result<Vec<f32>> {
+        self.network
+            .param(index)
+            .map(<[f32]>::to_vec)
+            .map_err(Self::core)
+    }
+
+    fn set_weights(&mut self, index: usize, values: &[f32]) -> prunus_core::Result<()> {
+        self.network.set_param(index, values).map_err(Self::core)
+    }
+
+    /// The gradient of the mean loss; zero on masked weights (they are no
+    /// longer parameters of the pruned network).
+    fn gradient(&mut self, objective: &Objective) -> prunus_core::Result<Vec<Vec<f32>>> {
+        let (x, y) = self.batch(&objective.samples).map_err(Self::core)?;
+        let r = self
+            .network
+            .pass(x, y, objective.temperature, Want::Gradient)
+            .map_err(Self::core)?;
+        Ok(r.gradient.unwrap_or_default())
+    }
+
+    fn per_sample_gradients(
+        &mut self,
+        objective: &Objective,
+        parameters: &[usize],
+    ) -> prunus_core::Result<Vec<f32>> {
+        let (x, y) = self.batch(&objective.samples).map_err(Self::core)?;
+        self.network
+            .per_sample_gradients(x, y, objective.temperature, parameters)
+            .map_err(Self::core)
+    }
+
+    /// The exact product (R-operator), restricted to unmasked weights: `v`
+    /// is masked first and the result is zero on masked weights.
+    fn hessian_vector_product(
+        &mut self,
+        objective: &Objective,
+        v: &[Vec<f32>],
+    ) -> prunus_core::Result<Vec<Vec<f32>>> {
+        let (x, y) = self.batch(&objective.samples).map_err(Self::core)?;
+        prunus_core::check::same_len("vector parameters", self.network.values().len(), v.len())?;
+        let mut v = v.to_vec();
+        self.network.mask_buffers(&mut v);
+        let r = self
+            .network
+            .pass(x, y, objective.temperature, Want::HessianVector(&v))
+            .map_err(Self::core)?;
+        Ok(r.hessian_vector.unwrap_or_default())
+    }
+
+    fn activations(&mut self, samples: &Samples) -> prunus_core::Result<Vec<Activation>> {
+        let (x, y) = self.batch(samples).map_err(Self::core)?;
+        Ok(self
+            .network
+            .activations(x, y)
+            .map_err(Self::core)?
+            .into_iter()
+            .map(|(parameter, width, values)| Activation {
+                parameter,
+                width,
+                values,
+            })
+            .collect())
+    }
+
+    fn set_masks(&mut self, masks: &[Option<Mask>]) -> prunus_core::Result<()> {
+        self.network.set_masks(masks).map_err(Self::core)?;
+        let mut velocity = std::mem::take(&mut self.velocity);
+        self.network.mask_buffers(&mut velocity);
+        self.velocity = velocity;
+        Ok(())
+    }
+
+    fn set_unit_scales(
+        &mut self,
+        parameter: usize,
+        scales: Option<&[f32]>,
+    ) -> prunus_core::Result<()> {
+        self.network
+            .set_unit_scales(parameter, scales)
+            .map_err(Self::core)
+    }
+
+    fn evaluate(&mut self, objective: &Objective) -> prunus_core::Result<Evaluation> {
+        let (x, y) = self.batch(&objective.samples).map_err(Self::core)?;
+        let r = self
+            .network
+            .pass(x, y, objective.temperature, Want::Loss)
+            .map_err(Self::core)?;
+        Ok(Evaluation {
+            loss: r.loss / y.len() as f64,
+            accuracy: r.correct as f64 / y.len() as f64,
+            samples: y.len(),
+        })
+    }
+
+    /// One epoch of SGD over the training split in a seeded shuffle (the
+    /// last batch may be smaller); returns the mean of the batch losses,
+    /// weighted by batch size, each taken before its step.
+    fn train_epoch(&mut self) -> prunus_core::Result<f64> {
+        let data = Arc::clone(&self.data);
+        let train = data.split(Split::Train);
+        let d = data.input_len();
+        let order = permutation(train.len(), self.seed, self.epoch);
+        let mut x = Vec::with_capacity(self.sgd.batch * d);
+        let mut y = Vec::with_capacity(self.sgd.batch);
+        let mut loss = 0.0;
+        for batch in order.chunks(self.sgd.batch) {
+            x.clear();
+            y.clear();
+            for &i in batch {
+                x.extend_from_slice(&train.inputs[i * d..(i + 1) * d]);
+                y.push(train.labels[i]);
+            }
+            let r = self
+                .network
+                .pass(&x, &y, 1.0, Want::Gradient)
+                .map_err(Self::core)?;
+            loss += r.loss;
+            self.sgd_step(&r.gradient.unwrap_or_default());
+        }
+        self.epoch += 1;
+        Ok(loss / train.len().max(1) as f64)
+    }
+
+    /// Puts the weights back and clears the momentum: training restarts
+    /// from the snapshot.
+    fn restore(&mut self, snapshot: &Snapshot) -> prunus_core::Result<()> {
+        prunus_core::check::same_len(
+            "snapshot parameters",
+            self.network.values().len(),
+            snapshot.weights.len(),
+        )?;
+        for (i, w) in snapshot.weights.iter().enumerate() {
+            self.set_weights(i, w)?;
+        }
+        for v in &mut self.velocity {
+            v.fill(0.0);
+        }
+        Ok(())
+    }
+}
