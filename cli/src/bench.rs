@@ -131,7 +131,7 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
         }));
     }
     if let Some(path) = &args.json {
-        check_output(path)?;
+        check_output("--json", path)?;
     }
     let expected = (args.sparsity * args.params as f64).round() as u64;
 
@@ -408,10 +408,12 @@ fn sequential_sum(tensors: &[HostTensor]) -> u64 {
 }
 
 /// Fails early when the report could not be written at the end.
-fn check_output(path: &Path) -> Result<(), Error> {
+/// Checks, before any work, that `path` (given with `flag`) can be written:
+/// not a directory, in a directory that exists.
+pub(crate) fn check_output(flag: &'static str, path: &Path) -> Result<(), Error> {
     let invalid = |expected: &str| {
         Error::Lab(prunus_lab::Error::InvalidSetting {
-            name: "--json",
+            name: flag,
             value: path.display().to_string(),
             expected: expected.into(),
         })

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod error;
+mod lab;
 mod memory;
 
 /// Prune neural-network weights exactly: a sparsity of 0.9 removes exactly
@@ -29,6 +30,9 @@ enum Command {
     /// Measure prunus on synthetic weights against the hardware's floor.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run a founding paper's protocol on the lab's reference networks.
+    #[command(subcommand)]
+    Lab(LabCommand),
     /// List the GPU adapters wgpu finds (`WGPU_BACKEND` restricts the
     /// graphics APIs searched); `--backend wgpu` takes the one named by
     /// `WGPU_ADAPTER_NAME`, else the first discrete GPU.
@@ -42,10 +46,18 @@ enum BenchCommand {
     Select(bench::SelectArgs),
 }
 
+#[derive(Debug, Subcommand)]
+enum LabCommand {
+    /// Gradient-flow importance measures (magnitude, SNIP, GraSP, ...):
+    /// filter pruning of a small CNN from initialisation, then training.
+    Flow(lab::FlowArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(BenchCommand::Select(args)) => bench::select(&args),
+        Command::Lab(LabCommand::Flow(args)) => lab::flow(&args),
         Command::Adapters => {
             list_adapters();
             Ok(())

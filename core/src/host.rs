@@ -439,3 +439,57 @@ pub fn finite_difference_hvp<H: Host + ?Sized>(
     set_all(host, &theta)?;
     result
 }
+
+/// Completes weight masks with the masks of the biases they imply: where
+/// every weight of a unit (a row of the matrix view) is pruned, the unit's
+/// bias entry is pruned too, so the unit is gone and not left emitting a
+/// constant. `masks` has one entry per parameter; bias entries that are
+/// already masked keep what their mask prunes.
+///
+/// ```
+/// use prunus_core::host::{masks_with_biases, Parameter, ParameterKind};
+/// use prunus_core::{Mask, Shape};
+/// let p = |name: &str, dims: &[usize], kind| Parameter {
+///     name: name.into(), shape: Shape::new(dims).unwrap(), kind, layer: 0,
+///     prunable: true, coupling: None,
+/// };
+/// let params = [p("w", &[2, 3], ParameterKind::Weight), p("b", &[2], ParameterKind::Bias)];
+/// let row_1_gone = Mask::from_fn(Shape::matrix(2, 3)?, |i| i < 3);
+/// let masks = masks_with_biases(&params, vec![Some(row_1_gone), None])?;
+/// assert_eq!(masks[1].as_ref().unwrap().kept().collect::<Vec<_>>(), [0]);
+/// # Ok::<(), prunus_core::Error>(())
+/// ```
+pub fn masks_with_biases(
+    parameters: &[Parameter],
+    mut masks: Vec<Option<Mask>>,
+) -> Result<Vec<Option<Mask>>> {
+    crate::check::same_len("masks", parameters.len(), masks.len())?;
+    for (i, p) in parameters.iter().enumerate() {
+        if let Some(m) = &masks[i] {
+            crate::check::same_shape("mask", &p.shape, crate::HasShape::shape(m))?;
+        }
+    }
+    for (b, bias) in parameters.iter().enumerate() {
+        if bias.kind != ParameterKind::Bias {
+            continue;
+        }
+        let weight = parameters
+            .iter()
+            .position(|w| w.kind == ParameterKind::Weight && w.layer == bias.layer);
+        let Some(w) = weight else { continue };
+        let Some(wm) = &masks[w] else { continue };
+        if parameters[w].units() != bias.shape.numel() {
+            return Err(Error::shape_mismatch(
+                "bias of a masked layer",
+                &Shape::vector(parameters[w].units()),
+                &bias.shape,
+            ));
+        }
+        let units = wm.reduce_any(crate::Grouping::Rows)?;
+        masks[b] = Some(match &masks[b] {
+            Some(prev) => prev.and(&units)?,
+            None => units,
+        });
+    }
+    Ok(masks)
+}

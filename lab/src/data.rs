@@ -211,6 +211,12 @@ impl TeacherStudent {
         self
     }
 
+    /// The same task with inputs of `input` dims.
+    pub fn input(mut self, input: [usize; 3]) -> Self {
+        self.input = input;
+        self
+    }
+
     /// The same task with `samples` samples.
     pub fn samples(mut self, samples: usize) -> Self {
         self.samples = samples;

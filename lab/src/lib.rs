@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod flow;
 pub mod host;
 pub mod idx;
 pub mod network;

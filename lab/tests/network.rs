@@ -102,8 +102,17 @@ fn gradients_match_finite_differences() {
             let objective = Objective::new(Samples::all(Split::Train)).temperature(temperature);
             let exact = host.gradient(&objective).unwrap();
             let numeric = numeric_gradient(&mut host, &objective, 1e-4);
-            assert_close(&format!("{name} T={temperature}"), &exact, &numeric, 2e-2, 1e-3);
-            assert!(norm(&exact) > 1e-3, "{name}: a gradient of zero checks nothing");
+            assert_close(
+                &format!("{name} T={temperature}"),
+                &exact,
+                &numeric,
+                2e-2,
+                1e-3,
+            );
+            assert!(
+                norm(&exact) > 1e-3,
+                "{name}: a gradient of zero checks nothing"
+            );
         }
     }
 }
@@ -145,7 +154,10 @@ fn per_sample_gradients_match_finite_differences_and_average_to_the_gradient() {
             let n = host.parameters()[p].shape.numel();
             for j in 0..n {
                 let s: f32 = (0..10).map(|r| rows[r * d + at + j]).sum::<f32>() / 10.0;
-                assert!((s - mean[p][j]).abs() <= 1e-5 + 1e-4 * s.abs(), "{name} p{p}[{j}]");
+                assert!(
+                    (s - mean[p][j]).abs() <= 1e-5 + 1e-4 * s.abs(),
+                    "{name} p{p}[{j}]"
+                );
             }
             at += n;
         }
@@ -266,12 +278,16 @@ fn unit_scales_scale_the_outputs() {
     // network whose row of that unit is zero.
     let mut a = mlp_host(false);
     let mut b = mlp_host(false);
-    a.set_unit_scales(0, Some(&[1.0, 0.0, 1.0, 1.0, 1.0])).unwrap();
+    a.set_unit_scales(0, Some(&[1.0, 0.0, 1.0, 1.0, 1.0]))
+        .unwrap();
     let mut w = b.weights(0).unwrap();
     w[6..12].fill(0.0);
     b.set_weights(0, &w).unwrap();
     let objective = Objective::new(Samples::all(Split::Test));
-    assert_eq!(a.evaluate(&objective).unwrap(), b.evaluate(&objective).unwrap());
+    assert_eq!(
+        a.evaluate(&objective).unwrap(),
+        b.evaluate(&objective).unwrap()
+    );
     // And a scale of 2 on every unit of a bias-free ReLU layer doubles the
     // next layer's input, as doubling the weights does.
     let mut c = mlp_host(false);
@@ -279,7 +295,10 @@ fn unit_scales_scale_the_outputs() {
     let mut d = mlp_host(false);
     let w: Vec<f32> = d.weights(0).unwrap().iter().map(|v| v * 2.0).collect();
     d.set_weights(0, &w).unwrap();
-    let (ec, ed) = (c.evaluate(&objective).unwrap(), d.evaluate(&objective).unwrap());
+    let (ec, ed) = (
+        c.evaluate(&objective).unwrap(),
+        d.evaluate(&objective).unwrap(),
+    );
     assert!((ec.loss - ed.loss).abs() < 1e-6);
     // The gradient through a scaled layer matches finite differences.
     let train = Objective::new(Samples::all(Split::Train));
@@ -294,7 +313,10 @@ fn activations_are_the_hidden_relu_outputs() {
     let mut host = mlp_host(false);
     let acts = host.activations(&Samples::first(Split::Train, 5)).unwrap();
     assert_eq!(acts.len(), 2);
-    assert_eq!((acts[0].parameter, acts[0].width, acts[0].values.len()), (0, 5, 25));
+    assert_eq!(
+        (acts[0].parameter, acts[0].width, acts[0].values.len()),
+        (0, 5, 25)
+    );
     assert_eq!((acts[1].parameter, acts[1].width), (1, 4));
     // The first hidden layer by hand for sample 0.
     let w = host.weights(0).unwrap();
@@ -319,7 +341,10 @@ fn bad_requests_are_errors() {
         count: None,
     };
     assert!(host.evaluate(&Objective::new(past)).is_err());
-    assert!(host.hessian_vector_product(&Objective::new(Samples::all(Split::Train)), &[]).is_err());
+    assert!(
+        host.hessian_vector_product(&Objective::new(Samples::all(Split::Train)), &[])
+            .is_err()
+    );
     assert!(host.set_unit_scales(1, Some(&[1.0])).is_err());
     assert!(host.supports(Capability::PerSampleGradients));
     let net = Network::mlp(&[6, 3], false, 0).unwrap();

@@ -1,0 +1,156 @@
+//! `prunus lab ...`: the founding papers' protocols on the lab's networks.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use prunus_core::{Backend, ReferenceBackend};
+use prunus_cpu::{CpuBackend, Par};
+use prunus_lab::data::{Dataset, TeacherStudent};
+use prunus_lab::flow::{FlowConfig, Progress, run_flow};
+use prunus_lab::{write_atomic, write_text_atomic};
+use prunus_wgpu::WgpuBackend;
+
+use crate::bench::{BackendKind, check_output};
+use crate::error::Error;
+
+/// Arguments of `prunus lab flow`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The gradient-flow paper's protocol (Lubana & Dick, ICLR 2021) at small scale: a CNN \
+(3x3 conv layers of --channels filters, each followed by ReLU and 2x2 max pooling, then a \
+linear classifier) is pruned by whole filters from initialisation in --rounds \
+prune-and-train rounds of one epoch each (round k removes p / (k p + n (1 - p)) of the \
+filters still present, so exactly --sparsity of them are gone after round n; global ranking \
+on raw scores; every layer keeps at least floor(0.05 width) + 1 filters; the classifier is \
+never pruned), then trained --epochs more (learning rate / 10 for the last third). Every \
+measure (magnitude, snip, snip-biased, taylor, grasp, grad-norm, random) runs once per \
+seed. Prints a table with test accuracy and training-loss figures and answers the paper's \
+three claims from it.
+
+Data: --data DIR reads MNIST-format IDX files (t10k-images-idx3-ubyte.gz and \
+t10k-labels-idx1-ubyte.gz) and splits them by index mod 5 (0-2 train, 3 validation, 4 \
+test); without --data a synthetic teacher-student task of the same size is used.
+
+Example: prunus lab flow --data ../shared/data/mnist --json flow.json --plot flow.svg")]
+pub(crate) struct FlowArgs {
+    /// Folder of MNIST-format IDX files (default: the synthetic teacher-student task).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data: Option<PathBuf>,
+    /// Seeds per measure (seeds 0..N).
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) seeds: u64,
+    /// Measures to compare, comma-separated (default: all seven).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub(crate) measures: Option<Vec<String>>,
+    /// Fraction of filters removed in all, in [0, 1).
+    #[arg(long, value_name = "P", default_value_t = 0.8)]
+    pub(crate) sparsity: f64,
+    /// Prune-and-train rounds.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub(crate) rounds: usize,
+    /// Training epochs after the last round.
+    #[arg(long, value_name = "E", default_value_t = 15)]
+    pub(crate) epochs: usize,
+    /// Filters of each conv layer, comma-separated.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_values_t = [16, 32])]
+    pub(crate) channels: Vec<usize>,
+    /// Backend that scores and selects (the networks train on the CPU).
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub(crate) backend: BackendKind,
+    /// Threads for training and the CPU backend (0 = all cores); results
+    /// are the same for any count.
+    #[arg(long, value_name = "T", default_value_t = 0)]
+    pub(crate) threads: usize,
+    /// Write the JSON report here (atomically).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<PathBuf>,
+    /// Write an SVG plot of the training-loss curves here (atomically).
+    #[arg(long, value_name = "FILE.svg")]
+    pub(crate) plot: Option<PathBuf>,
+}
+
+/// Runs `prunus lab flow`.
+pub(crate) fn flow(args: &FlowArgs) -> Result<(), Error> {
+    for (flag, path) in [("--json", &args.json), ("--plot", &args.plot)] {
+        if let Some(p) = path {
+            check_output(flag, p)?;
+        }
+    }
+    let mut config = FlowConfig::default();
+    config.seeds = (0..args.seeds).collect();
+    if let Some(m) = &args.measures {
+        config.measures = m.clone();
+    }
+    config.sparsity = args.sparsity;
+    config.rounds = args.rounds;
+    config.epochs = args.epochs;
+    config.channels = args.channels.clone();
+    let data = Arc::new(match &args.data {
+        Some(dir) => Dataset::mnist(dir)?,
+        None => Dataset::teacher_student(&TeacherStudent::default())?,
+    });
+    eprintln!(
+        "{} data: {} training, {} validation, {} test samples",
+        data.name,
+        data.train.len(),
+        data.validation.len(),
+        data.test.len()
+    );
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build()
+        .map_err(|e| prunus_core::Error::Backend {
+            message: format!("cannot start {} threads: {e}", args.threads),
+        })?;
+    let result = pool.install(|| match args.backend {
+        BackendKind::Cpu => run(&CpuBackend::new(Par::Rayon(args.threads))?, &data, &config),
+        BackendKind::Reference => run(&ReferenceBackend, &data, &config),
+        BackendKind::Wgpu => run(&WgpuBackend::new()?, &data, &config),
+    })?;
+    println!("{}", result.table());
+    if let Some(path) = &args.json {
+        let mut report = result.report()?;
+        report.set_config("backend", format!("{:?}", args.backend).to_lowercase());
+        write_atomic(path, &report)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        write_text_atomic(path, &result.chart().to_svg())?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn run<B: Backend + ?Sized>(
+    backend: &B,
+    data: &Arc<Dataset>,
+    config: &FlowConfig,
+) -> Result<prunus_lab::flow::FlowResult, Error> {
+    let terminal = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let mut report = |p: &Progress<'_>| {
+        let line = format!(
+            "[{:>2}/{}] {:<11} seed {} epoch {:>2}/{} loss {:.4}  ({:.0} s)",
+            p.run + 1,
+            p.runs,
+            p.measure,
+            p.seed,
+            p.epoch,
+            p.epochs,
+            p.loss,
+            started.elapsed().as_secs_f64()
+        );
+        if terminal {
+            eprint!("\r{line}");
+            if p.epoch == p.epochs {
+                eprintln!();
+            }
+        } else if p.epoch == p.epochs {
+            eprintln!("{line}");
+        }
+    };
+    Ok(run_flow(backend, Arc::clone(data), config, &mut report)?)
+}
