@@ -593,8 +593,7 @@ impl FlowResult {
     pub fn chart(&self) -> Chart {
         let mut chart = Chart::new(
             format!(
-                "{} on {}: training loss, {:.0}% of filters pruned in epochs 1-{}",
-                self.network,
+                "{}: {:.0}% of filters pruned in epochs 1-{}",
                 self.dataset,
                 self.config.sparsity * 100.0,
                 self.config.rounds

@@ -436,3 +436,32 @@ fn the_flow_floor_keeps_more_than_the_minimum_density() {
     let masks = prunus_core::prune(&b, &layers, &ceil).unwrap();
     assert_eq!(masks[1].count_kept(), 2);
 }
+
+#[test]
+fn every_measure_gives_the_same_masks_on_the_gpu() {
+    let Some(gpu) = prunus_tests::gpu::wgpu_backend() else {
+        return;
+    };
+    let config = MeasureConfig::default().samples(Samples::all(Split::Train));
+    for granularity in [Granularity::Unstructured, Granularity::NEURONS] {
+        for m in ALL {
+            let mut host = tiny_cnn_host(6);
+            let prunable: Vec<usize> = (0..host.parameters().len())
+                .filter(|&i| host.parameters()[i].prunable)
+                .collect();
+            let prune = PruneConfig::new(0.4).granularity(granularity);
+            let a = prune_host(
+                &ReferenceBackend,
+                &mut host,
+                m,
+                &prunable,
+                &[],
+                &prune,
+                &config,
+            )
+            .unwrap();
+            let b = prune_host(&gpu, &mut host, m, &prunable, &[], &prune, &config).unwrap();
+            assert_eq!(a, b, "{m} {granularity:?}");
+        }
+    }
+}
