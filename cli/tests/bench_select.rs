@@ -1,24 +1,10 @@
 //! End-to-end runs of `prunus bench select` on small sizes.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
+
+use common::{prunus, scratch};
 
 use serde_json::Value;
-
-fn prunus(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_prunus"))
-        .args(args)
-        .output()
-        .expect("the prunus binary runs")
-}
-
-/// A fresh, empty directory for one test.
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("prunus-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// Runs a small selection benchmark and returns its JSON report.
 fn report(tag: &str, extra: &[&str]) -> Value {

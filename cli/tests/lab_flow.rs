@@ -1,23 +1,10 @@
 //! End-to-end runs of `prunus lab flow` on the synthetic default data.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
+
+use common::{prunus, scratch};
 
 use serde_json::Value;
-
-fn prunus(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_prunus"))
-        .args(args)
-        .output()
-        .expect("the prunus binary runs")
-}
-
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("prunus-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 #[test]
 fn a_small_flow_run_prints_the_table_and_writes_report_and_plot() {

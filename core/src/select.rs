@@ -60,28 +60,27 @@ pub fn units_to_prune(sparsity: f64, n: u64) -> u64 {
     libm::round(sparsity * n as f64) as u64
 }
 
-/// `ceil(d * n)` that ignores float noise (`0.1 * 10` is 1, not 2).
-fn ceil_units(density: f64, n: u64) -> u64 {
+/// `round(d * n)` when `d * n` is within float noise of an integer, else
+/// `rounding(d * n)`; at most `n`.
+fn noiseless_units(density: f64, n: u64, rounding: fn(f64) -> f64) -> u64 {
     let x = density * n as f64;
     let r = libm::round(x);
     let v = if libm::fabs(x - r) <= 1e-9 * x.max(1.0) {
         r
     } else {
-        libm::ceil(x)
+        rounding(x)
     };
     (v as u64).min(n)
 }
 
+/// `ceil(d * n)` that ignores float noise (`0.1 * 10` is 1, not 2).
+fn ceil_units(density: f64, n: u64) -> u64 {
+    noiseless_units(density, n, libm::ceil)
+}
+
 /// `floor(d * n)` that ignores float noise, as [`ceil_units`].
 fn floor_units(density: f64, n: u64) -> u64 {
-    let x = density * n as f64;
-    let r = libm::round(x);
-    let v = if libm::fabs(x - r) <= 1e-9 * x.max(1.0) {
-        r
-    } else {
-        libm::floor(x)
-    };
-    (v as u64).min(n)
+    noiseless_units(density, n, libm::floor)
 }
 
 fn check_fraction(what: &'static str, v: f64) -> Result<()> {

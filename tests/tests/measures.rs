@@ -112,28 +112,38 @@ fn tiny_cnn_host(seed: u64) -> LabHost {
     host
 }
 
+/// The masks of `measure` on every prunable weight of a tiny trained CNN,
+/// on the reference backend and on `backend`.
+fn on_both<B: Backend>(
+    backend: &B,
+    seed: u64,
+    measure: Measure,
+    prune: &PruneConfig,
+) -> (Vec<Mask>, Vec<Mask>) {
+    let config = MeasureConfig::default().samples(Samples::all(Split::Train));
+    let mut host = tiny_cnn_host(seed);
+    let prunable: Vec<usize> = (0..host.parameters().len())
+        .filter(|&i| host.parameters()[i].prunable)
+        .collect();
+    let a = prune_host(
+        &ReferenceBackend,
+        &mut host,
+        measure,
+        &prunable,
+        &[],
+        prune,
+        &config,
+    );
+    let b = prune_host(backend, &mut host, measure, &prunable, &[], prune, &config);
+    (a.unwrap(), b.unwrap())
+}
+
 #[test]
 fn every_measure_gives_the_same_masks_on_reference_and_cpu() {
     let cpu = CpuBackend::new(Par::Rayon(2)).unwrap();
-    let config = MeasureConfig::default().samples(Samples::all(Split::Train));
     for granularity in [Granularity::Unstructured, Granularity::NEURONS] {
         for m in ALL {
-            let mut host = tiny_cnn_host(3);
-            let prunable: Vec<usize> = (0..host.parameters().len())
-                .filter(|&i| host.parameters()[i].prunable)
-                .collect();
-            let prune = PruneConfig::new(0.5).granularity(granularity);
-            let a = prune_host(
-                &ReferenceBackend,
-                &mut host,
-                m,
-                &prunable,
-                &[],
-                &prune,
-                &config,
-            )
-            .unwrap();
-            let b = prune_host(&cpu, &mut host, m, &prunable, &[], &prune, &config).unwrap();
+            let (a, b) = on_both(&cpu, 3, m, &PruneConfig::new(0.5).granularity(granularity));
             assert_eq!(a, b, "{m} {granularity:?}");
             // Exactly half of all units (or weights) are gone.
             let units: u64 = a
@@ -442,25 +452,9 @@ fn every_measure_gives_the_same_masks_on_the_gpu() {
     let Some(gpu) = prunus_tests::gpu::wgpu_backend() else {
         return;
     };
-    let config = MeasureConfig::default().samples(Samples::all(Split::Train));
     for granularity in [Granularity::Unstructured, Granularity::NEURONS] {
         for m in ALL {
-            let mut host = tiny_cnn_host(6);
-            let prunable: Vec<usize> = (0..host.parameters().len())
-                .filter(|&i| host.parameters()[i].prunable)
-                .collect();
-            let prune = PruneConfig::new(0.4).granularity(granularity);
-            let a = prune_host(
-                &ReferenceBackend,
-                &mut host,
-                m,
-                &prunable,
-                &[],
-                &prune,
-                &config,
-            )
-            .unwrap();
-            let b = prune_host(&gpu, &mut host, m, &prunable, &[], &prune, &config).unwrap();
+            let (a, b) = on_both(&gpu, 6, m, &PruneConfig::new(0.4).granularity(granularity));
             assert_eq!(a, b, "{m} {granularity:?}");
         }
     }
