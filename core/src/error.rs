@@ -141,6 +141,19 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A parameter index beyond the host's parameters.
+    UnknownParameter {
+        /// The index given.
+        index: usize,
+        /// How many parameters the host has.
+        count: usize,
+    },
+    /// A host network failed to do what it supports (bad sample range,
+    /// diverged training, ...).
+    HostFailure {
+        /// The host's message.
+        message: String,
+    },
     /// A method asked a host network for something it cannot do.
     MissingCapability {
         /// The host's name.
@@ -253,6 +266,11 @@ impl fmt::Display for Error {
                 "matrix is not positive definite (pivot {pivot}); add damping"
             ),
             Error::InvalidMask { reason } => write!(f, "invalid mask: {reason}"),
+            Error::UnknownParameter { index, count } => write!(
+                f,
+                "parameter index {index} is out of range: the host has {count} parameters"
+            ),
+            Error::HostFailure { message } => write!(f, "host network: {message}"),
             Error::MissingCapability { host, capability } => write!(
                 f,
                 "this method needs the {capability} of the network, which host '{host}' does not provide"

@@ -388,12 +388,12 @@ pub fn finite_difference_hvp<H: Host + ?Sized>(
         )
     };
     let v_norm = norm(v);
-    if v_norm == 0.0 || !v_norm.is_finite() {
-        if !v_norm.is_finite() {
-            return Err(Error::NonFinite {
-                what: "Hessian-vector product direction",
-            });
-        }
+    if !v_norm.is_finite() {
+        return Err(Error::NonFinite {
+            what: "Hessian-vector product direction",
+        });
+    }
+    if v_norm == 0.0 {
         return Ok(params.iter().map(|p| vec![0.0; p.shape.numel()]).collect());
     }
     let theta_norm = norm(&theta.weights);

@@ -205,12 +205,8 @@ pub fn signals<H: Host + ?Sized>(
 ) -> Result<Signals> {
     require(host, measure.needs())?;
     let count = host.parameters().len();
-    if let Some(&bad) = parameters.iter().find(|&&i| i >= count) {
-        return Err(Error::LengthMismatch {
-            what: "parameter index (host parameters)",
-            expected: count,
-            found: bad,
-        });
+    if let Some(&index) = parameters.iter().find(|&&i| i >= count) {
+        return Err(Error::UnknownParameter { index, count });
     }
     if !masks.is_empty() {
         crate::check::same_len("masks", parameters.len(), masks.len())?;
@@ -358,27 +354,28 @@ pub fn score<B: Backend + ?Sized>(
 }
 
 /// Scores every tensor of `signals` on `backend` ([`score`]), per weight
-/// or per unit of `grouping`.
+/// or per unit of `grouping`. `weights` are `signals.weights` already on
+/// the backend (the caller keeps them for selection; they are uploaded once).
 pub fn scores<B: Backend + ?Sized>(
     backend: &B,
     measure: Measure,
     signals: &Signals,
-    shapes: &[crate::Shape],
+    weights: &[B::Tensor],
     grouping: Option<Grouping>,
 ) -> Result<Vec<B::Tensor>> {
-    crate::check::same_len("shapes", signals.weights.len(), shapes.len())?;
+    crate::check::same_len("weight tensors", signals.weights.len(), weights.len())?;
     let upload = |x: Option<&Vec<Vec<f32>>>, j: usize| -> Result<Option<B::Tensor>> {
-        x.map(|x| backend.upload(&x[j], &shapes[j])).transpose()
+        x.map(|x| backend.upload(&x[j], weights[j].shape()))
+            .transpose()
     };
-    (0..shapes.len())
+    (0..weights.len())
         .map(|j| {
-            let theta = backend.upload(&signals.weights[j], &shapes[j])?;
             let g = upload(signals.gradient.as_ref(), j)?;
             let hg = upload(signals.hessian_gradient.as_ref(), j)?;
             score(
                 backend,
                 measure,
-                &theta,
+                &weights[j],
                 g.as_ref(),
                 hg.as_ref(),
                 grouping,
@@ -418,15 +415,13 @@ pub fn prune_host<B: Backend + ?Sized, H: Host + ?Sized>(
         Granularity::Groups(g) => Some(g),
         _ => None,
     };
-    let scores = scores(backend, measure, &signals, &shapes, grouping)?;
-    // Selection needs each layer's name, weight shape and earlier mask; the
-    // weights themselves are not read again.
     let weights: Vec<B::Tensor> = signals
         .weights
         .iter()
         .zip(&shapes)
         .map(|(w, s)| backend.upload(w, s))
         .collect::<Result<_>>()?;
+    let scores = scores(backend, measure, &signals, &weights, grouping)?;
     let layers: Vec<Layer<'_, B>> = names
         .iter()
         .zip(&weights)

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use prunus_core::{HasShape, Mask};
+use prunus_core::Mask;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::error::{Error, Result};
@@ -130,12 +130,6 @@ pub fn load(network: &mut Network, path: &Path) -> Result<()> {
         loaded.set_param(i, v)?;
     }
     loaded.set_masks(&masks)?;
-    debug_assert!(
-        masks
-            .iter()
-            .zip(loaded.parameters())
-            .all(|(m, p)| m.as_ref().is_none_or(|m| m.shape() == &p.shape))
-    );
     *network = loaded;
     Ok(())
 }

@@ -181,17 +181,17 @@ impl LabHost {
                 *v = mu * *v + g + wd * *w;
                 *w -= lr * *v;
             }
+            // Masked weights, their gradient and their momentum are zero
+            // already, so this changes nothing today; it keeps "pruned
+            // weights stay zero" from resting on that.
             self.network.enforce_mask(i);
         }
-        let mut velocity = std::mem::take(&mut self.velocity);
-        self.network.mask_buffers(&mut velocity);
-        self.velocity = velocity;
     }
 
     fn core(e: Error) -> prunus_core::Error {
         match e {
             Error::Core(e) => *e,
-            other => prunus_core::Error::Backend {
+            other => prunus_core::Error::HostFailure {
                 message: other.to_string(),
             },
         }

@@ -750,6 +750,8 @@ impl Network {
         // δ = dℓ/dz = (p − e_y) / T; R{δ} = (p ⊙ Rz − p (pᵀ Rz)) / T².
         let mut delta = vec![0.0f32; n * c];
         let mut rdelta = v.map(|_| vec![0.0f32; n * c]);
+        // The softmax of one sample, reused across samples.
+        let mut p: Vec<f64> = Vec::with_capacity(c);
         for (s, &y) in labels.iter().enumerate() {
             let z = &logits[s * c..(s + 1) * c];
             let top = z
@@ -758,14 +760,14 @@ impl Network {
                 .fold(0, |best, (j, &v)| if v > z[best] { j } else { best });
             result.correct += usize::from(top == usize::from(y));
             let zmax = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let e: Vec<f64> = z
-                .iter()
-                .map(|&v| f64::from((v - zmax) / temperature).exp())
-                .collect();
-            let sum: f64 = e.iter().sum();
+            p.clear();
+            p.extend(z.iter().map(|&v| f64::from((v - zmax) / temperature).exp()));
+            let sum: f64 = p.iter().sum();
             let y = usize::from(y);
             result.loss += sum.ln() - f64::from((z[y] - zmax) / temperature);
-            let p: Vec<f64> = e.iter().map(|v| v / sum).collect();
+            for v in p.iter_mut() {
+                *v /= sum;
+            }
             for j in 0..c {
                 let t = p[j] - f64::from(u8::from(j == y));
                 delta[s * c + j] = (t / f64::from(temperature)) as f32 * scale;
