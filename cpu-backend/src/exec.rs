@@ -84,3 +84,14 @@ impl Exec {
         matches!(self, Exec::Pool(_))
     }
 }
+
+impl Exec {
+    /// Runs `f` with faer's parallelism for this executor: sequential, or
+    /// `threads` threads inside this pool.
+    pub(crate) fn faer<R: Send>(&self, threads: usize, f: impl FnOnce(faer::Par) -> R + Send) -> R {
+        match self {
+            Exec::Seq => f(faer::Par::Seq),
+            Exec::Pool(pool) => pool.install(|| f(faer::Par::rayon(threads.max(1)))),
+        }
+    }
+}

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod dense;
 mod elementwise;
 mod exec;
 mod keys;

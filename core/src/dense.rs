@@ -1,0 +1,365 @@
+//! Dense f64 linear algebra for the second-order methods (OBS, WoodFisher,
+//! CBS), in host memory.
+//!
+//! The backend trait's `gemm`/`cholesky_solve` work on f32 device tensors.
+//! Second-order pruning wants f64: the Woodbury form
+//! `F̂⁻¹ = (I − Gᵀ (NλI + G Gᵀ)⁻¹ G) / λ` subtracts two nearly equal terms
+//! and divides by a damping of 1e-3, so the rounding of the `N x N` solve is
+//! amplified by about `F_qq / λ` (the condition of `NλI + GGᵀ` can reach
+//! `1 + σ_max² / (Nλ)`), which f32's 24 bits cannot absorb on well-trained
+//! weights. So [`Dense`] is a separate, four-method contract on
+//! row-major f64 [`Matrix`] values: a backend implements it where it has f64
+//! arithmetic (the scalar [`ReferenceBackend`] here; the CPU backend through
+//! faer). WGSL has no portable f64, so the wgpu backend does not.
+//!
+//! Vectors are rows: a "rows" operation treats every row of its argument as
+//! one vector, which is how a per-weight gradient (one row of `Gᵀ`) is laid
+//! out in [`crate::fisher::Fisher`].
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::error::{Error, Result};
+use crate::op::Transpose;
+use crate::reference::ReferenceBackend;
+use crate::shape::Shape;
+
+/// A dense row-major `rows x cols` f64 matrix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Matrix {
+    rows: usize,
+    cols: usize,
+    data: Vec<f64>,
+}
+
+impl Matrix {
+    /// A matrix of zeros.
+    pub fn zeros(rows: usize, cols: usize) -> Matrix {
+        Matrix {
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
+        }
+    }
+
+    /// `value · I`, `n x n`.
+    pub fn scaled_identity(n: usize, value: f64) -> Matrix {
+        let mut m = Matrix::zeros(n, n);
+        for i in 0..n {
+            m.data[i * n + i] = value;
+        }
+        m
+    }
+
+    /// Wraps row-major data; fails unless `data.len() == rows · cols`.
+    pub fn new(rows: usize, cols: usize, data: Vec<f64>) -> Result<Matrix> {
+        if rows.checked_mul(cols) != Some(data.len()) {
+            return Err(Error::LengthMismatch {
+                what: "matrix elements",
+                expected: rows.saturating_mul(cols),
+                found: data.len(),
+            });
+        }
+        Ok(Matrix { rows, cols, data })
+    }
+
+    /// One row vector `1 x n`.
+    pub fn row_vector(values: Vec<f64>) -> Matrix {
+        Matrix {
+            rows: 1,
+            cols: values.len(),
+            data: values,
+        }
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The elements, row-major.
+    pub fn data(&self) -> &[f64] {
+        &self.data
+    }
+
+    /// The elements, row-major, mutably.
+    pub fn data_mut(&mut self) -> &mut [f64] {
+        &mut self.data
+    }
+
+    /// The elements, by value.
+    pub fn into_data(self) -> Vec<f64> {
+        self.data
+    }
+
+    /// Row `i`.
+    #[track_caller]
+    pub fn row(&self, i: usize) -> &[f64] {
+        &self.data[i * self.cols..(i + 1) * self.cols]
+    }
+
+    /// Row `i`, mutably.
+    #[track_caller]
+    pub fn row_mut(&mut self, i: usize) -> &mut [f64] {
+        &mut self.data[i * self.cols..(i + 1) * self.cols]
+    }
+
+    /// Element `(i, j)`.
+    #[track_caller]
+    pub fn get(&self, i: usize, j: usize) -> f64 {
+        assert!(j < self.cols, "column {j} of {}", self.cols);
+        self.data[i * self.cols + j]
+    }
+
+    /// Adds `value` to every diagonal element.
+    pub fn add_diagonal(&mut self, value: f64) {
+        for i in 0..self.rows.min(self.cols) {
+            self.data[i * self.cols + i] += value;
+        }
+    }
+
+    /// The transpose, as a new matrix.
+    pub fn transpose(&self) -> Matrix {
+        let mut t = Matrix::zeros(self.cols, self.rows);
+        for i in 0..self.rows {
+            for (j, &v) in self.row(i).iter().enumerate() {
+                t.data[j * self.rows + i] = v;
+            }
+        }
+        t
+    }
+
+    /// The rows listed, in that order.
+    #[track_caller]
+    pub fn select_rows(&self, rows: &[usize]) -> Matrix {
+        let mut data = Vec::with_capacity(rows.len() * self.cols);
+        for &r in rows {
+            data.extend_from_slice(self.row(r));
+        }
+        Matrix {
+            rows: rows.len(),
+            cols: self.cols,
+            data,
+        }
+    }
+
+    /// The square submatrix of the rows and columns listed.
+    #[track_caller]
+    pub fn select(&self, indices: &[usize]) -> Matrix {
+        let mut data = Vec::with_capacity(indices.len() * indices.len());
+        for &r in indices {
+            let row = self.row(r);
+            data.extend(indices.iter().map(|&c| row[c]));
+        }
+        Matrix {
+            rows: indices.len(),
+            cols: indices.len(),
+            data,
+        }
+    }
+
+    fn shape(&self) -> Shape {
+        Shape::matrix(self.rows, self.cols).unwrap_or_else(|_| Shape::vector(self.data.len()))
+    }
+
+    /// `(rows, cols)` of `op(self)`.
+    fn dims(&self, t: Transpose) -> (usize, usize) {
+        match t {
+            Transpose::No => (self.rows, self.cols),
+            Transpose::Yes => (self.cols, self.rows),
+        }
+    }
+
+    /// Element `(i, j)` of `op(self)`.
+    fn at(&self, t: Transpose, i: usize, j: usize) -> f64 {
+        match t {
+            Transpose::No => self.data[i * self.cols + j],
+            Transpose::Yes => self.data[j * self.cols + i],
+        }
+    }
+}
+
+/// Dense f64 linear algebra: what the OBS family needs, and no more. See the
+/// module docs for why it is f64 and separate from [`crate::Backend`].
+///
+/// Every implementation gives the same results as [`ReferenceBackend`] up to
+/// f64 rounding; a given implementation and thread count always gives the
+/// same bits.
+pub trait Dense {
+    /// `c ← beta · c + alpha · op(a) · op(b)`.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        &self,
+        c: &mut Matrix,
+        beta: f64,
+        a: &Matrix,
+        ta: Transpose,
+        b: &Matrix,
+        tb: Transpose,
+        alpha: f64,
+    ) -> Result<()>;
+
+    /// `c ← c + alpha · aᵀ a` for `a` of `m x n` and a symmetric `c` of
+    /// `n x n` (both triangles are written).
+    fn gram(&self, c: &mut Matrix, a: &Matrix, alpha: f64) -> Result<()>;
+
+    /// Replaces a symmetric positive definite `a` by its lower Cholesky
+    /// factor `L` (`a = L Lᵀ`, strictly upper part zeroed); fails with
+    /// [`Error::NotPositiveDefinite`] otherwise.
+    fn cholesky(&self, a: &mut Matrix) -> Result<()>;
+
+    /// Replaces every row `x` of `b` by `L⁻¹ x` (`Transpose::No`) or
+    /// `L⁻ᵀ x` (`Transpose::Yes`), `l` a lower triangular factor.
+    fn solve_rows(&self, l: &Matrix, t: Transpose, b: &mut Matrix) -> Result<()>;
+}
+
+/// Checks the shapes of [`Dense::matmul`].
+pub fn check_matmul(
+    c: &Matrix,
+    a: &Matrix,
+    ta: Transpose,
+    b: &Matrix,
+    tb: Transpose,
+) -> Result<(usize, usize, usize)> {
+    let (m, k) = a.dims(ta);
+    let (k2, n) = b.dims(tb);
+    if k != k2 {
+        return Err(Error::shape_mismatch(
+            "matmul inner",
+            &a.shape(),
+            &b.shape(),
+        ));
+    }
+    if (c.rows, c.cols) != (m, n) {
+        let want = Shape::matrix(m, n)?;
+        return Err(Error::shape_mismatch("matmul output", &want, &c.shape()));
+    }
+    Ok((m, k, n))
+}
+
+/// Checks the shapes of [`Dense::gram`].
+pub fn check_gram(c: &Matrix, a: &Matrix) -> Result<()> {
+    if (c.rows, c.cols) != (a.cols, a.cols) {
+        let want = Shape::matrix(a.cols, a.cols)?;
+        return Err(Error::shape_mismatch("gram output", &want, &c.shape()));
+    }
+    Ok(())
+}
+
+/// Checks that `a` is square (Cholesky).
+pub fn check_square(a: &Matrix) -> Result<()> {
+    if a.rows != a.cols {
+        let want = Shape::matrix(a.rows, a.rows)?;
+        return Err(Error::shape_mismatch("cholesky", &want, &a.shape()));
+    }
+    Ok(())
+}
+
+/// Checks the shapes of [`Dense::solve_rows`].
+pub fn check_solve_rows(l: &Matrix, b: &Matrix) -> Result<()> {
+    check_square(l)?;
+    if b.cols != l.rows {
+        let want = Shape::matrix(b.rows, l.rows)?;
+        return Err(Error::shape_mismatch("solve rows", &want, &b.shape()));
+    }
+    Ok(())
+}
+
+impl Dense for ReferenceBackend {
+    fn matmul(
+        &self,
+        c: &mut Matrix,
+        beta: f64,
+        a: &Matrix,
+        ta: Transpose,
+        b: &Matrix,
+        tb: Transpose,
+        alpha: f64,
+    ) -> Result<()> {
+        let (m, k, n) = check_matmul(c, a, ta, b, tb)?;
+        for i in 0..m {
+            for j in 0..n {
+                let s = (0..k).fold(0.0, |s, p| s + a.at(ta, i, p) * b.at(tb, p, j));
+                let old = if beta == 0.0 {
+                    0.0
+                } else {
+                    beta * c.data[i * n + j]
+                };
+                c.data[i * n + j] = old + alpha * s;
+            }
+        }
+        Ok(())
+    }
+
+    fn gram(&self, c: &mut Matrix, a: &Matrix, alpha: f64) -> Result<()> {
+        check_gram(c, a)?;
+        let n = a.cols;
+        for i in 0..n {
+            for j in 0..=i {
+                let s = (0..a.rows).fold(0.0, |s, p| s + a.data[p * n + i] * a.data[p * n + j]);
+                c.data[i * n + j] += alpha * s;
+                if j != i {
+                    c.data[j * n + i] = c.data[i * n + j];
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn cholesky(&self, a: &mut Matrix) -> Result<()> {
+        check_square(a)?;
+        let n = a.rows;
+        for j in 0..n {
+            let mut d = a.data[j * n + j];
+            for p in 0..j {
+                d -= a.data[j * n + p] * a.data[j * n + p];
+            }
+            if d.is_nan() || d <= 0.0 {
+                return Err(Error::NotPositiveDefinite { pivot: j });
+            }
+            let d = libm::sqrt(d);
+            a.data[j * n + j] = d;
+            for i in j + 1..n {
+                let mut s = a.data[i * n + j];
+                for p in 0..j {
+                    s -= a.data[i * n + p] * a.data[j * n + p];
+                }
+                a.data[i * n + j] = s / d;
+            }
+        }
+        for i in 0..n {
+            for j in i + 1..n {
+                a.data[i * n + j] = 0.0;
+            }
+        }
+        Ok(())
+    }
+
+    fn solve_rows(&self, l: &Matrix, t: Transpose, b: &mut Matrix) -> Result<()> {
+        check_solve_rows(l, b)?;
+        let n = l.rows;
+        for r in 0..b.rows {
+            let x = b.row_mut(r);
+            match t {
+                Transpose::No => {
+                    for i in 0..n {
+                        let s = (0..i).fold(x[i], |s, p| s - l.data[i * n + p] * x[p]);
+                        x[i] = s / l.data[i * n + i];
+                    }
+                }
+                Transpose::Yes => {
+                    for i in (0..n).rev() {
+                        let s = (i + 1..n).fold(x[i], |s, p| s - l.data[p * n + i] * x[p]);
+                        x[i] = s / l.data[i * n + i];
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
