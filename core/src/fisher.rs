@@ -10,10 +10,11 @@
 //!
 //! | representation | build | `[F̂⁻¹]_qq` for all q | `F̂⁻¹ v` | memory |
 //! |---|---|---|---|---|
-//! | Woodbury: `K = NλI + AᵀA`, `K = L Lᵀ` | `N² d_b + N³/3` | `N² d_b` (`(1 − ‖L⁻¹a_q‖²)/λ`) | `2 N d_b + 2 N²` | `2 N²` |
+//! | Woodbury: `K = NλI + AᵀA = L Lᵀ`, `L` kept | `N² d_b + N³/3` | `N² d_b` (`(1 − ‖L⁻¹a_q‖²)/λ`) | `4 N d_b + 2 N²` | `N²` |
 //! | explicit `F̂_b⁻¹`, by the Woodbury recursion `r` samples at a time | `2 N d_b²` | free | `2 d_b²` | `d_b²` |
 //!
-//! (flops, multiply and add counted as two; `r = 1` is the rank-1 recursion
+//! (flops, multiply and add counted as two; memory in f64 values, beside the
+//! `d_b N` of `A_b` itself; `r = 1` is the rank-1 recursion
 //! `F̂⁻¹ ← F̂⁻¹ − (F̂⁻¹g)(F̂⁻¹g)ᵀ / (N + gᵀF̂⁻¹g)` of the official code.)
 //! [`Path::Auto`] takes the explicit inverse where `d_b ≤ N`, Woodbury
 //! elsewhere.
@@ -28,7 +29,7 @@
 //! |---|---|---|
 //! | explicit inverse | `F̂⁻¹[P,P]`, `|P| x |P|` | `|P|³/3 + 2 d_b |P|` |
 //! | kept set, `|R| < N` ([`Path::Auto`]) | `λI + A_R A_Rᵀ/N`, `|R| x |R|` | `N |R|² + |R|³/3` |
-//! | Woodbury on the kept set | `NλI + A_Rᵀ A_R = K − A_Pᵀ A_P`, `N x N` | `N² min(|P|, |R|) + N³/3` |
+//! | Woodbury on the kept set | `NλI + A_Rᵀ A_R`, `N x N` | `N² |R| + N³/3` |
 //!
 //! Everything is f64 through a [`Dense`] implementation (see
 //! [`crate::dense`] for why not f32).
@@ -124,8 +125,8 @@ impl FisherConfig {
 /// One diagonal block's inverse.
 #[derive(Clone, Debug)]
 enum Inverse {
-    /// `k = NλI + AᵀA` and its Cholesky factor.
-    Woodbury { k: Matrix, l: Matrix },
+    /// The Cholesky factor `L` of `K = NλI + AᵀA`.
+    Woodbury { l: Matrix },
     /// `F̂_b⁻¹` itself.
     Explicit(Matrix),
 }
@@ -260,11 +261,10 @@ impl<'d, D: Dense + ?Sized> Fisher<'d, D> {
             Path::Explicit => true,
         };
         if !explicit {
-            let mut k = Matrix::scaled_identity(n, n as f64 * self.damping);
-            self.dense.gram(&mut k, a, 1.0)?;
-            let mut l = k.clone();
+            let mut l = Matrix::scaled_identity(n, n as f64 * self.damping);
+            self.dense.gram(&mut l, a, 1.0)?;
             self.dense.cholesky(&mut l)?;
-            return Ok(Inverse::Woodbury { k, l });
+            return Ok(Inverse::Woodbury { l });
         }
         // F̂⁻¹ ← F̂⁻¹ − U (N I + Gₘᵀ U)⁻¹ Uᵀ with U = F̂⁻¹ Gₘ, r samples at a time.
         let mut inv = Matrix::scaled_identity(len, 1.0 / self.damping);
@@ -343,7 +343,7 @@ impl<'d, D: Dense + ?Sized> Fisher<'d, D> {
         for b in &self.blocks {
             match &b.inverse {
                 Inverse::Explicit(inv) => out.extend((0..inv.rows()).map(|q| inv.get(q, q))),
-                Inverse::Woodbury { l, .. } => {
+                Inverse::Woodbury { l } => {
                     let mut q = 0;
                     while q < b.a.rows() {
                         let end = (q + DIAGONAL_CHUNK).min(b.a.rows());
@@ -423,7 +423,7 @@ impl<'d, D: Dense + ?Sized> Fisher<'d, D> {
                         .matmul(&mut z, 0.0, &row, Transpose::No, inv, Transpose::No, 1.0)?;
                     ob.copy_from_slice(z.data());
                 }
-                Inverse::Woodbury { l, .. } => {
+                Inverse::Woodbury { l } => {
                     let z = self.woodbury_solve(&b.a, l, vb)?;
                     ob.copy_from_slice(&z);
                 }
@@ -515,7 +515,7 @@ impl<'d, D: Dense + ?Sized> Fisher<'d, D> {
             let theta_p: Vec<f64> = p.iter().map(|&q| theta[s + q]).collect();
             let kept = match &b.inverse {
                 Inverse::Explicit(inv) => self.update_explicit(inv, &p, &r, theta_p)?,
-                Inverse::Woodbury { k, .. } => self.update_kept(b, k, &p, &r, &theta_p)?,
+                Inverse::Woodbury { .. } => self.update_kept(b, &p, &r, &theta_p)?,
             };
             for (&q, d) in r.iter().zip(kept) {
                 delta[s + q] = d;
@@ -550,7 +550,6 @@ impl<'d, D: Dense + ?Sized> Fisher<'d, D> {
     fn update_kept(
         &self,
         b: &Block,
-        k: &Matrix,
         p: &[usize],
         r: &[usize],
         theta_p: &[f64],
@@ -580,15 +579,8 @@ impl<'d, D: Dense + ?Sized> Fisher<'d, D> {
             self.dense.solve_rows(&f, Transpose::Yes, &mut rhs)?;
             return Ok(rhs.into_data());
         }
-        let mut kr = if p.len() < r.len() {
-            let mut kr = k.clone();
-            self.dense.gram(&mut kr, &a_p, -1.0)?;
-            kr
-        } else {
-            let mut kr = Matrix::scaled_identity(n, n as f64 * self.damping);
-            self.dense.gram(&mut kr, &a_r, 1.0)?;
-            kr
-        };
+        let mut kr = Matrix::scaled_identity(n, n as f64 * self.damping);
+        self.dense.gram(&mut kr, &a_r, 1.0)?;
         self.dense.cholesky(&mut kr)?;
         self.woodbury_solve(&a_r, &kr, rhs.data())
     }
