@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::Args;
 use prunus_core::{Backend, ReferenceBackend};
 use prunus_cpu::{CpuBackend, Par};
+use prunus_lab::cbs::{CbsConfig, run_cbs};
 use prunus_lab::data::{Dataset, TeacherStudent};
 use prunus_lab::flow::{FlowConfig, Progress, run_flow};
 use prunus_lab::{write_atomic, write_text_atomic};
@@ -88,23 +89,8 @@ pub(crate) fn flow(args: &FlowArgs) -> Result<(), Error> {
     config.rounds = args.rounds;
     config.epochs = args.epochs;
     config.channels = args.channels.clone();
-    let data = Arc::new(match &args.data {
-        Some(dir) => Dataset::mnist(dir)?,
-        None => Dataset::teacher_student(&TeacherStudent::default())?,
-    });
-    eprintln!(
-        "{} data: {} training, {} validation, {} test samples",
-        data.name,
-        data.train.len(),
-        data.validation.len(),
-        data.test.len()
-    );
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads)
-        .build()
-        .map_err(|e| prunus_core::Error::Backend {
-            message: format!("cannot start {} threads: {e}", args.threads),
-        })?;
+    let data = load(&args.data)?;
+    let pool = thread_pool(args.threads)?;
     let result = pool.install(|| match args.backend {
         BackendKind::Cpu => run(&CpuBackend::new(Par::Rayon(args.threads))?, &data, &config),
         BackendKind::Reference => run(&ReferenceBackend, &data, &config),
@@ -153,4 +139,147 @@ fn run<B: Backend + ?Sized>(
         }
     };
     Ok(run_flow(backend, Arc::clone(data), config, &mut report)?)
+}
+
+/// The dense linear algebra of `prunus lab cbs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DenseKind {
+    /// The CPU backend (faer: blocked f64 GEMM and Cholesky) on --threads threads.
+    Cpu,
+    /// The scalar reference loops of prunus-core (slow; the oracle).
+    Reference,
+}
+
+/// Arguments of `prunus lab cbs`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The Combinatorial Brain Surgeon paper's MLPNet protocol (Yu et al., ICML 2022): per seed, \
+MLPNet (784-40-20-10, ReLU, no biases) is trained --epochs epochs on the training split \
+(learning rate / 10 for the last third); the empirical Fisher is built from the gradient of \
+every training sample (one block, damping --damping); then the network is pruned one-shot \
+at each sparsity, globally over all weights, by MP (magnitude), WF-S (WoodFisher \
+selection), CBS-S (the combinatorial swap search, true loss on up to 5,000 training \
+samples), WF (WF-S with WoodFisher's update) and CBS (CBS-S with the multi-weight OBS \
+update), and the test accuracy is measured without fine-tuning. Prints the paper's table \
+layout beside the published numbers and each method's gap to MP.
+
+Data: --data DIR reads MNIST-format IDX files and splits them by index mod 5 (0-2 train, 3 \
+validation, 4 test); without --data a synthetic teacher-student task of the same size is \
+used.
+
+Example: prunus lab cbs --data ../shared/data/mnist --seeds 5 --json cbs.json --plot cbs.svg")]
+pub(crate) struct CbsArgs {
+    /// Folder of MNIST-format IDX files (default: the synthetic teacher-student task).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data: Option<PathBuf>,
+    /// Seeds (0..N), each training its own network.
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) seeds: u64,
+    /// Sparsities, comma-separated, each in [0, 1].
+    #[arg(long, value_name = "LIST", value_delimiter = ',',
+          default_values_t = prunus_lab::cbs::SPARSITIES)]
+    pub(crate) sparsities: Vec<f64>,
+    /// Training epochs.
+    #[arg(long, value_name = "E", default_value_t = 20)]
+    pub(crate) epochs: usize,
+    /// Damping λ of the Fisher.
+    #[arg(long, value_name = "λ", default_value_t = 1e-3)]
+    pub(crate) damping: f64,
+    /// Training samples of the Fisher (default: all).
+    #[arg(long, value_name = "N")]
+    pub(crate) fisher_samples: Option<usize>,
+    /// Random-magnitude-perturbation starts of CBS-S.
+    #[arg(long, value_name = "T", default_value_t = 50)]
+    pub(crate) trials: usize,
+    /// CBS-S ends when its best true loss is this many passes old.
+    #[arg(long, value_name = "P", default_value_t = 5)]
+    pub(crate) patience: usize,
+    /// Multiplier of the WF and CBS updates of kept weights.
+    #[arg(long, value_name = "S", default_value_t = 1.0)]
+    pub(crate) update_scale: f64,
+    /// Dense linear algebra.
+    #[arg(long, value_enum, default_value_t = DenseKind::Cpu)]
+    pub(crate) backend: DenseKind,
+    /// Threads (0 = all cores).
+    #[arg(long, value_name = "T", default_value_t = 0)]
+    pub(crate) threads: usize,
+    /// Write the JSON report here (atomically).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<PathBuf>,
+    /// Write an SVG plot of accuracy against sparsity here (atomically).
+    #[arg(long, value_name = "FILE.svg")]
+    pub(crate) plot: Option<PathBuf>,
+}
+
+/// Runs `prunus lab cbs`.
+pub(crate) fn cbs(args: &CbsArgs) -> Result<(), Error> {
+    for (flag, path) in [("--json", &args.json), ("--plot", &args.plot)] {
+        if let Some(p) = path {
+            check_output(flag, p)?;
+        }
+    }
+    let mut config = CbsConfig::default();
+    config.seeds = (0..args.seeds).collect();
+    config.sparsities = args.sparsities.clone();
+    config.epochs = args.epochs;
+    config.fisher = config.fisher.damping(args.damping);
+    config.fisher_samples = args.fisher_samples;
+    config.search = config.search.trials(args.trials).patience(args.patience);
+    config.update_scale = args.update_scale;
+    config.validate()?;
+    let data = load(&args.data)?;
+    let pool = thread_pool(args.threads)?;
+    let mut progress = |line: &str| eprintln!("{line}");
+    let result = pool.install(|| -> Result<_, Error> {
+        Ok(match args.backend {
+            DenseKind::Cpu => run_cbs(
+                &CpuBackend::new(Par::Rayon(args.threads))?,
+                Arc::clone(&data),
+                &config,
+                &mut progress,
+            )?,
+            DenseKind::Reference => {
+                run_cbs(&ReferenceBackend, Arc::clone(&data), &config, &mut progress)?
+            }
+        })
+    })?;
+    println!("{}", result.table());
+    if let Some(path) = &args.json {
+        let mut report = result.report()?;
+        report.set_config("backend", format!("{:?}", args.backend).to_lowercase());
+        write_atomic(path, &report)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        write_text_atomic(path, &result.chart().to_svg())?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// MNIST from `dir`, or the synthetic task; says which on stderr.
+fn load(dir: &Option<PathBuf>) -> Result<Arc<Dataset>, Error> {
+    let data = Arc::new(match dir {
+        Some(dir) => Dataset::mnist(dir)?,
+        None => Dataset::teacher_student(&TeacherStudent::default())?,
+    });
+    eprintln!(
+        "{} data: {} training, {} validation, {} test samples",
+        data.name,
+        data.train.len(),
+        data.validation.len(),
+        data.test.len()
+    );
+    Ok(data)
+}
+
+/// The rayon pool the lab's networks train on.
+fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, Error> {
+    Ok(rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| prunus_core::Error::Backend {
+            message: format!("cannot start {threads} threads: {e}"),
+        })?)
 }

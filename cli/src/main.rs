@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_obs;
 mod error;
 mod lab;
 mod memory;
@@ -44,6 +45,9 @@ enum BenchCommand {
     /// Time global magnitude pruning to an exact sparsity against one
     /// streaming read of the same weights (the memory-bandwidth floor).
     Select(bench::SelectArgs),
+    /// Time the second-order stages (Fisher, WF-S, CBS-S, WoodFisher and
+    /// OBS updates) on synthetic per-sample gradients.
+    Obs(bench_obs::ObsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,13 +55,18 @@ enum LabCommand {
     /// Gradient-flow importance measures (magnitude, SNIP, GraSP, ...):
     /// filter pruning of a small CNN from initialisation, then training.
     Flow(lab::FlowArgs),
+    /// Second-order one-shot pruning (MP, WoodFisher, Combinatorial Brain
+    /// Surgeon) of MLPNet, against the CBS paper's table.
+    Cbs(lab::CbsArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(BenchCommand::Select(args)) => bench::select(&args),
+        Command::Bench(BenchCommand::Obs(args)) => bench_obs::obs(&args),
         Command::Lab(LabCommand::Flow(args)) => lab::flow(&args),
+        Command::Lab(LabCommand::Cbs(args)) => lab::cbs(&args),
         Command::Adapters => {
             list_adapters();
             Ok(())

@@ -663,7 +663,7 @@ fn describe(sides: &[(&str, Side)], value: impl Fn(&str) -> String) -> String {
         .join(", ")
 }
 
-fn fmt_mean(values: &[f64], decimals: usize) -> String {
+pub(crate) fn fmt_mean(values: &[f64], decimals: usize) -> String {
     match mean_std(values) {
         Some((m, s)) => format!("{m:.decimals$} ± {s:.decimals$}"),
         None => "n/a".into(),

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod cbs;
 pub mod checkpoint;
 pub mod data;
 pub mod error;

@@ -1,0 +1,162 @@
+//! `prunus bench obs`: the second-order machinery (empirical Fisher, WF-S,
+//! CBS-S, the WoodFisher and multi-weight OBS updates) on synthetic
+//! per-sample gradients, stage by stage.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use prunus_core::fisher::{Blocks, Fisher, FisherConfig};
+use prunus_core::random::uniform;
+use prunus_core::surgeon::{SearchConfig, cbs_select, magnitude, pruned_count, woodfisher};
+use prunus_cpu::{CpuBackend, Par};
+use prunus_lab::{Report, Row, write_atomic};
+
+use crate::bench::check_output;
+use crate::error::Error;
+use crate::memory::peak_rss_mib;
+
+/// Arguments of `prunus bench obs`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Synthetic gradients: G[n][q] = (u - 0.5) * (1 + 4 [q mod 7 == 0]) + 0.3 (v - 0.5) with \
+u, v uniform hashes of (seed, n, q), so weights differ in scale and share a common \
+per-sample component; weights uniform in [-1, 1). Stages: build (gather G into blocks, \
+Gram matrix or Woodbury recursion, Cholesky), diag (the diagonal of the damped inverse \
+Fisher), select-mp, select-wf, select-cbs (the CBS-S search with the objective as its \
+loss), update-wf, update-obs. Each is timed once.
+
+Examples:
+  prunus bench obs                                   # MLPNet size: d = 32,360, N = 6,000
+  prunus bench obs --params 1048576 --samples 1000 --block 2048")]
+pub(crate) struct ObsArgs {
+    /// Weights d.
+    #[arg(long, value_name = "D", default_value_t = 32_360)]
+    pub(crate) params: usize,
+    /// Samples N (rows of the gradient matrix).
+    #[arg(long, value_name = "N", default_value_t = 6_000)]
+    pub(crate) samples: usize,
+    /// Fisher block size (default: one block).
+    #[arg(long, value_name = "B")]
+    pub(crate) block: Option<usize>,
+    /// Damping λ.
+    #[arg(long, value_name = "λ", default_value_t = 1e-3)]
+    pub(crate) damping: f64,
+    /// Sparsity of the selections and updates.
+    #[arg(long, value_name = "S", default_value_t = 0.9)]
+    pub(crate) sparsity: f64,
+    /// CBS-S random starts.
+    #[arg(long, value_name = "T", default_value_t = 5)]
+    pub(crate) trials: usize,
+    /// CBS-S passes at most.
+    #[arg(long, value_name = "P", default_value_t = 20)]
+    pub(crate) passes: usize,
+    /// Threads (0 = all cores).
+    #[arg(long, value_name = "T", default_value_t = 0)]
+    pub(crate) threads: usize,
+    /// Write the JSON report here (atomically).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<PathBuf>,
+}
+
+/// Runs `prunus bench obs`.
+pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
+    if let Some(p) = &args.json {
+        check_output("--json", p)?;
+    }
+    let (d, n) = (args.params, args.samples);
+    let k = pruned_count(args.sparsity, d)?;
+    let backend = CpuBackend::new(Par::Rayon(args.threads))?;
+    let mut stages: Vec<(&str, f64)> = Vec::new();
+    let t = Instant::now();
+    let gradients = synthetic_gradients(n, d);
+    let theta: Vec<f64> = (0..d)
+        .map(|q| 2.0 * f64::from(uniform(7, 2, q as u64)) - 1.0)
+        .collect();
+    eprintln!(
+        "generated G ({n} x {d}) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let blocks = args.block.map_or(Blocks::Whole, Blocks::Size);
+    let config = FisherConfig::default().damping(args.damping).blocks(blocks);
+    let mut time = |name: &'static str, t: Instant| {
+        let s = t.elapsed().as_secs_f64();
+        eprintln!("{name:<11} {s:>8.3} s");
+        stages.push((name, s));
+    };
+    let t = Instant::now();
+    let fisher = Fisher::new(&backend, &gradients, n, &[d], &config)?;
+    time("build", t);
+    drop(gradients);
+    let t = Instant::now();
+    let diagonal = fisher.inverse_diagonal()?;
+    time("diag", t);
+    let t = Instant::now();
+    let mp = magnitude(&theta, k)?;
+    time("select-mp", t);
+    let t = Instant::now();
+    let wf = woodfisher(&theta, &diagonal, k)?;
+    time("select-wf", t);
+    let t = Instant::now();
+    let search = SearchConfig::default()
+        .trials(args.trials)
+        .passes(args.passes);
+    let chosen = cbs_select(&fisher, &theta, k, &search, &mut |p| {
+        fisher.objective(&theta, p)
+    })?;
+    time("select-cbs", t);
+    let t = Instant::now();
+    fisher.woodfisher_update(&theta, &wf, &diagonal)?;
+    time("update-wf", t);
+    let t = Instant::now();
+    fisher.obs_update(&theta, &chosen.pruned)?;
+    time("update-obs", t);
+    let peak = peak_rss_mib();
+    let ratio = chosen.objective / fisher.objective(&theta, &mp)?;
+    println!(
+        "d = {d}, N = {n}, {} block(s), sparsity {}, cpu ({} threads): CBS-S objective {:.3} of \
+         magnitude's after {} passes; peak RSS {}",
+        fisher.blocks().count(),
+        args.sparsity,
+        backend.threads(),
+        ratio,
+        chosen.passes,
+        peak.map_or("n/a".into(), |p| format!("{p:.0} MiB"))
+    );
+    for (name, s) in &stages {
+        println!("  {name:<11} {s:>8.3} s");
+    }
+    if let Some(path) = &args.json {
+        let mut report = Report::new("bench-obs", "synthetic", vec![0]);
+        report.set_config("params", d as u64);
+        report.set_config("samples", n as u64);
+        report.set_config("block", args.block.map_or(d, |b| b) as u64);
+        report.set_config("damping", args.damping);
+        report.set_config("sparsity", args.sparsity);
+        report.set_config("threads", backend.threads() as u64);
+        for (name, s) in &stages {
+            report.push(Row::new(*name, "wall_s", vec![*s])?);
+            report.set_timing(*name, *s);
+        }
+        if let Some(p) = peak {
+            report.push(Row::new("process", "peak_rss_mb", vec![p])?);
+        }
+        write_atomic(path, &report)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The synthetic `N x d` gradient matrix of the after-help text.
+fn synthetic_gradients(n: usize, d: usize) -> Vec<f32> {
+    let mut g = vec![0.0f32; n * d];
+    for (s, row) in g.chunks_mut(d).enumerate() {
+        let common = uniform(7, 1, s as u64) - 0.5;
+        for (q, v) in row.iter_mut().enumerate() {
+            let u = uniform(7, 0, (s * d + q) as u64) - 0.5;
+            let scale = if q % 7 == 0 { 5.0 } else { 1.0 };
+            *v = u * scale + 0.3 * common;
+        }
+    }
+    g
+}

@@ -1,0 +1,108 @@
+//! End-to-end runs of `prunus lab cbs` and `prunus bench obs` at small sizes.
+
+mod common;
+
+use common::{prunus, scratch};
+
+use serde_json::Value;
+
+#[test]
+fn a_small_cbs_run_prints_the_table_and_writes_report_and_plot() {
+    let dir = scratch("cbs");
+    let (json, svg) = (dir.join("cbs.json"), dir.join("cbs.svg"));
+    let out = prunus(&[
+        "lab",
+        "cbs",
+        "--seeds",
+        "1",
+        "--sparsities",
+        "0.5,0.9",
+        "--epochs",
+        "1",
+        "--fisher-samples",
+        "60",
+        "--trials",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "mlp 784-40-20-10 on synthetic",
+        "| 0.9 |",
+        "paper: MP",
+        "Gap to MP",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing from\n{stdout}");
+    }
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["protocol"], "cbs");
+    assert_eq!(report["config"]["fisher_samples"], 60);
+    let rows = report["rows"].as_array().unwrap();
+    for m in ["MP", "WF-S", "WF", "CBS-S", "CBS"] {
+        let n = rows
+            .iter()
+            .filter(|r| r["method"] == m && r["metric"] == "test_acc")
+            .count();
+        assert_eq!(n, 2, "{m}");
+    }
+    for stage in ["fisher", "select", "update", "total"] {
+        assert!(report["timing_s"][stage].is_number(), "{stage}");
+    }
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.contains("CBS-S"));
+}
+
+#[test]
+fn bad_cbs_settings_fail_before_any_work() {
+    for args in [
+        &["lab", "cbs", "--sparsities", "0.5,1.5"][..],
+        &["lab", "cbs", "--damping", "0"],
+        &["lab", "cbs", "--update-scale", "NaN"],
+    ] {
+        let out = prunus(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("data:"), "{args:?} started work: {stderr}");
+    }
+}
+
+#[test]
+fn the_obs_benchmark_reports_every_stage() {
+    let dir = scratch("obs");
+    let json = dir.join("obs.json");
+    let out = prunus(&[
+        "bench",
+        "obs",
+        "--params",
+        "3000",
+        "--samples",
+        "200",
+        "--block",
+        "1024",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("d = 3000, N = 200, 3 block(s)"), "{stdout}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["protocol"], "bench-obs");
+    for stage in [
+        "build",
+        "diag",
+        "select-mp",
+        "select-wf",
+        "select-cbs",
+        "update-wf",
+        "update-obs",
+    ] {
+        assert!(report["timing_s"][stage].is_number(), "{stage}");
+    }
+}
