@@ -10,7 +10,7 @@ use prunus_cpu::{CpuBackend, Par};
 use prunus_lab::cbs::{CbsConfig, run_cbs};
 use prunus_lab::data::{Dataset, TeacherStudent};
 use prunus_lab::flow::{FlowConfig, Progress, run_flow};
-use prunus_lab::{write_atomic, write_text_atomic};
+use prunus_lab::{Report, write_atomic, write_text_atomic};
 use prunus_wgpu::WgpuBackend;
 
 use crate::bench::{BackendKind, check_output};
@@ -65,21 +65,13 @@ pub(crate) struct FlowArgs {
     /// are the same for any count.
     #[arg(long, value_name = "T", default_value_t = 0)]
     pub(crate) threads: usize,
-    /// Write the JSON report here (atomically).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) json: Option<PathBuf>,
-    /// Write an SVG plot of the training-loss curves here (atomically).
-    #[arg(long, value_name = "FILE.svg")]
-    pub(crate) plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) outputs: Outputs,
 }
 
 /// Runs `prunus lab flow`.
 pub(crate) fn flow(args: &FlowArgs) -> Result<(), Error> {
-    for (flag, path) in [("--json", &args.json), ("--plot", &args.plot)] {
-        if let Some(p) = path {
-            check_output(flag, p)?;
-        }
-    }
+    args.outputs.check()?;
     let mut config = FlowConfig::default();
     config.seeds = (0..args.seeds).collect();
     if let Some(m) = &args.measures {
@@ -97,17 +89,11 @@ pub(crate) fn flow(args: &FlowArgs) -> Result<(), Error> {
         BackendKind::Wgpu => run(&WgpuBackend::new()?, &data, &config),
     })?;
     println!("{}", result.table());
-    if let Some(path) = &args.json {
-        let mut report = result.report()?;
-        report.set_config("backend", format!("{:?}", args.backend).to_lowercase());
-        write_atomic(path, &report)?;
-        eprintln!("wrote {}", path.display());
-    }
-    if let Some(path) = &args.plot {
-        write_text_atomic(path, &result.chart().to_svg())?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(())
+    args.outputs.write(
+        || Ok(result.report()?),
+        &format!("{:?}", args.backend).to_lowercase(),
+        || result.chart().to_svg(),
+    )
 }
 
 fn run<B: Backend + ?Sized>(
@@ -204,21 +190,13 @@ pub(crate) struct CbsArgs {
     /// Threads (0 = all cores).
     #[arg(long, value_name = "T", default_value_t = 0)]
     pub(crate) threads: usize,
-    /// Write the JSON report here (atomically).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) json: Option<PathBuf>,
-    /// Write an SVG plot of accuracy against sparsity here (atomically).
-    #[arg(long, value_name = "FILE.svg")]
-    pub(crate) plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) outputs: Outputs,
 }
 
 /// Runs `prunus lab cbs`.
 pub(crate) fn cbs(args: &CbsArgs) -> Result<(), Error> {
-    for (flag, path) in [("--json", &args.json), ("--plot", &args.plot)] {
-        if let Some(p) = path {
-            check_output(flag, p)?;
-        }
-    }
+    args.outputs.check()?;
     let mut config = CbsConfig::default();
     config.seeds = (0..args.seeds).collect();
     config.sparsities = args.sparsities.clone();
@@ -245,17 +223,11 @@ pub(crate) fn cbs(args: &CbsArgs) -> Result<(), Error> {
         })
     })?;
     println!("{}", result.table());
-    if let Some(path) = &args.json {
-        let mut report = result.report()?;
-        report.set_config("backend", format!("{:?}", args.backend).to_lowercase());
-        write_atomic(path, &report)?;
-        eprintln!("wrote {}", path.display());
-    }
-    if let Some(path) = &args.plot {
-        write_text_atomic(path, &result.chart().to_svg())?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(())
+    args.outputs.write(
+        || Ok(result.report()?),
+        &format!("{:?}", args.backend).to_lowercase(),
+        || result.chart().to_svg(),
+    )
 }
 
 /// MNIST from `dir`, or the synthetic task; says which on stderr.
@@ -282,4 +254,49 @@ fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, Error> {
         .map_err(|e| prunus_core::Error::Backend {
             message: format!("cannot start {threads} threads: {e}"),
         })?)
+}
+
+/// Where a protocol writes its JSON report and its SVG chart.
+#[derive(Debug, Args)]
+pub(crate) struct Outputs {
+    /// Write the JSON report here (atomically).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<PathBuf>,
+    /// Write the protocol's SVG chart here (atomically): training-loss
+    /// curves for flow, accuracy against sparsity for cbs.
+    #[arg(long, value_name = "FILE.svg")]
+    pub(crate) plot: Option<PathBuf>,
+}
+
+impl Outputs {
+    /// Refuses unusable output paths before any work.
+    fn check(&self) -> Result<(), Error> {
+        for (flag, path) in [("--json", &self.json), ("--plot", &self.plot)] {
+            if let Some(p) = path {
+                check_output(flag, p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the report (with the backend in its config) and the chart
+    /// where asked.
+    fn write(
+        &self,
+        report: impl FnOnce() -> Result<Report, Error>,
+        backend: &str,
+        svg: impl FnOnce() -> String,
+    ) -> Result<(), Error> {
+        if let Some(path) = &self.json {
+            let mut report = report()?;
+            report.set_config("backend", backend);
+            write_atomic(path, &report)?;
+            eprintln!("wrote {}", path.display());
+        }
+        if let Some(path) = &self.plot {
+            write_text_atomic(path, &svg())?;
+            eprintln!("wrote {}", path.display());
+        }
+        Ok(())
+    }
 }

@@ -95,13 +95,7 @@ impl Default for CbsConfig {
 impl CbsConfig {
     /// Checks every setting before any work.
     pub fn validate(&self) -> Result<()> {
-        let bad = |name: &'static str, value: String, expected: &str| {
-            Err(Error::InvalidSetting {
-                name,
-                value,
-                expected: expected.into(),
-            })
-        };
+        let bad = Error::setting;
         if self.seeds.is_empty() {
             return bad("seeds", "none".into(), "at least one seed");
         }
@@ -395,9 +389,7 @@ impl CbsResult {
         report.set_config("epochs", c.epochs as u64);
         report.set_config(
             "sgd",
-            json!({"learning_rate": c.sgd.learning_rate, "momentum": c.sgd.momentum,
-                   "weight_decay": c.sgd.weight_decay, "batch": c.sgd.batch,
-                   "learning_rate_drop": "x0.1 for the last third of the epochs"}),
+            c.sgd.to_json("x0.1 for the last third of the epochs"),
         );
         report.set_config("loss_samples", c.loss_samples as u64);
         report.set_config(

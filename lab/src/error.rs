@@ -50,6 +50,21 @@ pub enum Error {
     Core(Box<prunus_core::Error>),
 }
 
+impl Error {
+    /// [`Error::InvalidSetting`], as a `Result` for early returns.
+    pub(crate) fn setting<T>(
+        name: &'static str,
+        value: String,
+        expected: &str,
+    ) -> Result<T, Error> {
+        Err(Error::InvalidSetting {
+            name,
+            value,
+            expected: expected.into(),
+        })
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -20,7 +20,6 @@ use std::time::Instant;
 use prunus_core::host::{Host, Objective, Samples, masks_with_biases};
 use prunus_core::measure::{Measure, MeasureConfig, prune_host};
 use prunus_core::{Backend, Granularity, Mask, PruneConfig, Split};
-use serde_json::json;
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -82,13 +81,7 @@ impl Default for FlowConfig {
 
 impl FlowConfig {
     fn validate(&self) -> Result<()> {
-        let bad = |name: &'static str, value: String, expected: &str| {
-            Err(Error::InvalidSetting {
-                name,
-                value,
-                expected: expected.into(),
-            })
-        };
+        let bad = Error::setting;
         if self.seeds.is_empty() {
             return bad("seeds", "0".into(), "at least one seed");
         }
@@ -396,9 +389,8 @@ impl FlowResult {
         report.set_config("epochs_after_pruning", c.epochs as u64);
         report.set_config(
             "sgd",
-            json!({"learning_rate": c.sgd.learning_rate, "momentum": c.sgd.momentum,
-                   "weight_decay": c.sgd.weight_decay, "batch": c.sgd.batch,
-                   "learning_rate_drop": "x0.1 for the last third of the epochs after pruning"}),
+            c.sgd
+                .to_json("x0.1 for the last third of the epochs after pruning"),
         );
         report.set_config("calibration_samples", c.calibration as u64);
         report.set_config("temperature", c.temperature);

@@ -52,6 +52,14 @@ impl Sgd {
         self
     }
 
+    /// The settings as a report's `config` entry, with how the learning
+    /// rate drops.
+    pub fn to_json(&self, learning_rate_drop: &str) -> serde_json::Value {
+        serde_json::json!({"learning_rate": self.learning_rate, "momentum": self.momentum,
+                           "weight_decay": self.weight_decay, "batch": self.batch,
+                           "learning_rate_drop": learning_rate_drop})
+    }
+
     fn validate(&self) -> Result<()> {
         let ok = self.learning_rate.is_finite()
             && self.learning_rate > 0.0
