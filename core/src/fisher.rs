@@ -32,7 +32,7 @@
 //! | Woodbury on the kept set | `NλI + A_Rᵀ A_R`, `N x N` | `N² |R| + N³/3` |
 //!
 //! Everything is f64 through a [`Dense`] implementation (see
-//! [`crate::dense`] for why not f32).
+//! [`crate::dense`] for the choice of f64 and what f32 was measured to give).
 
 use alloc::vec;
 use alloc::vec::Vec;
