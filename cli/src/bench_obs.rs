@@ -31,11 +31,13 @@ Examples:
   prunus bench obs --params 1048576 --samples 1000 --block 2048")]
 pub(crate) struct ObsArgs {
     /// Weights d.
-    #[arg(long, value_name = "D", default_value_t = 32_360)]
-    pub(crate) params: usize,
+    #[arg(long, value_name = "D", default_value_t = 32_360,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) params: u64,
     /// Samples N (rows of the gradient matrix).
-    #[arg(long, value_name = "N", default_value_t = 6_000)]
-    pub(crate) samples: usize,
+    #[arg(long, value_name = "N", default_value_t = 6_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) samples: u64,
     /// Fisher block size (default: one block).
     #[arg(long, value_name = "B")]
     pub(crate) block: Option<usize>,
@@ -64,7 +66,7 @@ pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
     if let Some(p) = &args.json {
         check_output("--json", p)?;
     }
-    let (d, n) = (args.params, args.samples);
+    let (d, n) = (args.params as usize, args.samples as usize);
     let k = pruned_count(args.sparsity, d)?;
     let backend = CpuBackend::new(Par::Rayon(args.threads))?;
     let mut stages: Vec<(&str, f64)> = Vec::new();
@@ -130,7 +132,7 @@ pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
         let mut report = Report::new("bench-obs", "synthetic", vec![0]);
         report.set_config("params", d as u64);
         report.set_config("samples", n as u64);
-        report.set_config("block", args.block.map_or(d, |b| b) as u64);
+        report.set_config("block", args.block.unwrap_or(d) as u64);
         report.set_config("damping", args.damping);
         report.set_config("sparsity", args.sparsity);
         report.set_config("threads", backend.threads() as u64);

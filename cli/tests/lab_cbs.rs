@@ -106,3 +106,36 @@ fn the_obs_benchmark_reports_every_stage() {
         assert!(report["timing_s"][stage].is_number(), "{stage}");
     }
 }
+
+#[test]
+fn bad_obs_benchmark_settings_are_errors_not_panics() {
+    for args in [
+        &["bench", "obs", "--params", "0"][..],
+        &["bench", "obs", "--samples", "0"],
+        &[
+            "bench",
+            "obs",
+            "--params",
+            "100",
+            "--samples",
+            "10",
+            "--block",
+            "0",
+        ],
+        &[
+            "bench",
+            "obs",
+            "--params",
+            "100",
+            "--samples",
+            "10",
+            "--sparsity",
+            "1.5",
+        ],
+    ] {
+        let out = prunus(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -161,6 +161,13 @@ pub enum Error {
         /// What was missing.
         capability: &'static str,
     },
+    /// An argument that cannot be used, with what it must be instead.
+    InvalidArgument {
+        /// Which argument.
+        what: &'static str,
+        /// What it must be.
+        expected: &'static str,
+    },
     /// An input the operation needs was not given.
     MissingInput {
         /// What was missing.
@@ -275,6 +282,9 @@ impl fmt::Display for Error {
                 f,
                 "this method needs the {capability} of the network, which host '{host}' does not provide"
             ),
+            Error::InvalidArgument { what, expected } => {
+                write!(f, "invalid {what}: it must be {expected}")
+            }
             Error::MissingInput { what } => {
                 write!(f, "this measure needs the {what}, which was not given")
             }

@@ -182,13 +182,15 @@ impl<'d, D: Dense + ?Sized> Fisher<'d, D> {
         config: &FisherConfig,
     ) -> Result<Self> {
         if samples == 0 {
-            return Err(Error::MissingInput {
-                what: "per-sample gradients (no samples)",
+            return Err(Error::InvalidArgument {
+                what: "number of per-sample gradients",
+                expected: "at least 1",
             });
         }
         if sizes.is_empty() || sizes.contains(&0) {
-            return Err(Error::MissingInput {
-                what: "weights to build the Fisher over",
+            return Err(Error::InvalidArgument {
+                what: "parameter sizes of the Fisher",
+                expected: "at least one parameter, none of them empty",
             });
         }
         if !(config.damping.is_finite() && config.damping > 0.0) {
@@ -198,8 +200,9 @@ impl<'d, D: Dense + ?Sized> Fisher<'d, D> {
             });
         }
         if config.recursion_rank == 0 || config.blocks == Blocks::Size(0) {
-            return Err(Error::MissingInput {
-                what: "a block size and recursion rank of at least 1",
+            return Err(Error::InvalidArgument {
+                what: "Fisher block size or recursion rank",
+                expected: "at least 1",
             });
         }
         let dim = sizes.iter().try_fold(0usize, |s, &n| s.checked_add(n));
@@ -512,10 +515,15 @@ impl<'d, D: Dense + ?Sized> Fisher<'d, D> {
             if r.is_empty() {
                 continue;
             }
-            let theta_p: Vec<f64> = p.iter().map(|&q| theta[s + q]).collect();
             let kept = match &b.inverse {
-                Inverse::Explicit(inv) => self.update_explicit(inv, &p, &r, theta_p)?,
-                Inverse::Woodbury { .. } => self.update_kept(b, &p, &r, &theta_p)?,
+                Inverse::Explicit(inv) => {
+                    let theta_p = p.iter().map(|&q| theta[s + q]).collect();
+                    self.update_explicit(inv, &p, &r, theta_p)?
+                }
+                Inverse::Woodbury { .. } => {
+                    let range = b.range.clone();
+                    self.update_kept(b, &r, &restrict(&theta[range.clone()], &pruned[range]))?
+                }
             };
             for (&q, d) in r.iter().zip(kept) {
                 delta[s + q] = d;
@@ -547,20 +555,13 @@ impl<'d, D: Dense + ?Sized> Fisher<'d, D> {
 
     /// `δθ_R = F̂_RR⁻¹ F̂_RP θ_P` in a Woodbury block, through the kept set's
     /// `|R| x |R|` system or its `N x N` Woodbury system.
-    fn update_kept(
-        &self,
-        b: &Block,
-        p: &[usize],
-        r: &[usize],
-        theta_p: &[f64],
-    ) -> Result<Vec<f64>> {
+    /// `pruned_theta` is the block's `θ`, zero off `P`.
+    fn update_kept(&self, b: &Block, r: &[usize], pruned_theta: &[f64]) -> Result<Vec<f64>> {
         let n = self.samples;
-        let (a_p, a_r) = (b.a.select_rows(p), b.a.select_rows(r));
-        // rhs = F̂_RP θ_P = A_R (A_Pᵀ θ_P) / N.
-        let mut y = Matrix::zeros(1, n);
-        let tp = Matrix::row_vector(theta_p.to_vec());
-        self.dense
-            .matmul(&mut y, 0.0, &tp, Transpose::No, &a_p, Transpose::No, 1.0)?;
+        let a_r = b.a.select_rows(r);
+        // rhs = F̂_RP θ_P = A_R (A_Pᵀ θ_P) / N, A_Pᵀ θ_P read from the block
+        // in place rather than from a copy of A_P.
+        let y = Matrix::row_vector(self.samples_times(b, pruned_theta)?);
         let mut rhs = Matrix::zeros(1, r.len());
         self.dense.matmul(
             &mut rhs,
@@ -666,11 +667,14 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
 
 /// Multiplies the update of the kept weights by `scale` (the pruned ones
 /// stay at `−θ_P`, so they still end at zero): `scale` < 1 damps a step
-/// that overshoots far from the trained weights.
-pub fn scale_update(delta: &mut [f64], pruned: &[bool], scale: f64) {
+/// that overshoots far from the trained weights. Fails when the lengths
+/// differ.
+pub fn scale_update(delta: &mut [f64], pruned: &[bool], scale: f64) -> Result<()> {
+    crate::check::same_len("pruned flags of the update", delta.len(), pruned.len())?;
     for (d, &p) in delta.iter_mut().zip(pruned) {
         if !p {
             *d *= scale;
         }
     }
+    Ok(())
 }

@@ -329,9 +329,9 @@ fn run_seed<D: Dense + ?Sized>(
 
         let t = Instant::now();
         let mut wf = fisher.woodfisher_update(&theta, &wf_s, &diagonal)?;
-        scale_update(&mut wf, &wf_s, config.update_scale);
+        scale_update(&mut wf, &wf_s, config.update_scale)?;
         let mut obs = fisher.obs_update(&theta, &chosen.pruned)?;
-        scale_update(&mut obs, &chosen.pruned, config.update_scale);
+        scale_update(&mut obs, &chosen.pruned, config.update_scale)?;
         run.timing.update += t.elapsed().as_secs_f64();
         acc[3] = evaluate(&mut host, &wf_s, Some(&wf), &mut run.timing)?;
         acc[4] = evaluate(&mut host, &chosen.pruned, Some(&obs), &mut run.timing)?;

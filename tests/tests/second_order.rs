@@ -1238,22 +1238,22 @@ fn fisher_rejects_bad_construction_inputs() {
         );
         assert_err!(
             new(&[], 0, sizes, &ok),
-            Error::MissingInput { .. },
+            Error::InvalidArgument { .. },
             format!("{name}: no samples")
         );
         assert_err!(
             new(&[], 0, &[], &ok),
-            Error::MissingInput { .. },
+            Error::InvalidArgument { .. },
             format!("{name}: nothing")
         );
         assert_err!(
             new(&[], n, &[], &ok),
-            Error::MissingInput { .. },
+            Error::InvalidArgument { .. },
             format!("{name}: no parameters")
         );
         assert_err!(
             new(g, n, &[3, 0, 2], &ok),
-            Error::MissingInput { .. },
+            Error::InvalidArgument { .. },
             format!("{name}: an empty parameter")
         );
         for damping in [0.0, -0.0, -1e-3, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
@@ -1265,12 +1265,12 @@ fn fisher_rejects_bad_construction_inputs() {
         }
         assert_err!(
             new(g, n, sizes, &ok.blocks(Blocks::Size(0))),
-            Error::MissingInput { .. },
+            Error::InvalidArgument { .. },
             format!("{name}: Blocks::Size(0)")
         );
         assert_err!(
             new(g, n, sizes, &ok.path(Path::Explicit).recursion_rank(0)),
-            Error::MissingInput { .. },
+            Error::InvalidArgument { .. },
             format!("{name}: recursion rank 0")
         );
     }
@@ -1462,4 +1462,15 @@ fn selections_reject_nan_scores_and_k_above_d() {
             format!("pruned_count({s})")
         );
     }
+}
+
+#[test]
+fn scale_update_scales_kept_weights_only_and_rejects_mismatched_lengths() {
+    use prunus_core::fisher::scale_update;
+    let mut delta = vec![1.0, -2.0, 3.0];
+    scale_update(&mut delta, &[false, true, false], 0.5).unwrap();
+    assert_eq!(delta, [0.5, -2.0, 1.5]);
+    let e = scale_update(&mut delta, &[true, false], 0.5);
+    assert!(matches!(e, Err(Error::LengthMismatch { .. })), "{e:?}");
+    assert_eq!(delta, [0.5, -2.0, 1.5], "a refused call must not write");
 }
