@@ -58,6 +58,9 @@ enum LabCommand {
     /// Second-order one-shot pruning (MP, WoodFisher, Combinatorial Brain
     /// Surgeon) of MLPNet, against the CBS paper's table.
     Cbs(lab::CbsArgs),
+    /// Iterative magnitude pruning with rewinding against
+    /// Information-Consistent Pruning's flow-based retraining stop.
+    Infcop(lab::InfcopArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Obs(args)) => bench_obs::obs(&args),
         Command::Lab(LabCommand::Flow(args)) => lab::flow(&args),
         Command::Lab(LabCommand::Cbs(args)) => lab::cbs(&args),
+        Command::Lab(LabCommand::Infcop(args)) => lab::infcop(&args),
         Command::Adapters => {
             list_adapters();
             Ok(())

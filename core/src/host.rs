@@ -211,6 +211,19 @@ pub struct Evaluation {
     pub samples: usize,
 }
 
+/// Where in a layer its outputs are read (see [`Host::activations`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Tap {
+    /// After the nonlinearity, for every hidden layer (the classifier's
+    /// logits are not included).
+    Output,
+    /// Before the nonlinearity (after any bias and per-unit scale), for
+    /// every weight layer, the classifier included: what information-flow
+    /// rules compare.
+    PreActivation,
+}
+
 /// The outputs of one layer over a run of samples: `samples x units`
 /// row-major (a conv layer's `channels x h x w` flattened per sample).
 #[derive(Clone, Debug, PartialEq)]
@@ -285,10 +298,10 @@ pub trait Host {
         finite_difference_hvp(self, objective, v)
     }
 
-    /// The outputs of every hidden layer (after its nonlinearity) over
-    /// `samples`, input side first.
-    fn activations(&mut self, samples: &Samples) -> Result<Vec<Activation>> {
-        let _ = samples;
+    /// The outputs of the layers `tap` names over `samples`, input side
+    /// first.
+    fn activations(&mut self, samples: &Samples, tap: Tap) -> Result<Vec<Activation>> {
+        let _ = (samples, tap);
         Err(self.missing(Capability::Activations))
     }
 

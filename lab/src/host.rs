@@ -6,7 +6,7 @@ use std::sync::Arc;
 use prunus_core::host::{
     Activation, Capability, Evaluation, Host, Objective, Parameter, Samples, Snapshot,
 };
-use prunus_core::{Mask, Split};
+use prunus_core::{Mask, Split, Tap};
 
 use crate::data::{Dataset, SplitData};
 use crate::error::{Error, Result};
@@ -281,11 +281,11 @@ impl Host for LabHost {
         Ok(r.hessian_vector.unwrap_or_default())
     }
 
-    fn activations(&mut self, samples: &Samples) -> prunus_core::Result<Vec<Activation>> {
+    fn activations(&mut self, samples: &Samples, tap: Tap) -> prunus_core::Result<Vec<Activation>> {
         let (x, y) = self.batch(samples).map_err(Self::core)?;
         Ok(self
             .network
-            .activations(x, y)
+            .activations(x, y, tap)
             .map_err(Self::core)?
             .into_iter()
             .map(|(parameter, width, values)| Activation {

@@ -7,6 +7,7 @@ pub mod error;
 pub mod flow;
 pub mod host;
 pub mod idx;
+pub mod infcop;
 pub mod network;
 pub mod plot;
 pub mod report;

@@ -16,7 +16,7 @@
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use prunus_core::host::{Coupling, Parameter, ParameterKind};
-use prunus_core::{Mask, Shape};
+use prunus_core::{Mask, Shape, Tap};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -74,6 +74,25 @@ pub enum Op {
 }
 
 impl Op {
+    /// Values per sample of the op's output.
+    fn outputs(&self) -> usize {
+        match *self {
+            Op::Linear { outputs, .. } => outputs,
+            Op::Conv3x3 {
+                channels_out,
+                height,
+                width,
+                ..
+            } => channels_out * height * width,
+            Op::Relu { len } => len,
+            Op::MaxPool2 {
+                channels,
+                height,
+                width,
+            } => channels * (height / 2) * (width / 2),
+        }
+    }
+
     /// The weight parameter of a linear or conv op.
     fn weight(&self) -> Option<usize> {
         match *self {
@@ -93,6 +112,9 @@ pub struct Network {
     info: Vec<Parameter>,
     params: Vec<Vec<f32>>,
     masks: Vec<Option<Mask>>,
+    /// The masks unpacked to one flag per entry: every training step zeroes
+    /// pruned entries twice, and flags make that a vectorised select.
+    keep: Vec<Option<Vec<bool>>>,
     /// Per parameter (set on weights only): the per-unit output scales.
     scales: Vec<Option<Vec<f32>>>,
 }
@@ -240,6 +262,7 @@ impl Builder {
             info: self.info,
             params,
             masks: vec![None; n],
+            keep: vec![None; n],
             scales: vec![None; n],
         })
     }
@@ -427,6 +450,10 @@ impl Network {
             }
         }
         self.masks = masks.to_vec();
+        self.keep = masks
+            .iter()
+            .map(|m| m.as_ref().map(|m| (0..m.len()).map(|i| m.get(i)).collect()))
+            .collect();
         for i in 0..self.params.len() {
             self.enforce_mask(i);
         }
@@ -460,16 +487,16 @@ impl Network {
 
     /// Zeroes the masked entries of parameter `i`.
     pub(crate) fn enforce_mask(&mut self, i: usize) {
-        if let Some(m) = &self.masks[i] {
-            zero_pruned(&mut self.params[i], m);
+        if let Some(k) = &self.keep[i] {
+            zero_pruned(&mut self.params[i], k);
         }
     }
 
     /// Zeroes the masked entries of a buffer laid out like the parameters.
     pub(crate) fn mask_buffers(&self, x: &mut [Vec<f32>]) {
-        for (xi, m) in x.iter_mut().zip(&self.masks) {
-            if let Some(m) = m {
-                zero_pruned(xi, m);
+        for (xi, k) in x.iter_mut().zip(&self.keep) {
+            if let Some(k) = k {
+                zero_pruned(xi, k);
             }
         }
     }
@@ -589,26 +616,49 @@ impl Network {
         Ok(out)
     }
 
-    /// The output of every ReLU (the hidden layers after their
-    /// nonlinearity), one buffer of `samples x width` per hidden layer, with
-    /// the weight parameter that produced it.
-    pub fn activations(&self, x: &[f32], labels: &[u8]) -> Result<Vec<(usize, usize, Vec<f32>)>> {
+    /// The outputs `tap` names, one buffer of `samples x width` per layer,
+    /// with the weight parameter of that layer: every ReLU's output (the
+    /// hidden layers after their nonlinearity) for [`Tap::Output`], every
+    /// linear or conv op's output (after bias and unit scales) for
+    /// [`Tap::PreActivation`].
+    pub fn activations(
+        &self,
+        x: &[f32],
+        labels: &[u8],
+        tap: Tap,
+    ) -> Result<Vec<(usize, usize, Vec<f32>)>> {
         self.check_batch(x, labels)?;
         let d = self.input_len();
-        // Each ReLU ends a hidden layer; its weight is the last one before it.
-        let hidden: Vec<(usize, usize, usize)> = self
-            .ops
-            .iter()
-            .enumerate()
-            .filter_map(|(i, op)| match op {
-                Op::Relu { len } => self.ops[..i]
-                    .iter()
-                    .rev()
-                    .find_map(Op::weight)
-                    .map(|w| (i, w, *len)),
-                _ => None,
-            })
-            .collect();
+        // `(op, weight, width)` of each tapped op. Each ReLU ends a hidden
+        // layer; its weight is the last one before it.
+        let hidden: Vec<(usize, usize, usize)> = match tap {
+            Tap::Output => self
+                .ops
+                .iter()
+                .enumerate()
+                .filter_map(|(i, op)| match op {
+                    Op::Relu { len } => self.ops[..i]
+                        .iter()
+                        .rev()
+                        .find_map(Op::weight)
+                        .map(|w| (i, w, *len)),
+                    _ => None,
+                })
+                .collect(),
+            Tap::PreActivation => self
+                .ops
+                .iter()
+                .enumerate()
+                .filter_map(|(i, op)| op.weight().map(|w| (i, w, op.outputs())))
+                .collect(),
+            _ => {
+                return Err(Error::InvalidSetting {
+                    name: "tap",
+                    value: format!("{tap:?}"),
+                    expected: "Output or PreActivation".into(),
+                });
+            }
+        };
         let parts: Vec<Vec<Vec<f32>>> = x
             .par_chunks(CHUNK * d)
             .map(|xs| {
@@ -986,11 +1036,12 @@ impl Trace {
     }
 }
 
-fn zero_pruned(x: &mut [f32], m: &Mask) {
-    for (i, v) in x.iter_mut().enumerate() {
-        if !m.get(i) {
-            *v = 0.0;
-        }
+/// Zeroes the entries whose flag in `keep` is false.
+fn zero_pruned(x: &mut [f32], keep: &[bool]) {
+    debug_assert_eq!(x.len(), keep.len());
+    // A select, not a conditional store, so that it vectorises.
+    for (v, &k) in x.iter_mut().zip(keep) {
+        *v = if k { *v } else { 0.0 };
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use prunus_core::host::{Capability, Host, Objective, Samples, finite_difference_hvp};
-use prunus_core::{Mask, Split};
+use prunus_core::{Mask, Split, Tap};
 use prunus_lab::data::Dataset;
 use prunus_lab::host::{LabHost, Sgd};
 use prunus_lab::network::{CnnSpec, Network, Want};
@@ -311,7 +311,9 @@ fn unit_scales_scale_the_outputs() {
 #[test]
 fn activations_are_the_hidden_relu_outputs() {
     let mut host = mlp_host(false);
-    let acts = host.activations(&Samples::first(Split::Train, 5)).unwrap();
+    let acts = host
+        .activations(&Samples::first(Split::Train, 5), Tap::Output)
+        .unwrap();
     assert_eq!(acts.len(), 2);
     assert_eq!(
         (acts[0].parameter, acts[0].width, acts[0].values.len()),
@@ -324,6 +326,31 @@ fn activations_are_the_hidden_relu_outputs() {
     for j in 0..5 {
         let z: f32 = (0..6).map(|k| w[j * 6 + k] * x[k]).sum();
         assert!((acts[0].values[j] - z.max(0.0)).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn pre_activations_are_every_weight_layer_before_its_relu() {
+    let mut host = mlp_host(true);
+    let samples = Samples::first(Split::Train, 5);
+    let pre = host.activations(&samples, Tap::PreActivation).unwrap();
+    let post = host.activations(&samples, Tap::Output).unwrap();
+    // Hidden layers 5 and 4 wide, then the classifier's logits.
+    let shape: Vec<_> = pre.iter().map(|a| (a.parameter, a.width)).collect();
+    assert_eq!(shape, [(0, 5), (2, 4), (4, 3)]);
+    for (a, b) in pre.iter().zip(&post) {
+        assert_eq!(a.parameter, b.parameter);
+        for (z, r) in a.values.iter().zip(&b.values) {
+            assert_eq!(z.max(0.0), *r);
+        }
+    }
+    // The first layer by hand for sample 1, bias included.
+    let (w, bias) = (host.weights(0).unwrap(), host.weights(1).unwrap());
+    let x = &host.data().train.inputs[6..12];
+    assert!(pre[0].values.iter().any(|&z| z < 0.0));
+    for j in 0..5 {
+        let z: f32 = bias[j] + (0..6).map(|k| w[j * 6 + k] * x[k]).sum::<f32>();
+        assert!((pre[0].values[5 + j] - z).abs() < 1e-5);
     }
 }
 
