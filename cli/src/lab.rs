@@ -312,6 +312,10 @@ pub(crate) struct InfcopArgs {
     /// The most rounds of any run.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub(crate) max_rounds: usize,
+    /// Measure the flows on the first N validation samples only (default: all):
+    /// cheaper measurements, noisier distances.
+    #[arg(long, value_name = "N")]
+    pub(crate) flow_samples: Option<usize>,
     /// Backend of the magnitude selection.
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     pub(crate) backend: BackendKind,
@@ -342,6 +346,7 @@ pub(crate) fn infcop(args: &InfcopArgs) -> Result<(), Error> {
     config.epsilon_gf = args.epsilon_gf;
     config.tolerance = args.tolerance;
     config.max_rounds = args.max_rounds;
+    config.flow_samples = args.flow_samples;
     config.validate()?;
     let data = load(&args.data)?;
     let pool = thread_pool(args.threads)?;

@@ -118,8 +118,12 @@ pub struct ImpConfig {
     pub stop: StopRule,
     /// Flows to measure every epoch for the records, besides the rule's.
     pub watch: Vec<Flow>,
-    /// The samples rules read (validation data).
+    /// The samples accuracy is measured on after every epoch (validation
+    /// data).
     pub validation: Samples,
+    /// The samples flows are measured on (validation data; a subset makes
+    /// each measurement cheaper and noisier).
+    pub flow_samples: Samples,
     /// Samples evaluated after each round for the records only.
     pub test: Option<Samples>,
     /// The most rounds before the run gives up.
@@ -144,6 +148,7 @@ impl Default for ImpConfig {
             stop: StopRule::Epochs,
             watch: Vec::new(),
             validation: Samples::all(Split::Validation),
+            flow_samples: Samples::all(Split::Validation),
             test: Some(Samples::all(Split::Test)),
             max_rounds: 100,
         }
@@ -223,9 +228,16 @@ impl ImpConfig {
         self
     }
 
-    /// The same run with rules reading `samples`.
+    /// The same run measuring accuracy and flows on `samples`.
     pub fn validation(mut self, samples: Samples) -> Self {
         self.validation = samples;
+        self.flow_samples = samples;
+        self
+    }
+
+    /// The same run measuring flows on `samples` only.
+    pub fn flow_samples(mut self, samples: Samples) -> Self {
+        self.flow_samples = samples;
         self
     }
 
@@ -543,7 +555,7 @@ impl<H: Host + ?Sized, O: Observer + ?Sized> Driver<'_, H, O> {
         }
         let saved = saved.expect("warm-up epochs are at most the dense epochs");
         for &flow in &self.flows {
-            let v = flow.measure(self.host, &self.config.validation)?;
+            let v = flow.measure(self.host, &self.config.flow_samples)?;
             self.reference.push((flow, v));
         }
         let validation = self.evaluate(self.config.validation)?;
@@ -580,7 +592,7 @@ impl<H: Host + ?Sized, O: Observer + ?Sized> Driver<'_, H, O> {
         let validation = self.evaluate(self.config.validation)?;
         let mut distances = Vec::new();
         for (flow, reference) in &self.reference {
-            let v = flow.measure(self.host, &self.config.validation)?;
+            let v = flow.measure(self.host, &self.config.flow_samples)?;
             distances.push((*flow, distance(&v, reference)?));
         }
         let record = EpochRecord {

@@ -32,9 +32,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prunus_core::consistency::Flow;
+use prunus_core::host::Samples;
 use prunus_core::imp::{ImpConfig, ImpRun, Observer, Rewind, Round, Step, StopRule, run_imp};
 use prunus_core::pq_index::PqIndex;
-use prunus_core::{Backend, PruneConfig};
+use prunus_core::{Backend, PruneConfig, Split};
 use serde_json::json;
 
 use crate::data::Dataset;
@@ -92,6 +93,8 @@ pub struct InfcopConfig {
     pub tolerance: f64,
     /// The most rounds of any run.
     pub max_rounds: usize,
+    /// Validation samples the flows are measured on (`None`: all of them).
+    pub flow_samples: Option<usize>,
 }
 
 impl Default for InfcopConfig {
@@ -113,6 +116,7 @@ impl Default for InfcopConfig {
             epsilon_gf: None,
             tolerance: 0.5,
             max_rounds: 100,
+            flow_samples: None,
         }
     }
 }
@@ -129,6 +133,9 @@ impl InfcopConfig {
                 format!("{:?}", self.hidden),
                 "at least one hidden layer, none empty",
             );
+        }
+        if self.flow_samples == Some(0) {
+            return Error::setting("flow-samples", "0".into(), "at least 1 validation sample");
         }
         if !(self.tolerance.is_finite() && (0.0..=100.0).contains(&self.tolerance)) {
             return Error::setting(
@@ -159,7 +166,11 @@ impl InfcopConfig {
             .step(Step::FixedRate(self.rate))
             .rewind(Rewind::WarmUp, self.warmup_epochs)
             .epochs(self.dense_epochs, self.max_epochs)
-            .max_rounds(self.max_rounds);
+            .max_rounds(self.max_rounds)
+            .flow_samples(match self.flow_samples {
+                Some(n) => Samples::first(Split::Validation, n),
+                None => Samples::all(Split::Validation),
+            });
         if method == "imp" {
             return classic;
         }
@@ -231,6 +242,19 @@ fn simulated_stops(rounds: &[Round], flow: Flow, epsilon: f64) -> Vec<usize> {
         .collect()
 }
 
+/// The most validation points the rule `distance < epsilon` loses on this
+/// trace in any round, against the round's last epoch.
+fn worst_drop(rounds: &[Round], flow: Flow, epsilon: f64) -> f64 {
+    simulated_stops(rounds, flow, epsilon)
+        .iter()
+        .zip(rounds.iter().skip(1))
+        .map(|(&stop, r)| {
+            let full = r.epochs_trace.last().map_or(0.0, |e| e.validation.accuracy);
+            (full - r.epochs_trace[stop - 1].validation.accuracy) * 100.0
+        })
+        .fold(0.0, f64::max)
+}
+
 /// Chooses `ε` for `flow` on a run that retrained every round fully and
 /// recorded `flow`'s distances: the largest midpoint between observed
 /// distances whose simulated stops lose at most `tolerance` validation
@@ -278,16 +302,7 @@ pub fn calibrate(rounds: &[Round], flow: Flow, tolerance: f64) -> Result<Calibra
     let (lo, hi) = (seen[0], seen[seen.len() - 1]);
     let mut candidates: Vec<f64> = seen.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect();
     candidates.push(hi * 2.0);
-    let worst = |epsilon: f64| -> f64 {
-        simulated_stops(rounds, flow, epsilon)
-            .iter()
-            .zip(rounds.iter().skip(1))
-            .map(|(&stop, r)| {
-                let full = r.epochs_trace.last().map_or(0.0, |e| e.validation.accuracy);
-                (full - r.epochs_trace[stop - 1].validation.accuracy) * 100.0
-            })
-            .fold(0.0, f64::max)
-    };
+    let worst = |epsilon: f64| worst_drop(rounds, flow, epsilon);
     // Below every distance the rule never fires.
     let mut epsilon = lo / 2.0;
     for &c in candidates.iter().rev() {
@@ -478,17 +493,14 @@ fn thresholds(rounds: &[Round], config: &InfcopConfig) -> Result<Vec<Calibration
         let auto = calibrate(rounds, flow, config.tolerance)?;
         Ok(match given {
             None => auto,
-            Some(e) => {
-                let worst = simulated_stops(rounds, flow, e)
-                    .iter()
-                    .zip(rounds.iter().skip(1))
-                    .map(|(&stop, r)| {
-                        let full = r.epochs_trace.last().map_or(0.0, |x| x.validation.accuracy);
-                        (full - r.epochs_trace[stop - 1].validation.accuracy) * 100.0
-                    })
-                    .fold(0.0, f64::max);
-                summarise(rounds, flow, e, true, auto.range, worst)
-            }
+            Some(e) => summarise(
+                rounds,
+                flow,
+                e,
+                true,
+                auto.range,
+                worst_drop(rounds, flow, e),
+            ),
         })
     })
     .collect()
@@ -578,7 +590,11 @@ impl InfcopResult {
                 fmt_mean(&self.final_test(m), 2)
             ));
         }
-        out.push('\n');
+        out.push_str(&format!(
+            "(rounds wall s: pruning, rewinding, retraining and every measurement; on seed {} \
+             imp-global also measures both flows every epoch, the calibration trace)\n\n",
+            c.seeds[0]
+        ));
         for (m, name) in METHODS.iter().enumerate().skip(2) {
             for base in [0, 1] {
                 out.push_str(&self.saving(m, base, name));
@@ -689,7 +705,10 @@ impl InfcopResult {
 
     /// The JSON report: per method `epochs`, `wall_s`, `test_acc`, `val_acc`
     /// and `rounds` of the whole run (at the final sparsity), and per round
-    /// `test_acc` and `epochs` (values from the seeds that ran that round).
+    /// `test_acc` and `epochs` (values from the seeds that ran that round);
+    /// then the calibration trace of the first seed's `imp-global` run, per
+    /// round and epoch: `val_acc`, `information_distance` and
+    /// `gradient_distance` (one value each).
     pub fn report(&self) -> Result<Report> {
         let c = &self.config;
         let mut report = Report::new("infcop", self.dataset.clone(), c.seeds.clone());
@@ -709,11 +728,16 @@ impl InfcopResult {
         report.set_config("sgd", c.sgd.to_json("none (constant)"));
         report.set_config("tolerance_points", c.tolerance);
         report.set_config(
+            "flow_samples",
+            c.flow_samples.map_or("all validation".into(), |n| json!(n)),
+        );
+        report.set_config(
             "epsilon",
             json!({
                 "information": self.calibration.first().map(|x| x.epsilon),
                 "gradient": self.calibration.get(1).map(|x| x.epsilon),
                 "calibrated_on": format!("seed {} imp-global validation trace", c.seeds[0]),
+                "trace_rows": "imp-global rows with an epoch: that seed only",
             }),
         );
         report.set_config(
@@ -766,6 +790,20 @@ impl InfcopResult {
                         .round(k as u64)
                         .sparsity(s),
                 );
+            }
+        }
+        // The calibration trace, epoch by epoch (its seed only).
+        if let Some(trace) = self.runs.first().map(|seed| &seed[1].run) {
+            for round in &trace.rounds[1..] {
+                for e in &round.epochs_trace {
+                    let at = |row: Row| row.round(e.round as u64).epoch(e.epoch as u64);
+                    let val = e.validation.accuracy * 100.0;
+                    report.push(at(Row::new("imp-global", "val_acc", vec![val])?));
+                    for &(flow, d) in &e.distances {
+                        let metric = format!("{flow}_distance");
+                        report.push(at(Row::new("imp-global", metric, vec![d])?));
+                    }
+                }
             }
         }
         for (m, name) in METHODS.iter().enumerate() {

@@ -173,3 +173,22 @@ fn bad_settings_are_refused() {
         );
     }
 }
+
+#[test]
+fn the_report_carries_the_calibration_trace() {
+    let mut config = tiny_config();
+    config.seeds = vec![0];
+    config.target = 0.36;
+    let result = run_infcop(&ReferenceBackend, tiny_data(), &config, &mut |_| {}).unwrap();
+    let report = result.report().unwrap();
+    for metric in ["val_acc", "information_distance", "gradient_distance"] {
+        let rows: Vec<_> = report
+            .rows
+            .iter()
+            .filter(|r| r.method == "imp-global" && r.metric == metric && r.epoch.is_some())
+            .collect();
+        // 2 rounds of 4 epochs.
+        assert_eq!(rows.len(), 8, "{metric}");
+        assert_eq!((rows[7].round, rows[7].epoch), (Some(2), Some(4)));
+    }
+}

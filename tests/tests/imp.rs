@@ -11,7 +11,8 @@ use proptest::prelude::*;
 
 use prunus_core::consistency::{Flow, STD_FLOOR, distance, gradient_flow_of, information_flow_of};
 use prunus_core::host::{
-    Activation, Capability, Evaluation, Host, Objective, Parameter, ParameterKind, Snapshot,
+    Activation, Capability, Evaluation, Host, Objective, Parameter, ParameterKind, Samples,
+    Snapshot, Split,
 };
 use prunus_core::imp::{
     Ending, EpochRecord, ImpConfig, Observer, Rewind, Round, Step, StopRule, run_imp,
@@ -292,8 +293,10 @@ impl Host for Toy {
         Ok(())
     }
 
-    fn gradient(&mut self, _: &Objective) -> prunus_core::Result<Vec<Vec<f32>>> {
-        let g = 1.0 / self.since_restore.max(1) as f32;
+    /// Scaled by `samples / 100`, so tests can see which samples were read.
+    fn gradient(&mut self, objective: &Objective) -> prunus_core::Result<Vec<Vec<f32>>> {
+        let share = objective.samples.count.unwrap_or(100) as f32 / 100.0;
+        let g = share / self.since_restore.max(1) as f32;
         Ok((0..self.params.len())
             .map(|p| {
                 (0..self.values[p].len())
@@ -590,6 +593,20 @@ fn recorded_gradient_distances_are_the_flow_distances() {
             .filter(|e| e.round == 0)
             .all(|e| e.distances.is_empty())
     );
+
+    // Flows on half the samples: the toy's gradients, and so every
+    // distance, halve; accuracy is still measured on all of them.
+    let mut toy = Toy::new();
+    let half = config.flow_samples(Samples::first(Split::Validation, 50));
+    let mut rec_half = Recorder::default();
+    run_imp(&ReferenceBackend, &mut toy, &half, &mut rec_half).unwrap();
+    assert_eq!(rec.epochs.len(), rec_half.epochs.len());
+    for (a, b) in rec.epochs.iter().zip(&rec_half.epochs) {
+        assert_eq!(a.validation, b.validation);
+        for (x, y) in a.distances.iter().zip(&b.distances) {
+            assert!((x.1 / 2.0 - y.1).abs() < 1e-6, "{x:?} {y:?}");
+        }
+    }
 }
 
 #[test]
