@@ -664,7 +664,7 @@ fn bad_settings_and_missing_capabilities_are_errors() {
 }
 
 /// A lab network on the synthetic task: IMP's masks are nested, the final
-/// sparsity exact, and the run identical on the reference and CPU
+/// sparsity exact, and the run identical on the reference, CPU and wgpu
 /// backends and on 1 or 2 threads.
 #[test]
 fn lab_imp_is_nested_exact_and_the_same_on_every_backend() {
@@ -736,5 +736,13 @@ fn lab_imp_is_nested_exact_and_the_same_on_every_backend() {
         let (other, _, other_host) = go(threads, cpu);
         assert_eq!(other.masks, run.masks, "{threads} threads, cpu {cpu}");
         assert_eq!(other_host.network().values(), host.network().values());
+    }
+    // And on the GPU, where there is one (skipped with a notice otherwise).
+    if let Some(gpu) = prunus_tests::gpu::wgpu_backend() {
+        let net = Network::mlp(&widths, true, 7).unwrap();
+        let mut gpu_host = LabHost::new(net, Arc::clone(&data), Sgd::default(), 7).unwrap();
+        let gpu_run = run_imp(&gpu, &mut gpu_host, &config, &mut ()).unwrap();
+        assert_eq!(gpu_run.masks, run.masks, "wgpu");
+        assert_eq!(gpu_host.network().values(), host.network().values());
     }
 }
