@@ -625,7 +625,32 @@ impl InfcopResult {
                 cal.rounds
             ));
         }
+        out.push_str(&self.per_seed());
         out.push_str(&self.per_round());
+        out
+    }
+
+    /// Each seed's retraining epochs, rounds time and final test accuracy.
+    fn per_seed(&self) -> String {
+        let mut out = String::from("\nper seed: retraining epochs / rounds wall s / test acc %\n");
+        out.push_str(&format!("{:>5}", "seed"));
+        for name in METHODS {
+            out.push_str(&format!(" {name:>22}"));
+        }
+        out.push('\n');
+        for (seed, runs) in self.config.seeds.iter().zip(&self.runs) {
+            out.push_str(&format!("{seed:>5}"));
+            for r in runs {
+                let cell = format!(
+                    "{} / {:.1} / {:.2}",
+                    r.run.retraining_epochs(),
+                    r.rounds_s(),
+                    r.test(r.run.last())
+                );
+                out.push_str(&format!(" {cell:>22}"));
+            }
+            out.push('\n');
+        }
         out
     }
 
