@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{prunus, scratch};
+use common::{prunus, refused_before_work, scratch};
 
 use serde_json::Value;
 
@@ -64,11 +64,7 @@ fn bad_cbs_settings_fail_before_any_work() {
         &["lab", "cbs", "--damping", "0"],
         &["lab", "cbs", "--update-scale", "NaN"],
     ] {
-        let out = prunus(args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_ne!(out.status.code(), Some(0), "{args:?}");
-        assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
-        assert!(!stderr.contains("data:"), "{args:?} started work: {stderr}");
+        refused_before_work(args);
     }
 }
 

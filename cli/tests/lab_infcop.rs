@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{prunus, scratch};
+use common::{prunus, refused_before_work, scratch};
 
 use serde_json::Value;
 
@@ -68,10 +68,6 @@ fn bad_infcop_settings_fail_before_any_work() {
         &["lab", "infcop", "--tolerance", "NaN"],
         &["lab", "infcop", "--warmup", "20", "--dense-epochs", "3"],
     ] {
-        let out = prunus(args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_ne!(out.status.code(), Some(0), "{args:?}");
-        assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
-        assert!(!stderr.contains("data:"), "{args:?} started work: {stderr}");
+        refused_before_work(args);
     }
 }

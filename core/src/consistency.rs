@@ -86,7 +86,8 @@ pub fn information_flow<H: Host + ?Sized>(host: &mut H, samples: &Samples) -> Re
 
 /// The information-flow vector of pre-activation outputs `activations`
 /// (input side first, as [`Host::activations`] gives them) of a network
-/// with `parameters`: `L − 1` entries for `L` layers.
+/// with `parameters`: `L − 1` entries for `L ≥ 2` layers (fewer is an
+/// error).
 ///
 /// ```
 /// use prunus_core::consistency::information_flow_of;
@@ -107,6 +108,14 @@ pub fn information_flow_of(
     parameters: &[Parameter],
     activations: &[Activation],
 ) -> Result<Vec<f64>> {
+    // With one layer the vector would be empty and every distance zero:
+    // a rule on it would fire at once, whatever the network.
+    if activations.len() < 2 {
+        return Err(Error::InvalidArgument {
+            what: "information flow",
+            expected: "measured on a network with at least two weight layers",
+        });
+    }
     let sums = activations
         .iter()
         .map(|a| standardised_sums(parameters, a))

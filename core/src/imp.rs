@@ -500,10 +500,7 @@ where
             }
         };
         masks = prune_round(backend, driver.host, &prunable, &masks, config, next)?;
-        let mut all = vec![None; params.len()];
-        for (&i, m) in prunable.iter().zip(&masks) {
-            all[i] = m.clone();
-        }
+        let all = per_parameter(params.len(), &prunable, &masks);
         driver.observer.on_masks(index, &all);
         driver.host.restore(&masked(&saved, &all))?;
         driver.host.set_masks(&all)?;
@@ -511,14 +508,10 @@ where
         rounds.push(round);
         sparsity = next;
     }
-    let mut all = vec![None; params.len()];
-    for (&i, m) in prunable.iter().zip(masks) {
-        all[i] = m;
-    }
     Ok(ImpRun {
         rounds,
         reference: driver.reference,
-        masks: all,
+        masks: per_parameter(params.len(), &prunable, &masks),
     })
 }
 
@@ -711,6 +704,16 @@ fn prune_round<B: Backend + ?Sized, H: Host + ?Sized>(
         }
     }
     Ok(fresh.into_iter().map(Some).collect())
+}
+
+/// One mask slot per parameter: `masks` at the `prunable` indices, `None`
+/// elsewhere.
+fn per_parameter(count: usize, prunable: &[usize], masks: &[Option<Mask>]) -> Vec<Option<Mask>> {
+    let mut all = vec![None; count];
+    for (&i, m) in prunable.iter().zip(masks) {
+        all[i] = m.clone();
+    }
+    all
 }
 
 /// `saved` with the entries `masks` prune set to zero.

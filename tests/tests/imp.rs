@@ -141,14 +141,24 @@ proptest! {
 #[test]
 fn flows_refuse_bad_input() {
     let params = [parameter("w", &[2, 3], ParameterKind::Weight, true)];
+    // Each bad layer comes with a good one after it, so the error is the bad
+    // layer's and not the one-layer refusal.
+    let good = || Activation {
+        parameter: 0,
+        width: 2,
+        values: vec![0.0, 1.0, 2.0, 3.0],
+    };
     let bad_width = Activation {
         parameter: 0,
         width: 3,
         values: vec![0.0; 6],
     };
     assert!(matches!(
-        information_flow_of(&params, &[bad_width]),
-        Err(Error::InvalidArgument { .. })
+        information_flow_of(&params, &[bad_width, good()]),
+        Err(Error::InvalidArgument {
+            what: "activation width",
+            ..
+        })
     ));
     let nan = Activation {
         parameter: 0,
@@ -156,7 +166,7 @@ fn flows_refuse_bad_input() {
         values: vec![0.0, f32::NAN],
     };
     assert!(matches!(
-        information_flow_of(&params, &[nan]),
+        information_flow_of(&params, &[nan, good()]),
         Err(Error::NonFinite { .. })
     ));
     let unknown = Activation {
@@ -164,7 +174,35 @@ fn flows_refuse_bad_input() {
         width: 2,
         values: vec![0.0; 2],
     };
-    assert!(information_flow_of(&params, &[unknown]).is_err());
+    assert!(matches!(
+        information_flow_of(&params, &[unknown, good()]),
+        Err(Error::InvalidArgument {
+            what: "activation's parameter",
+            ..
+        })
+    ));
+    let no_samples = Activation {
+        parameter: 0,
+        width: 2,
+        values: vec![],
+    };
+    assert!(matches!(
+        information_flow_of(&params, &[no_samples, good()]),
+        Err(Error::InvalidArgument {
+            what: "activation values",
+            ..
+        })
+    ));
+    // Two good layers over different sample counts.
+    let three = Activation {
+        parameter: 0,
+        width: 2,
+        values: vec![0.0; 6],
+    };
+    assert!(matches!(
+        information_flow_of(&params, &[good(), three]),
+        Err(Error::LengthMismatch { .. })
+    ));
     assert!(matches!(
         gradient_flow_of(&params, &[vec![0.0; 5]]),
         Err(Error::LengthMismatch { .. })
@@ -172,6 +210,19 @@ fn flows_refuse_bad_input() {
     assert!(matches!(
         gradient_flow_of(&params, &[vec![f32::INFINITY; 6]]),
         Err(Error::NonFinite { .. })
+    ));
+    // One layer has no pair to correlate.
+    let single = Activation {
+        parameter: 0,
+        width: 2,
+        values: vec![0.0, 1.0, 2.0, 3.0],
+    };
+    assert!(matches!(
+        information_flow_of(&params, &[single]),
+        Err(Error::InvalidArgument {
+            what: "information flow",
+            ..
+        })
     ));
     assert!(distance(&[1.0], &[1.0, 2.0]).is_err());
     assert_eq!(distance(&[3.0, 0.0], &[0.0, 4.0]).unwrap(), 5.0);
@@ -373,7 +424,7 @@ impl Observer for Recorder {
 const PRUNABLE: [usize; 2] = [0, 2];
 
 /// The masks of each round are nested and the counts exact.
-fn check_nested(recorder: &Recorder, toy: &Toy) {
+fn check_nested(recorder: &Recorder) {
     for pair in recorder.masks.windows(2) {
         for &p in &PRUNABLE {
             let (a, b) = (
@@ -392,7 +443,6 @@ fn check_nested(recorder: &Recorder, toy: &Toy) {
             assert!(masks[p].is_none(), "parameter {p} is not prunable");
         }
     }
-    let _ = toy;
 }
 
 #[test]
@@ -411,7 +461,7 @@ fn classic_imp_follows_its_schedule_with_nested_exact_masks() {
     .unwrap();
     assert_eq!(run.rounds.len(), targets.len() + 1);
     assert_eq!(rec.masks.len(), targets.len());
-    check_nested(&rec, &toy);
+    check_nested(&rec);
     // Local scope: every layer prunes exactly round(s * n) each round.
     for ((_, masks), &s) in rec.masks.iter().zip(&targets) {
         for &p in &PRUNABLE {
@@ -480,7 +530,7 @@ fn global_scope_and_pq_rate_prune_what_they_say() {
         .epochs(2, 1);
     let mut rec = Recorder::default();
     let run = run_imp(&ReferenceBackend, &mut toy, &config, &mut rec).unwrap();
-    check_nested(&rec, &toy);
+    check_nested(&rec);
     let total = 48 + 24;
     let pruned = |masks: &Vec<Option<Mask>>| -> u64 {
         PRUNABLE

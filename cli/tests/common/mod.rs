@@ -18,3 +18,14 @@ pub(crate) fn scratch(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Asserts that `prunus args` fails with an `error:` message before any work
+/// starts (no data was loaded).
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub(crate) fn refused_before_work(args: &[&str]) {
+    let out = prunus(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{args:?}");
+    assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
+    assert!(!stderr.contains("data:"), "{args:?} started work: {stderr}");
+}
