@@ -326,9 +326,46 @@ pub trait Host {
         Err(self.missing(Capability::Evaluate))
     }
 
+    /// Loss and accuracy over `objective` with each of `candidates` as the
+    /// unit scales of the layer of weight `parameter` in turn: what greedy
+    /// forward selection asks at every step. The layer's scales are
+    /// unspecified afterwards (set them). By default
+    /// [`Host::set_unit_scales`] then [`Host::evaluate`] per candidate; a
+    /// host can share the work before the layer across candidates, and
+    /// must return what the default would.
+    fn evaluate_unit_scales(
+        &mut self,
+        parameter: usize,
+        candidates: &[Vec<f32>],
+        objective: &Objective,
+    ) -> Result<Vec<Evaluation>> {
+        candidates
+            .iter()
+            .map(|s| {
+                self.set_unit_scales(parameter, Some(s))?;
+                self.evaluate(objective)
+            })
+            .collect()
+    }
+
+    /// The number of samples in `split` (a part of
+    /// [`Capability::Evaluate`]: methods draw mini-batches from it).
+    fn split_len(&self, split: Split) -> Result<usize> {
+        let _ = split;
+        Err(self.missing(Capability::Evaluate))
+    }
+
     /// Trains one epoch on the training split with the host's own optimiser,
     /// keeping masked weights at zero; returns the mean training loss.
     fn train_epoch(&mut self) -> Result<f64> {
+        Err(self.missing(Capability::Train))
+    }
+
+    /// Trains `steps` mini-batch steps with the host's own optimiser (a
+    /// brief fine-tune, a fraction of an epoch), keeping masked weights at
+    /// zero; returns the mean training loss of those steps.
+    fn train_steps(&mut self, steps: usize) -> Result<f64> {
+        let _ = steps;
         Err(self.missing(Capability::Train))
     }
 

@@ -8,11 +8,13 @@ extern crate std;
 
 pub mod backend;
 pub mod check;
+pub mod compaction;
 pub mod config;
 pub mod consistency;
 pub mod dense;
 pub mod error;
 pub mod fisher;
+pub mod forward;
 pub mod granularity;
 pub mod host;
 pub mod imp;
