@@ -61,6 +61,9 @@ enum LabCommand {
     /// Iterative magnitude pruning with rewinding against
     /// Information-Consistent Pruning's flow-based retraining stop.
     Infcop(lab::InfcopArgs),
+    /// Greedy forward selection of neurons against backward elimination
+    /// and training from scratch at equal widths, compacted.
+    Forward(lab::ForwardArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Lab(LabCommand::Flow(args)) => lab::flow(&args),
         Command::Lab(LabCommand::Cbs(args)) => lab::cbs(&args),
         Command::Lab(LabCommand::Infcop(args)) => lab::infcop(&args),
+        Command::Lab(LabCommand::Forward(args)) => lab::forward(&args),
         Command::Adapters => {
             list_adapters();
             Ok(())

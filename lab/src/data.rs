@@ -170,11 +170,22 @@ impl Dataset {
     }
 }
 
-/// A classification task labelled by a random teacher network: inputs are
-/// smooth random images in `[0, 1]` (uniform noise averaged over 3x3
-/// neighbourhoods, so convolutions have structure to find); the label is
-/// the argmax of a random two-layer ReLU teacher whose logits are centred
-/// per class, so classes come out roughly balanced.
+/// What a [`TeacherStudent`] task's inputs are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Inputs {
+    /// Smooth random images in `[0, 1]`: uniform noise averaged over 3x3
+    /// neighbourhoods, so convolutions have structure to find.
+    #[default]
+    SmoothImages,
+    /// Independent standard normal values: the two-layer teacher–student
+    /// setting of the theory papers, which small MLPs learn well.
+    Gaussian,
+}
+
+/// A classification task labelled by a random teacher network: inputs as
+/// [`Inputs`] says; the label is the argmax of a random two-layer ReLU
+/// teacher whose logits are centred per class, so classes come out roughly
+/// balanced.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct TeacherStudent {
@@ -188,6 +199,8 @@ pub struct TeacherStudent {
     pub classes: usize,
     /// The seed of inputs and teacher.
     pub seed: u64,
+    /// The kind of inputs.
+    pub inputs: Inputs,
 }
 
 impl Default for TeacherStudent {
@@ -200,6 +213,7 @@ impl Default for TeacherStudent {
             hidden: 32,
             classes: 10,
             seed: 0,
+            inputs: Inputs::SmoothImages,
         }
     }
 }
@@ -223,6 +237,43 @@ impl TeacherStudent {
         self
     }
 
+    /// The same task with a teacher of `hidden` units.
+    pub fn hidden(mut self, hidden: usize) -> Self {
+        self.hidden = hidden;
+        self
+    }
+
+    /// The same task with `classes` classes.
+    pub fn classes(mut self, classes: usize) -> Self {
+        self.classes = classes;
+        self
+    }
+
+    /// The same task with inputs of kind `inputs`.
+    pub fn inputs(mut self, inputs: Inputs) -> Self {
+        self.inputs = inputs;
+        self
+    }
+
+    /// The two-layer teacher–student task of `lab forward`: 32 Gaussian
+    /// inputs, a teacher of 32 hidden units, 4 classes, 50,000 samples
+    /// (enough that a wide student beats narrow ones trained alike).
+    ///
+    /// ```
+    /// use prunus_lab::data::{Dataset, TeacherStudent};
+    /// let data = Dataset::teacher_student(&TeacherStudent::two_layer())?;
+    /// assert_eq!((data.input_len(), data.classes, data.train.len()), (32, 4, 30_000));
+    /// # Ok::<(), prunus_lab::Error>(())
+    /// ```
+    pub fn two_layer() -> Self {
+        TeacherStudent::default()
+            .input([32, 1, 1])
+            .hidden(32)
+            .classes(4)
+            .samples(50_000)
+            .inputs(Inputs::Gaussian)
+    }
+
     fn generate(&self) -> Result<Dataset> {
         let [c, h, w] = self.input;
         let d = c * h * w;
@@ -235,7 +286,16 @@ impl TeacherStudent {
         }
         let n = self.samples;
         let mut x = vec![0.0f32; n * d];
-        for (s, image) in x.chunks_mut(d).enumerate() {
+        if self.inputs == Inputs::Gaussian {
+            for (j, v) in x.iter_mut().enumerate() {
+                *v = gaussian(self.seed, 0, j as u64);
+            }
+        }
+        for (s, image) in x
+            .chunks_mut(d)
+            .enumerate()
+            .filter(|_| self.inputs == Inputs::SmoothImages)
+        {
             let noise: Vec<f32> = (0..d as u64)
                 .map(|j| prunus_core::random::uniform(self.seed, 0, s as u64 * d as u64 + j))
                 .collect();
@@ -267,7 +327,11 @@ impl TeacherStudent {
         );
         // Centre the inputs so the teacher's features are not all driven by
         // the mean brightness.
-        let xc: Vec<f32> = x.iter().map(|v| v - 0.5).collect();
+        let centre = match self.inputs {
+            Inputs::SmoothImages => 0.5,
+            Inputs::Gaussian => 0.0,
+        };
+        let xc: Vec<f32> = x.iter().map(|v| v - centre).collect();
         let mut hidden = vec![0.0f32; n * self.hidden];
         matmul_t(&xc, &w1, &mut hidden, n, d, self.hidden);
         for v in &mut hidden {

@@ -93,6 +93,9 @@ pub struct LabHost {
     velocity: Vec<Vec<f32>>,
     seed: u64,
     epoch: u64,
+    /// Samples of epoch `epoch`'s shuffle already trained on by
+    /// [`Host::train_steps`].
+    cursor: usize,
 }
 
 impl LabHost {
@@ -124,6 +127,7 @@ impl LabHost {
             velocity,
             seed,
             epoch: 0,
+            cursor: 0,
         })
     }
 
@@ -149,9 +153,32 @@ impl LabHost {
         Ok(())
     }
 
-    /// Epochs trained so far.
+    /// Epochs trained so far (a partial epoch of [`Host::train_steps`]
+    /// counts once it is complete).
     pub fn epochs(&self) -> u64 {
         self.epoch
+    }
+
+    /// Clears the optimiser's momentum: the next step starts afresh, as
+    /// when a new training phase begins.
+    pub fn reset_optimizer(&mut self) {
+        for v in &mut self.velocity {
+            v.fill(0.0);
+        }
+    }
+
+    /// Replaces the network by its compacted form ([`Network::compacted`]):
+    /// the units its unit scales remove are gone, the scales folded. The
+    /// momentum is cleared (its buffers change shape).
+    pub fn compact(&mut self, fold: prunus_core::compaction::Fold) -> Result<()> {
+        let network = self.network.compacted(fold)?;
+        self.velocity = network
+            .values()
+            .iter()
+            .map(|p| vec![0.0; p.len()])
+            .collect();
+        self.network = network;
+        Ok(())
     }
 
     /// The inputs and labels of `samples`, clamped to the split.
@@ -194,6 +221,22 @@ impl LabHost {
             // weights stay zero" from resting on that.
             self.network.enforce_mask(i);
         }
+    }
+
+    /// One SGD step on the training samples `batch` (indices); returns the
+    /// summed loss of the batch before the step.
+    fn train_on(&mut self, batch: &[usize], x: &mut Vec<f32>, y: &mut Vec<u8>) -> Result<f64> {
+        let train = self.data.split(Split::Train);
+        let d = self.data.input_len();
+        x.clear();
+        y.clear();
+        for &i in batch {
+            x.extend_from_slice(&train.inputs[i * d..(i + 1) * d]);
+            y.push(train.labels[i]);
+        }
+        let r = self.network.pass(x, y, 1.0, Want::Gradient)?;
+        self.sgd_step(&r.gradient.unwrap_or_default());
+        Ok(r.loss)
     }
 
     fn core(e: Error) -> prunus_core::Error {
@@ -330,30 +373,87 @@ impl Host for LabHost {
     /// One epoch of SGD over the training split in a seeded shuffle (the
     /// last batch may be smaller); returns the mean of the batch losses,
     /// weighted by batch size, each taken before its step.
+    ///
+    /// An epoch left partial by [`Host::train_steps`] is not finished: this
+    /// one starts the next shuffle from its beginning.
     fn train_epoch(&mut self) -> prunus_core::Result<f64> {
-        let data = Arc::clone(&self.data);
-        let train = data.split(Split::Train);
-        let d = data.input_len();
-        let order = permutation(train.len(), self.seed, self.epoch);
-        let mut x = Vec::with_capacity(self.sgd.batch * d);
-        let mut y = Vec::with_capacity(self.sgd.batch);
+        if self.cursor > 0 {
+            self.epoch += 1;
+            self.cursor = 0;
+        }
+        let n = self.data.split(Split::Train).len();
+        let order = permutation(n, self.seed, self.epoch);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
         let mut loss = 0.0;
         for batch in order.chunks(self.sgd.batch) {
-            x.clear();
-            y.clear();
-            for &i in batch {
-                x.extend_from_slice(&train.inputs[i * d..(i + 1) * d]);
-                y.push(train.labels[i]);
-            }
-            let r = self
-                .network
-                .pass(&x, &y, 1.0, Want::Gradient)
-                .map_err(Self::core)?;
-            loss += r.loss;
-            self.sgd_step(&r.gradient.unwrap_or_default());
+            loss += self.train_on(batch, &mut x, &mut y).map_err(Self::core)?;
         }
         self.epoch += 1;
-        Ok(loss / train.len().max(1) as f64)
+        Ok(loss / n.max(1) as f64)
+    }
+
+    /// `steps` SGD steps that continue the current epoch's shuffle where
+    /// the last call left it (a new epoch's shuffle starts when it runs
+    /// out); returns the mean loss over the samples of those steps.
+    fn train_steps(&mut self, steps: usize) -> prunus_core::Result<f64> {
+        let n = self.data.split(Split::Train).len();
+        if n == 0 {
+            return Err(prunus_core::Error::EmptyTensor {
+                layer: "training split".into(),
+            });
+        }
+        let mut order = permutation(n, self.seed, self.epoch);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        let (mut loss, mut samples) = (0.0, 0usize);
+        for _ in 0..steps {
+            if self.cursor >= n {
+                self.epoch += 1;
+                self.cursor = 0;
+                order = permutation(n, self.seed, self.epoch);
+            }
+            let end = (self.cursor + self.sgd.batch).min(n);
+            let batch = order[self.cursor..end].to_vec();
+            self.cursor = end;
+            loss += self.train_on(&batch, &mut x, &mut y).map_err(Self::core)?;
+            samples += batch.len();
+        }
+        Ok(loss / samples.max(1) as f64)
+    }
+
+    fn split_len(&self, split: Split) -> prunus_core::Result<usize> {
+        Ok(self.data.split(split).len())
+    }
+
+    /// Shares the layers before the scaled one across candidates
+    /// ([`Network::evaluate_unit_scales`]).
+    fn evaluate_unit_scales(
+        &mut self,
+        parameter: usize,
+        candidates: &[Vec<f32>],
+        objective: &Objective,
+    ) -> prunus_core::Result<Vec<Evaluation>> {
+        if objective.temperature != 1.0 {
+            return candidates
+                .iter()
+                .map(|s| {
+                    self.set_unit_scales(parameter, Some(s))?;
+                    self.evaluate(objective)
+                })
+                .collect();
+        }
+        let (x, y) = self.batch(&objective.samples).map_err(Self::core)?;
+        let n = y.len();
+        Ok(self
+            .network
+            .evaluate_unit_scales(x, y, parameter, candidates)
+            .map_err(Self::core)?
+            .into_iter()
+            .map(|(loss, correct)| Evaluation {
+                loss: loss / n as f64,
+                accuracy: correct as f64 / n as f64,
+                samples: n,
+            })
+            .collect())
     }
 
     /// Puts the weights back and clears the momentum: training restarts

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod flow;
+pub mod forward;
 pub mod host;
 pub mod idx;
 pub mod infcop;

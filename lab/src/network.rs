@@ -15,6 +15,7 @@
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
+use prunus_core::compaction::{CompactionPlan, Fold, UnitSelection};
 use prunus_core::host::{Coupling, Parameter, ParameterKind};
 use prunus_core::{Mask, Shape, Tap};
 use rayon::prelude::*;
@@ -90,6 +91,15 @@ impl Op {
                 height,
                 width,
             } => channels * (height / 2) * (width / 2),
+        }
+    }
+
+    /// Values per sample of each unit of the op's output (a channel's
+    /// `h * w` positions for a conv).
+    fn per_unit(&self) -> usize {
+        match *self {
+            Op::Conv3x3 { height, width, .. } => height * width,
+            _ => 1,
         }
     }
 
@@ -233,7 +243,8 @@ impl Builder {
 
     /// The network, the last weight (the classifier) left unprunable, with
     /// Kaiming-normal weights (std `sqrt(2 / fan_in)`) and zero biases.
-    fn finish(mut self, name: String, input: Dims, seed: u64) -> Result<Network> {
+    fn finish(mut self, input: Dims, seed: u64) -> Result<Network> {
+        let name = describe(input, &self.ops);
         let classes = self.dims[0];
         if let Some(last) = self.ops.iter().rev().find_map(Op::weight) {
             self.info[last].prunable = false;
@@ -265,6 +276,32 @@ impl Builder {
             keep: vec![None; n],
             scales: vec![None; n],
         })
+    }
+}
+
+/// A network's name from its ops: `mlp 784-300-100-10`, or `cnn 1x28x28
+/// conv8-16 fc10`.
+fn describe(input: Dims, ops: &[Op]) -> String {
+    let join = |v: Vec<usize>| v.iter().map(usize::to_string).collect::<Vec<_>>().join("-");
+    let convs: Vec<usize> = ops
+        .iter()
+        .filter_map(|op| match *op {
+            Op::Conv3x3 { channels_out, .. } => Some(channels_out),
+            _ => None,
+        })
+        .collect();
+    let linears: Vec<usize> = ops
+        .iter()
+        .filter_map(|op| match *op {
+            Op::Linear { outputs, .. } => Some(outputs),
+            _ => None,
+        })
+        .collect();
+    if convs.is_empty() {
+        format!("mlp {}-{}", input.iter().product::<usize>(), join(linears))
+    } else {
+        let [c, h, w] = input;
+        format!("cnn {c}x{h}x{w} conv{} fc{}", join(convs), join(linears))
     }
 }
 
@@ -312,15 +349,7 @@ impl Network {
                 b.relu();
             }
         }
-        let name = format!(
-            "mlp {}",
-            widths
-                .iter()
-                .map(|w| w.to_string())
-                .collect::<Vec<_>>()
-                .join("-")
-        );
-        b.finish(name, input, seed)
+        b.finish(input, seed)
     }
 
     /// The small CNN of `spec` (conv layers `conv1`, `conv2`, ..., then
@@ -352,19 +381,7 @@ impl Network {
             b.pool();
         }
         b.linear("fc", spec.classes, spec.bias)?;
-        let name = format!(
-            "cnn {}x{}x{} conv{} fc{}",
-            spec.input[0],
-            spec.input[1],
-            spec.input[2],
-            spec.channels
-                .iter()
-                .map(|w| w.to_string())
-                .collect::<Vec<_>>()
-                .join("-"),
-            spec.classes
-        );
-        b.finish(name, spec.input, seed)
+        b.finish(spec.input, seed)
     }
 
     /// A short description, e.g. `mlp 784-40-20-10`.
@@ -483,6 +500,111 @@ impl Network {
         }
         self.scales[index] = scales.map(<[f32]>::to_vec);
         Ok(())
+    }
+
+    /// The smaller dense network this one computes: every layer with unit
+    /// scales loses the units whose scale is 0 (and their inputs to the
+    /// next layer), and the other scales are folded as `fold` says
+    /// ([`prunus_core::compaction`]). Masks are compacted alike; the result
+    /// has no unit scales. Its outputs equal this network's up to float
+    /// rounding ([`Fold::Consumer`] needs scales `>= 0`, which ReLU and max
+    /// pooling commute with).
+    pub fn compacted(&self, fold: Fold) -> Result<Network> {
+        let selections: Vec<UnitSelection> = self
+            .scales
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| UnitSelection::from_scales(i, s.clone())))
+            .collect();
+        let plan = CompactionPlan::new(&self.info, &selections, fold)?;
+        let info = plan.parameters(&self.info)?;
+        let params = plan.apply(&self.params)?;
+        let masks: Vec<Option<Mask>> = self
+            .masks
+            .iter()
+            .enumerate()
+            .map(|(i, m)| m.as_ref().map(|m| plan.mask(i, m)).transpose())
+            .collect::<prunus_core::Result<_>>()?;
+        let mut dims = self.input;
+        let mut ops = Vec::with_capacity(self.ops.len());
+        for op in &self.ops {
+            let new = match *op {
+                Op::Linear { weight, bias, .. } => {
+                    let (outputs, inputs) = info[weight].shape.matrix_view();
+                    Op::Linear {
+                        weight,
+                        bias,
+                        inputs,
+                        outputs,
+                    }
+                }
+                Op::Conv3x3 {
+                    weight,
+                    bias,
+                    height,
+                    width,
+                    ..
+                } => Op::Conv3x3 {
+                    weight,
+                    bias,
+                    channels_in: info[weight].shape.dims()[1],
+                    channels_out: info[weight].shape.dims()[0],
+                    height,
+                    width,
+                },
+                Op::Relu { .. } => Op::Relu {
+                    len: dims.iter().product(),
+                },
+                Op::MaxPool2 { height, width, .. } => Op::MaxPool2 {
+                    channels: dims[0],
+                    height,
+                    width,
+                },
+            };
+            dims = match new {
+                Op::Linear {
+                    inputs, outputs, ..
+                } => {
+                    prunus_core::check::same_len(
+                        "compacted layer inputs",
+                        dims.iter().product(),
+                        inputs,
+                    )?;
+                    [outputs, 1, 1]
+                }
+                Op::Conv3x3 {
+                    channels_in,
+                    channels_out,
+                    height,
+                    width,
+                    ..
+                } => {
+                    prunus_core::check::same_len("compacted conv channels", dims[0], channels_in)?;
+                    [channels_out, height, width]
+                }
+                Op::MaxPool2 {
+                    channels,
+                    height,
+                    width,
+                } => [channels, height / 2, width / 2],
+                Op::Relu { .. } => dims,
+            };
+            ops.push(new);
+        }
+        let n = info.len();
+        let mut net = Network {
+            name: describe(self.input, &ops),
+            input: self.input,
+            classes: self.classes,
+            ops,
+            info,
+            params,
+            masks: vec![None; n],
+            keep: vec![None; n],
+            scales: vec![None; n],
+        };
+        net.set_masks(&masks)?;
+        Ok(net)
     }
 
     /// Zeroes the masked entries of parameter `i`.
@@ -679,6 +801,80 @@ impl Network {
             .collect())
     }
 
+    /// The summed loss (at temperature 1) and the correct count over `x`
+    /// (`labels.len()` samples) with each of `candidates` as the unit
+    /// scales of the layer of weight `weight`, in place of its own. The
+    /// work before that layer's scales is done once; the results equal
+    /// [`Network::pass`]'s with the scales set, bit for bit (the same
+    /// chunks, summed in the same order).
+    pub fn evaluate_unit_scales(
+        &self,
+        x: &[f32],
+        labels: &[u8],
+        weight: usize,
+        candidates: &[Vec<f32>],
+    ) -> Result<Vec<(f64, usize)>> {
+        self.check_batch(x, labels)?;
+        self.check_index(weight)?;
+        let Some(at) = self.ops.iter().position(|op| op.weight() == Some(weight)) else {
+            return Err(Error::InvalidSetting {
+                name: "unit scales",
+                value: self.info[weight].name.clone(),
+                expected: "a weight parameter".into(),
+            });
+        };
+        let units = self.info[weight].units();
+        for c in candidates {
+            prunus_core::check::same_len("unit scales", units, c.len())?;
+            if c.iter().any(|v| !v.is_finite()) {
+                return Err(prunus_core::Error::NonFinite {
+                    what: "unit scales",
+                }
+                .into());
+            }
+        }
+        if labels.is_empty() {
+            return Err(prunus_core::Error::EmptyTensor {
+                layer: "batch (no sample)".into(),
+            }
+            .into());
+        }
+        let d = self.input_len();
+        let per_unit = self.ops[at].per_unit();
+        let prefixes: Vec<Vec<f32>> = x
+            .par_chunks(CHUNK * d)
+            .map(|xs| self.run_ops(0..at + 1, xs.to_vec(), xs.len() / d, Some(at)))
+            .collect();
+        let results: Vec<(f64, usize)> = candidates
+            .par_iter()
+            .map_with(Vec::with_capacity(self.classes), |p, scales| {
+                let mut loss = 0.0;
+                let mut correct = 0;
+                for (z, y) in prefixes.iter().zip(labels.chunks(CHUNK)) {
+                    let mut z = z.clone();
+                    scale_units(&mut z, scales, per_unit);
+                    let logits = self.run_ops(at + 1..self.ops.len(), z, y.len(), None);
+                    let mut chunk_loss = 0.0;
+                    for (s, &label) in y.iter().enumerate() {
+                        let zs = &logits[s * self.classes..(s + 1) * self.classes];
+                        let (l, ok, _) = sample_loss(zs, label, 1.0, p);
+                        chunk_loss += l;
+                        correct += usize::from(ok);
+                    }
+                    loss += chunk_loss;
+                }
+                (loss, correct)
+            })
+            .collect();
+        if results.iter().any(|(l, _)| !l.is_finite()) {
+            return Err(prunus_core::Error::NonFinite {
+                what: "loss (the network diverged)",
+            }
+            .into());
+        }
+        Ok(results)
+    }
+
     /// Forward pass over `n` samples, with the tangent along `v` when given.
     fn forward(&self, x: &[f32], n: usize, v: Option<&[Vec<f32>]>) -> Trace {
         let mut inputs = Vec::with_capacity(self.ops.len() + 1);
@@ -689,84 +885,7 @@ impl Network {
         for op in &self.ops {
             let a = inputs.last().expect("the input is pushed first");
             let ra = tangents.last().expect("the input is pushed first").as_ref();
-            let (out, rout, arg) = match *op {
-                Op::Linear {
-                    weight,
-                    bias,
-                    inputs: k,
-                    outputs: m,
-                } => {
-                    let w = &self.params[weight];
-                    let b = bias.map(|b| self.params[b].as_slice());
-                    let mut z = linear_forward(a, w, b, n, k, m);
-                    let mut rz = v.map(|v| {
-                        let mut rz =
-                            linear_forward(a, &v[weight], bias.map(|b| v[b].as_slice()), n, k, m);
-                        if let Some(ra) = ra {
-                            add(&mut rz, &linear_forward(ra, w, None, n, k, m));
-                        }
-                        rz
-                    });
-                    if let Some(s) = &self.scales[weight] {
-                        scale_units(&mut z, s, 1);
-                        if let Some(rz) = rz.as_mut() {
-                            scale_units(rz, s, 1);
-                        }
-                    }
-                    (z, rz, None)
-                }
-                Op::Conv3x3 {
-                    weight,
-                    bias,
-                    channels_in,
-                    channels_out,
-                    height,
-                    width,
-                } => {
-                    let g = ConvGeometry {
-                        cin: channels_in,
-                        cout: channels_out,
-                        h: height,
-                        w: width,
-                    };
-                    let w = &self.params[weight];
-                    let b = bias.map(|b| self.params[b].as_slice());
-                    let mut z = g.forward(a, w, b, n);
-                    let mut rz = v.map(|v| {
-                        let mut rz = g.forward(a, &v[weight], bias.map(|b| v[b].as_slice()), n);
-                        if let Some(ra) = ra {
-                            add(&mut rz, &g.forward(ra, w, None, n));
-                        }
-                        rz
-                    });
-                    if let Some(s) = &self.scales[weight] {
-                        scale_units(&mut z, s, height * width);
-                        if let Some(rz) = rz.as_mut() {
-                            scale_units(rz, s, height * width);
-                        }
-                    }
-                    (z, rz, None)
-                }
-                Op::Relu { .. } => {
-                    let z: Vec<f32> = a.iter().map(|&x| x.max(0.0)).collect();
-                    let rz = ra.map(|ra| {
-                        a.iter()
-                            .zip(ra)
-                            .map(|(&x, &r)| if x > 0.0 { r } else { 0.0 })
-                            .collect()
-                    });
-                    (z, rz, None)
-                }
-                Op::MaxPool2 {
-                    channels,
-                    height,
-                    width,
-                } => {
-                    let (z, arg) = max_pool(a, n, channels, height, width);
-                    let rz = ra.map(|ra| arg.iter().map(|&i| ra[i as usize]).collect());
-                    (z, rz, Some(arg))
-                }
-            };
+            let (out, rout, arg) = self.op_forward(op, a, ra.map(Vec::as_slice), v, n, true);
             inputs.push(out);
             tangents.push(rout);
             argmax.push(arg);
@@ -775,6 +894,114 @@ impl Network {
             inputs,
             tangents,
             argmax,
+        }
+    }
+
+    /// The outputs of ops `ops` (no tangents) from their input `a`, over
+    /// `n` samples; the op at `unscaled` leaves out its unit scales.
+    fn run_ops(
+        &self,
+        ops: std::ops::Range<usize>,
+        a: Vec<f32>,
+        n: usize,
+        unscaled: Option<usize>,
+    ) -> Vec<f32> {
+        ops.fold(a, |a, i| {
+            self.op_forward(&self.ops[i], &a, None, None, n, Some(i) != unscaled)
+                .0
+        })
+    }
+
+    /// One op's output over `n` samples of its input `a`, the output's
+    /// tangent when `v` and `ra` are given, and pooling's argmax. Unit
+    /// scales apply when `scaled`.
+    #[allow(clippy::type_complexity)]
+    fn op_forward(
+        &self,
+        op: &Op,
+        a: &[f32],
+        ra: Option<&[f32]>,
+        v: Option<&[Vec<f32>]>,
+        n: usize,
+        scaled: bool,
+    ) -> (Vec<f32>, Option<Vec<f32>>, Option<Vec<u32>>) {
+        match *op {
+            Op::Linear {
+                weight,
+                bias,
+                inputs: k,
+                outputs: m,
+            } => {
+                let w = &self.params[weight];
+                let b = bias.map(|b| self.params[b].as_slice());
+                let mut z = linear_forward(a, w, b, n, k, m);
+                let mut rz = v.map(|v| {
+                    let mut rz =
+                        linear_forward(a, &v[weight], bias.map(|b| v[b].as_slice()), n, k, m);
+                    if let Some(ra) = ra {
+                        add(&mut rz, &linear_forward(ra, w, None, n, k, m));
+                    }
+                    rz
+                });
+                if let Some(s) = self.scales[weight].as_ref().filter(|_| scaled) {
+                    scale_units(&mut z, s, 1);
+                    if let Some(rz) = rz.as_mut() {
+                        scale_units(rz, s, 1);
+                    }
+                }
+                (z, rz, None)
+            }
+            Op::Conv3x3 {
+                weight,
+                bias,
+                channels_in,
+                channels_out,
+                height,
+                width,
+            } => {
+                let g = ConvGeometry {
+                    cin: channels_in,
+                    cout: channels_out,
+                    h: height,
+                    w: width,
+                };
+                let w = &self.params[weight];
+                let b = bias.map(|b| self.params[b].as_slice());
+                let mut z = g.forward(a, w, b, n);
+                let mut rz = v.map(|v| {
+                    let mut rz = g.forward(a, &v[weight], bias.map(|b| v[b].as_slice()), n);
+                    if let Some(ra) = ra {
+                        add(&mut rz, &g.forward(ra, w, None, n));
+                    }
+                    rz
+                });
+                if let Some(s) = self.scales[weight].as_ref().filter(|_| scaled) {
+                    scale_units(&mut z, s, height * width);
+                    if let Some(rz) = rz.as_mut() {
+                        scale_units(rz, s, height * width);
+                    }
+                }
+                (z, rz, None)
+            }
+            Op::Relu { .. } => {
+                let z: Vec<f32> = a.iter().map(|&x| x.max(0.0)).collect();
+                let rz = ra.map(|ra| {
+                    a.iter()
+                        .zip(ra)
+                        .map(|(&x, &r)| if x > 0.0 { r } else { 0.0 })
+                        .collect()
+                });
+                (z, rz, None)
+            }
+            Op::MaxPool2 {
+                channels,
+                height,
+                width,
+            } => {
+                let (z, arg) = max_pool(a, n, channels, height, width);
+                let rz = ra.map(|ra| arg.iter().map(|&i| ra[i as usize]).collect());
+                (z, rz, Some(arg))
+            }
         }
     }
 
@@ -804,17 +1031,10 @@ impl Network {
         let mut p: Vec<f64> = Vec::with_capacity(c);
         for (s, &y) in labels.iter().enumerate() {
             let z = &logits[s * c..(s + 1) * c];
-            let top = z
-                .iter()
-                .enumerate()
-                .fold(0, |best, (j, &v)| if v > z[best] { j } else { best });
-            result.correct += usize::from(top == usize::from(y));
-            let zmax = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            p.clear();
-            p.extend(z.iter().map(|&v| f64::from((v - zmax) / temperature).exp()));
-            let sum: f64 = p.iter().sum();
+            let (loss, correct, sum) = sample_loss(z, y, temperature, &mut p);
+            result.correct += usize::from(correct);
+            result.loss += loss;
             let y = usize::from(y);
-            result.loss += sum.ln() - f64::from((z[y] - zmax) / temperature);
             for v in p.iter_mut() {
                 *v /= sum;
             }
@@ -1034,6 +1254,23 @@ impl Trace {
     fn output_of(&self, op: usize) -> &[f32] {
         &self.inputs[op + 1]
     }
+}
+
+/// The loss of one sample's logits `z` with label `y` at `temperature`,
+/// whether the top logit (the first of equals) is `y`, and the softmax's
+/// normaliser; `p` is left holding the unnormalised exponentials.
+fn sample_loss(z: &[f32], y: u8, temperature: f32, p: &mut Vec<f64>) -> (f64, bool, f64) {
+    let top = z
+        .iter()
+        .enumerate()
+        .fold(0, |best, (j, &v)| if v > z[best] { j } else { best });
+    let zmax = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    p.clear();
+    p.extend(z.iter().map(|&v| f64::from((v - zmax) / temperature).exp()));
+    let sum: f64 = p.iter().sum();
+    let y = usize::from(y);
+    let loss = sum.ln() - f64::from((z[y] - zmax) / temperature);
+    (loss, top == y, sum)
 }
 
 /// Zeroes the entries whose flag in `keep` is false.

@@ -19,8 +19,8 @@
 //! ```
 //!
 //! `method`, `metric`, `values`, `mean` and `std` are always present in a
-//! row; `sparsity`, `round`, `epoch`, `width` and `layer` appear when set and
-//! say where the values were taken. A non-finite value (a diverged loss) is
+//! row; `sparsity`, `round`, `epoch`, `width`, `layer` and `task` appear
+//! when set and say where the values were taken. A non-finite value (a diverged loss) is
 //! written as `null` and read back as NaN.
 //!
 //! Reports are written with [`write_atomic`]: a reader never sees a partial
@@ -72,6 +72,9 @@ pub struct Row {
     /// The layer, for per-layer values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<String>,
+    /// The task (network and data), when a protocol runs several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
     /// What was measured (`test_acc`, `train_loss`, `wall_s`, ...).
     pub metric: String,
     /// One value per seed or repeat.
@@ -107,6 +110,7 @@ impl Row {
             epoch: None,
             width: None,
             layer: None,
+            task: None,
             metric,
             values,
             mean,
@@ -141,6 +145,12 @@ impl Row {
     /// The same row for layer `layer`.
     pub fn layer(mut self, layer: impl Into<String>) -> Self {
         self.layer = Some(layer.into());
+        self
+    }
+
+    /// The same row for task `task`.
+    pub fn task(mut self, task: impl Into<String>) -> Self {
+        self.task = Some(task.into());
         self
     }
 }
