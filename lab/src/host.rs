@@ -432,20 +432,11 @@ impl Host for LabHost {
         candidates: &[Vec<f32>],
         objective: &Objective,
     ) -> prunus_core::Result<Vec<Evaluation>> {
-        if objective.temperature != 1.0 {
-            return candidates
-                .iter()
-                .map(|s| {
-                    self.set_unit_scales(parameter, Some(s))?;
-                    self.evaluate(objective)
-                })
-                .collect();
-        }
         let (x, y) = self.batch(&objective.samples).map_err(Self::core)?;
         let n = y.len();
         Ok(self
             .network
-            .evaluate_unit_scales(x, y, parameter, candidates)
+            .evaluate_unit_scales(x, y, objective.temperature, parameter, candidates)
             .map_err(Self::core)?
             .into_iter()
             .map(|(loss, correct)| Evaluation {

@@ -801,7 +801,7 @@ impl Network {
             .collect())
     }
 
-    /// The summed loss (at temperature 1) and the correct count over `x`
+    /// The summed loss (at `temperature`) and the correct count over `x`
     /// (`labels.len()` samples) with each of `candidates` as the unit
     /// scales of the layer of weight `weight`, in place of its own. The
     /// work before that layer's scales is done once; the results equal
@@ -811,6 +811,7 @@ impl Network {
         &self,
         x: &[f32],
         labels: &[u8],
+        temperature: f32,
         weight: usize,
         candidates: &[Vec<f32>],
     ) -> Result<Vec<(f64, usize)>> {
@@ -857,7 +858,7 @@ impl Network {
                     let mut chunk_loss = 0.0;
                     for (s, &label) in y.iter().enumerate() {
                         let zs = &logits[s * self.classes..(s + 1) * self.classes];
-                        let (l, ok, _) = sample_loss(zs, label, 1.0, p);
+                        let (l, ok, _) = sample_loss(zs, label, temperature, p);
                         chunk_loss += l;
                         correct += usize::from(ok);
                     }

@@ -304,13 +304,16 @@ fn the_shared_prefix_evaluation_equals_the_plain_one_on_a_cnn() {
     let data = Arc::new(Dataset::teacher_student(&TeacherStudent::default().samples(200)).unwrap());
     let mut host = LabHost::new(Network::cnn(&spec, 3).unwrap(), data, Sgd::default(), 3).unwrap();
     let candidates: Vec<Vec<f32>> = (0..5).map(|k| scales(6, k)).collect();
-    let objective = Objective::new(Samples::first(Split::Train, 50));
-    let fast = host
-        .evaluate_unit_scales(2, &candidates, &objective)
-        .unwrap();
-    for (c, f) in candidates.iter().zip(&fast) {
-        host.set_unit_scales(2, Some(c)).unwrap();
-        assert_eq!(*f, host.evaluate(&objective).unwrap());
+    // Temperature 2.5 too: the shared path must honour it.
+    for temperature in [1.0, 2.5] {
+        let objective = Objective::new(Samples::first(Split::Train, 50)).temperature(temperature);
+        let fast = host
+            .evaluate_unit_scales(2, &candidates, &objective)
+            .unwrap();
+        for (c, f) in candidates.iter().zip(&fast) {
+            host.set_unit_scales(2, Some(c)).unwrap();
+            assert_eq!(*f, host.evaluate(&objective).unwrap());
+        }
     }
 }
 
