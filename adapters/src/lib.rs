@@ -3,11 +3,16 @@
 //! One feature per integration:
 //! - `ndarray` (default): prune `ndarray` arrays in place, zero-copy, through
 //!   the rayon CPU backend ([`ndarray::prune_arrays`]).
+//! - `safetensors` (default): read, prune, write and inspect safetensors
+//!   checkpoints of F32, F16 and BF16 tensors, streamed tensor by tensor so
+//!   a checkpoint larger than memory can be pruned ([`safetensors`]).
 //!
-//! Safetensors checkpoints and framework adapters (candle, burn) follow.
+//! Framework adapters (candle, burn) follow.
 
 mod error;
 #[cfg(feature = "ndarray")]
 pub mod ndarray;
+#[cfg(feature = "safetensors")]
+pub mod safetensors;
 
-pub use error::{Error, Result};
+pub use error::{Error, Problem, Result};

@@ -12,7 +12,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::backend::{Backend, Candidate, GATHER_MOST, ScoreView, SelectionPlan};
-use crate::config::{PruneConfig, Scope};
+use crate::config::{Guards, PruneConfig, Scope};
 use crate::error::{Error, Result};
 use crate::key::{KeyRule, NanPolicy, Transform};
 use crate::mask::Mask;
@@ -81,6 +81,29 @@ fn ceil_units(density: f64, n: u64) -> u64 {
 /// `floor(d * n)` that ignores float noise, as [`ceil_units`].
 fn floor_units(density: f64, n: u64) -> u64 {
     noiseless_units(density, n, libm::floor)
+}
+
+/// The most of a layer's `units` units that `guards` allow to prune: all but
+/// its minimum density (`ceil(d * n)`, or `floor(d * n) + 1` with
+/// [`Guards::exceed_min_density`]), and all but one unless
+/// [`Guards::allow_empty`]. Streaming selections outside this crate use it
+/// to honour the same guards.
+///
+/// ```
+/// use prunus_core::{Guards, select::prunable_units};
+/// let mut g = Guards::default();
+/// assert_eq!(prunable_units(10, &g), 9);
+/// g.min_density = 0.25;
+/// assert_eq!(prunable_units(10, &g), 7);
+/// ```
+pub fn prunable_units(units: u64, guards: &Guards) -> u64 {
+    let floor = if guards.exceed_min_density {
+        (floor_units(guards.min_density, units) + 1).min(units)
+    } else {
+        ceil_units(guards.min_density, units)
+    }
+    .max(!guards.allow_empty as u64);
+    units - floor.min(units)
 }
 
 fn check_fraction(what: &'static str, v: f64) -> Result<()> {
@@ -159,15 +182,7 @@ pub(crate) fn plan(
         .map(|m| m.map_or(0, |m| m.count_pruned()))
         .collect();
     let cap = (0..names.len())
-        .map(|i| {
-            let floor = if config.guards.exceed_min_density {
-                (floor_units(config.guards.min_density, units[i]) + 1).min(units[i])
-            } else {
-                ceil_units(config.guards.min_density, units[i])
-            }
-            .max(!config.guards.allow_empty as u64);
-            (units[i] - floor.min(units[i])).max(pruned[i])
-        })
+        .map(|i| prunable_units(units[i], &config.guards).max(pruned[i]))
         .collect();
     Ok(Plan {
         active,

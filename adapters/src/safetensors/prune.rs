@@ -1,0 +1,693 @@
+//! Pruning a checkpoint: which tensors, the streamed selection, and the
+//! output written tensor by tensor (atomically when it is a file).
+
+use std::io::Write;
+use std::path::Path;
+
+use prunus_core::radix::TensorCut;
+use prunus_core::select::{prunable_units, units_to_prune};
+use prunus_core::{Backend, Granularity, Importance, Layer, Mask, NofM, PruneConfig, Scope, Shape};
+use rayon::prelude::*;
+use regex::Regex;
+
+use super::checkpoint::Checkpoint;
+use super::dtype::Dtype;
+use super::header::{self, TensorInfo};
+use super::output;
+use super::stream::{CHUNK, Keys, Member, Scores, Selector, keep_bits};
+use crate::error::{Error, Result};
+
+/// The version written into the metadata of pruned checkpoints.
+pub const PRUNUS_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Which tensors a request may prune, by name: those matching `include`
+/// (all when absent) and not matching `exclude`. Only tensors of rank 2 or
+/// more (weight matrices, conv kernels, embeddings) in F32, F16 or BF16 are
+/// ever pruned; 1-D tensors such as biases and norms are left alone.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    include: Option<Regex>,
+    exclude: Option<Regex>,
+}
+
+impl Filter {
+    /// A filter from two regular expressions (searched anywhere in the
+    /// name; anchor them with `^...$` for whole names).
+    pub fn new(include: Option<&str>, exclude: Option<&str>) -> Result<Filter> {
+        let compile = |flag: &str, p: Option<&str>| {
+            p.map(|p| {
+                Regex::new(p).map_err(|e| Error::Request {
+                    reason: format!("{flag} '{p}' is not a valid regular expression: {e}"),
+                })
+            })
+            .transpose()
+        };
+        Ok(Filter {
+            include: compile("--include", include)?,
+            exclude: compile("--exclude", exclude)?,
+        })
+    }
+}
+
+/// A request to prune a checkpoint.
+///
+/// `config` gives the sparsity, the scope (global, local or per-tensor
+/// budgets), the granularity (unstructured, or N:M, which fixes the density
+/// at `N/M` and ignores the sparsity), the importance (magnitude or seeded
+/// random) and the guards (skipped names, minimum density, never emptying a
+/// tensor); its NaN policy is not used, since non-finite weights are an
+/// error here.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// What to prune, and how.
+    pub config: PruneConfig,
+    /// Which tensors may be pruned.
+    pub filter: Filter,
+    /// Also write each pruned tensor's mask as `<name>.mask`: U8, shape
+    /// `[ceil(n / 8)]`, bit `i % 8` of byte `i / 8` set where element `i`
+    /// is kept.
+    pub masks: bool,
+}
+
+impl Request {
+    /// A request for `config` over every eligible tensor, without masks.
+    pub fn new(config: PruneConfig) -> Request {
+        Request {
+            config,
+            filter: Filter::default(),
+            masks: false,
+        }
+    }
+}
+
+/// Why a tensor is left as it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kept {
+    /// Not F32, F16 or BF16.
+    Dtype,
+    /// Rank 0 or 1 (biases, norms, scalars).
+    OneDimensional,
+    /// No elements.
+    Empty,
+    /// More than 8 dimensions.
+    RankTooLarge,
+    /// Its name does not match `--include`.
+    NotIncluded,
+    /// Its name matches `--exclude`.
+    Excluded,
+    /// Named by the guards' skip list.
+    Skipped,
+}
+
+impl std::fmt::Display for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kept::Dtype => "dtype",
+            Kept::OneDimensional => "1-D",
+            Kept::Empty => "empty",
+            Kept::RankTooLarge => "rank > 8",
+            Kept::NotIncluded => "not included",
+            Kept::Excluded => "excluded",
+            Kept::Skipped => "skipped",
+        })
+    }
+}
+
+/// What happened to one tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorReport {
+    /// Its name.
+    pub name: String,
+    /// Its dtype.
+    pub dtype: Dtype,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its element count.
+    pub numel: u64,
+    /// `None` when pruned, else why not.
+    pub kept: Option<Kept>,
+    /// Zero elements before (float tensors only).
+    pub zeros_before: Option<u64>,
+    /// Zero elements after (float tensors only).
+    pub zeros_after: Option<u64>,
+}
+
+/// What a pruning run did.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Report {
+    /// One entry per input tensor, in data order.
+    pub tensors: Vec<TensorReport>,
+    /// Bytes of tensor data read (some tensors are read more than once).
+    pub bytes_read: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+}
+
+impl Report {
+    /// Elements of the pruned tensors, and how many of them are zero
+    /// before and after.
+    pub fn pruned_totals(&self) -> (u64, u64, u64) {
+        self.tensors
+            .iter()
+            .filter(|t| t.kept.is_none())
+            .fold((0, 0, 0), |(n, b, a), t| {
+                (
+                    n + t.numel,
+                    b + t.zeros_before.unwrap_or(0),
+                    a + t.zeros_after.unwrap_or(0),
+                )
+            })
+    }
+}
+
+/// Progress of a run: `done` of `total` bytes through the current stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// `"scan"` (reading to select) or `"write"`.
+    pub stage: &'static str,
+    /// Bytes done.
+    pub done: u64,
+    /// Bytes in the stage.
+    pub total: u64,
+}
+
+/// Which tensors of `checkpoint` `request` prunes: `None` for a pruned
+/// tensor, else why it is kept. Fails when a skipped name is not in the
+/// file or nothing is left to prune.
+pub fn plan(checkpoint: &Checkpoint, request: &Request) -> Result<Vec<Option<Kept>>> {
+    let tensors = checkpoint.tensors();
+    for s in &request.config.guards.skip {
+        if !tensors.iter().any(|t| &t.name == s) {
+            return Err(prunus_core::Error::UnknownLayer { name: s.clone() }.into());
+        }
+    }
+    let roles: Vec<Option<Kept>> = tensors
+        .iter()
+        .map(|t| {
+            let f = &request.filter;
+            if !t.dtype.is_prunable() {
+                Some(Kept::Dtype)
+            } else if t.shape.len() < 2 {
+                Some(Kept::OneDimensional)
+            } else if t.shape.len() > 8 {
+                Some(Kept::RankTooLarge)
+            } else if t.numel() == 0 {
+                Some(Kept::Empty)
+            } else if f.include.as_ref().is_some_and(|r| !r.is_match(&t.name)) {
+                Some(Kept::NotIncluded)
+            } else if f.exclude.as_ref().is_some_and(|r| r.is_match(&t.name)) {
+                Some(Kept::Excluded)
+            } else if request.config.guards.skip.contains(&t.name) {
+                Some(Kept::Skipped)
+            } else {
+                None
+            }
+        })
+        .collect();
+    if roles.iter().all(Option::is_some) {
+        return Err(Error::Request {
+            reason: format!(
+                "no tensor of {} can be pruned: of its {} tensors none is an F32, F16 or BF16 \
+                 tensor of rank 2 or more that the filters and skip list allow",
+                checkpoint.path().display(),
+                tensors.len()
+            ),
+        });
+    }
+    Ok(roles)
+}
+
+/// How the pruned tensors' masks are decided.
+enum Choice {
+    /// Streamed selection: one cut per member, and the zeros its scan
+    /// counted.
+    Cuts {
+        cuts: Vec<TensorCut>,
+        zeros: Vec<u64>,
+    },
+    /// N:M, decided tensor by tensor on the backend.
+    Pattern(NofM),
+}
+
+/// Prunes `checkpoint` as `request` asks and writes the result to `out`
+/// (`out_name` names it in errors). Tensors keep their order, dtypes and
+/// shapes; pruned elements become zero (+0) in their own dtype, everything
+/// else is copied bit for bit. Each pruned tensor's mask follows it when
+/// masks are requested. The metadata keeps the input's entries and records
+/// what was done under `prunus.*` keys.
+///
+/// Unstructured selection streams on the host, since it is bound by
+/// reading the file: F16 and BF16 checkpoints are read twice in all (once
+/// to select, once to write), F32 ones up to three times. N:M patterns are
+/// chosen on `backend`, one tensor at a time, in the writing pass. Nothing
+/// is written before every check that can fail without reading data has
+/// passed; a non-finite weight found while writing an N:M pattern stops the
+/// run with the output incomplete (so write to a file through
+/// [`prune_file`], which then leaves no output).
+pub fn prune_to_writer<B: Backend + ?Sized>(
+    backend: &B,
+    checkpoint: &Checkpoint,
+    request: &Request,
+    out: &mut dyn Write,
+    out_name: &Path,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Report> {
+    let config = &request.config;
+    check_fraction(config.sparsity, "sparsity")?;
+    check_fraction(config.guards.min_density, "minimum density")?;
+    let scores = match config.importance {
+        Importance::Magnitude => Scores::Magnitude,
+        Importance::Random { seed } => Scores::Random { seed },
+        other => {
+            return Err(Error::Request {
+                reason: format!(
+                    "importance {other:?} needs data; checkpoints take magnitude or random"
+                ),
+            });
+        }
+    };
+    let roles = plan(checkpoint, request)?;
+    let tensors = checkpoint.tensors();
+    let members: Vec<Member> = roles
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_none())
+        .enumerate()
+        .map(|(stream, (index, _))| Member {
+            index,
+            stream: stream as u32,
+            dtype: tensors[index].dtype,
+            numel: tensors[index].numel(),
+            cap: prunable_units(tensors[index].numel(), &config.guards),
+        })
+        .collect();
+    if request.masks
+        && let Some(m) = members.iter().find(|m| {
+            let mask = format!("{}.mask", tensors[m.index].name);
+            tensors.iter().any(|t| t.name == mask)
+        })
+    {
+        return Err(Error::Request {
+            reason: format!(
+                "the input already holds a tensor named '{}.mask'; prune without --masks, or \
+                 remove it first",
+                tensors[m.index].name
+            ),
+        });
+    }
+    let mut read = 0;
+    let choice = match config.granularity {
+        Granularity::Unstructured => {
+            let targets = targets(&members, checkpoint, config)?;
+            let total: u64 = members.iter().map(|m| tensors[m.index].len()).sum();
+            let mut sel = Selector::scan(checkpoint, members.clone(), scores, &mut |done| {
+                progress(Progress {
+                    stage: "scan",
+                    done,
+                    total,
+                })
+            })?;
+            let cuts = match targets {
+                Target::Global(k) => sel.global(k)?,
+                Target::Each(k) => sel.local(&k)?,
+            };
+            read = sel.read;
+            Choice::Cuts {
+                cuts,
+                zeros: (0..members.len()).map(|m| sel.census(m).zeros).collect(),
+            }
+        }
+        Granularity::NofM(p) => {
+            p.validate()?;
+            for m in &members {
+                let t = &tensors[m.index];
+                p.check_shape(&t.name, &Shape::new(&t.shape)?)?;
+            }
+            Choice::Pattern(p)
+        }
+        _ => {
+            return Err(Error::Request {
+                reason: "structured pruning of checkpoints is not supported yet; prune \
+                         unstructured or N:M"
+                    .into(),
+            });
+        }
+    };
+    let job = Job {
+        backend,
+        checkpoint,
+        request,
+        roles,
+        members,
+        scores,
+    };
+    let mut report = job.write(&choice, out, out_name, progress)?;
+    report.bytes_read += read;
+    Ok(report)
+}
+
+/// How many elements to prune: over all members together, or per member.
+enum Target {
+    Global(u64),
+    Each(Vec<u64>),
+}
+
+/// The counts `config`'s scope asks for, checked against the guards as
+/// core checks them.
+fn targets(members: &[Member], checkpoint: &Checkpoint, config: &PruneConfig) -> Result<Target> {
+    let name = |m: &Member| checkpoint.tensors()[m.index].name.as_str();
+    let local = |m: &Member, s: f64| -> Result<u64> {
+        let k = units_to_prune(s, m.numel);
+        if k > m.cap {
+            return Err(prunus_core::Error::GuardsExceeded {
+                layer: name(m).into(),
+                requested: k,
+                allowed: m.cap,
+            }
+            .into());
+        }
+        Ok(k)
+    };
+    match &config.scope {
+        Scope::Global => {
+            let n: u64 = members.iter().map(|m| m.numel).sum();
+            let cap: u64 = members.iter().map(|m| m.cap).sum();
+            let k = units_to_prune(config.sparsity, n);
+            if k > cap {
+                return Err(prunus_core::Error::GuardsExceeded {
+                    layer: "(global)".into(),
+                    requested: k,
+                    allowed: cap,
+                }
+                .into());
+            }
+            Ok(Target::Global(k))
+        }
+        Scope::Local => Ok(Target::Each(
+            members
+                .iter()
+                .map(|m| local(m, config.sparsity))
+                .collect::<Result<_>>()?,
+        )),
+        Scope::PerLayer(budget) => {
+            for (j, (n, s)) in budget.iter().enumerate() {
+                if budget[..j].iter().any(|(o, _)| o == n) {
+                    return Err(prunus_core::Error::DuplicateLayer { name: n.clone() }.into());
+                }
+                if !members.iter().any(|m| name(m) == n) {
+                    return Err(prunus_core::Error::UnknownLayer { name: n.clone() }.into());
+                }
+                check_fraction(*s, "sparsity")?;
+            }
+            Ok(Target::Each(
+                members
+                    .iter()
+                    .map(|m| {
+                        let s = budget
+                            .iter()
+                            .find(|(n, _)| n == name(m))
+                            .map(|(_, s)| *s)
+                            .ok_or_else(|| prunus_core::Error::MissingBudget {
+                                layer: name(m).into(),
+                            })?;
+                        local(m, s)
+                    })
+                    .collect::<Result<_>>()?,
+            ))
+        }
+        _ => Err(Error::Request {
+            reason: "this scope is not supported for checkpoints".into(),
+        }),
+    }
+}
+
+fn check_fraction(v: f64, what: &'static str) -> Result<()> {
+    if !(0.0..=1.0).contains(&v) {
+        return Err(if what == "sparsity" {
+            prunus_core::Error::SparsityOutOfRange { value: v }
+        } else {
+            prunus_core::Error::FractionOutOfRange { what, value: v }
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// What a stretch of the output holds.
+#[derive(Clone, Copy)]
+enum Part {
+    /// Input tensor `i`, pruned or copied.
+    Tensor(usize),
+    /// The mask of the tensor before it.
+    Mask,
+}
+
+/// One pruning run's fixed parts.
+struct Job<'a, B: Backend + ?Sized> {
+    backend: &'a B,
+    checkpoint: &'a Checkpoint,
+    request: &'a Request,
+    roles: Vec<Option<Kept>>,
+    members: Vec<Member>,
+    scores: Scores,
+}
+
+impl<B: Backend + ?Sized> Job<'_, B> {
+    /// The output's tensors, in order: each input tensor at its new offset,
+    /// and each pruned tensor's mask after it when masks are requested.
+    fn layout(&self) -> Vec<(TensorInfo, Part)> {
+        let mut at = 0u64;
+        let mut out = Vec::new();
+        for (i, t) in self.checkpoint.tensors().iter().enumerate() {
+            out.push((
+                TensorInfo {
+                    start: at,
+                    end: at + t.len(),
+                    ..t.clone()
+                },
+                Part::Tensor(i),
+            ));
+            at += t.len();
+            if self.request.masks && self.roles[i].is_none() {
+                let bytes = t.numel().div_ceil(8);
+                out.push((
+                    TensorInfo {
+                        name: format!("{}.mask", t.name),
+                        dtype: Dtype::parse("U8").expect("U8 is a dtype"),
+                        shape: vec![bytes as usize],
+                        start: at,
+                        end: at + bytes,
+                    },
+                    Part::Mask,
+                ));
+                at += bytes;
+            }
+        }
+        out
+    }
+
+    /// The input's metadata without earlier `prunus.*` entries, and this
+    /// run's.
+    fn metadata(&self) -> Vec<(String, String)> {
+        let c = &self.request.config;
+        let mut m: Vec<(String, String)> = self
+            .checkpoint
+            .metadata()
+            .iter()
+            .filter(|(k, _)| !k.starts_with("prunus."))
+            .cloned()
+            .collect();
+        let method = match self.scores {
+            Scores::Magnitude => "magnitude".to_string(),
+            Scores::Random { seed } => format!("random (seed {seed})"),
+        };
+        let (pattern, scope) = match c.granularity {
+            Granularity::NofM(p) => (format!("{}:{}", p.n, p.m), "per group".to_string()),
+            _ => (
+                "unstructured".to_string(),
+                match &c.scope {
+                    Scope::Global => "global".to_string(),
+                    Scope::Local => "local".to_string(),
+                    _ => "per tensor".to_string(),
+                },
+            ),
+        };
+        m.push(("prunus.version".into(), PRUNUS_VERSION.into()));
+        m.push(("prunus.method".into(), method));
+        m.push(("prunus.pattern".into(), pattern));
+        m.push(("prunus.scope".into(), scope));
+        if !matches!(c.granularity, Granularity::NofM(_)) {
+            m.push(("prunus.sparsity".into(), c.sparsity.to_string()));
+        }
+        m.push((
+            "prunus.min_density".into(),
+            c.guards.min_density.to_string(),
+        ));
+        m.push((
+            "prunus.pruned_tensors".into(),
+            self.members.len().to_string(),
+        ));
+        m
+    }
+
+    /// Writes the output, tensor by tensor.
+    fn write(
+        &self,
+        choice: &Choice,
+        out: &mut dyn Write,
+        out_name: &Path,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Report> {
+        let layout = self.layout();
+        let infos: Vec<TensorInfo> = layout.iter().map(|(t, _)| t.clone()).collect();
+        let head = header::write(&infos, &self.metadata());
+        let total = 8 + head.len() as u64 + infos.last().map_or(0, |t| t.end);
+        let mut written = 0u64;
+        let mut put = |out: &mut dyn Write, bytes: &[u8]| -> Result<()> {
+            out.write_all(bytes)
+                .map_err(|e| Error::io("write", out_name, &e))?;
+            written += bytes.len() as u64;
+            progress(Progress {
+                stage: "write",
+                done: written,
+                total,
+            });
+            Ok(())
+        };
+        put(out, &(head.len() as u64).to_le_bytes())?;
+        put(out, &head)?;
+        let mut report = Report::default();
+        let mut member = 0;
+        let mut mask: Vec<u8> = Vec::new();
+        for (_, part) in &layout {
+            let i = match *part {
+                Part::Tensor(i) => i,
+                Part::Mask => {
+                    put(out, &mask)?;
+                    continue;
+                }
+            };
+            let t = &self.checkpoint.tensors()[i];
+            let data = self.checkpoint.data(i)?;
+            report.bytes_read += data.len() as u64;
+            let mut entry = TensorReport {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                numel: t.numel(),
+                kept: self.roles[i],
+                zeros_before: None,
+                zeros_after: None,
+            };
+            if self.roles[i].is_some() {
+                if t.dtype.is_prunable() {
+                    let z = zeros(&data, t.dtype);
+                    entry.zeros_before = Some(z);
+                    entry.zeros_after = Some(z);
+                }
+                put(out, &data)?;
+            } else {
+                let m = &self.members[member];
+                let (bits, before) = match choice {
+                    Choice::Cuts { cuts, zeros } => (
+                        keep_bits(&data, m.numel, Keys::new(self.scores, m), cuts[member]),
+                        zeros[member],
+                    ),
+                    Choice::Pattern(p) => self.pattern(m, &data, *p)?,
+                };
+                let (pruned, after) = apply(&data, t.dtype, &bits);
+                entry.zeros_before = Some(before);
+                entry.zeros_after = Some(after);
+                put(out, &pruned)?;
+                mask = bits;
+                member += 1;
+            }
+            report.tensors.push(entry);
+        }
+        out.flush().map_err(|e| Error::io("write", out_name, &e))?;
+        report.bytes_written = written;
+        Ok(report)
+    }
+
+    /// Keep bits of member `m` (stored in `data`) under the N:M pattern `p`,
+    /// chosen on the backend, and its zeros before.
+    fn pattern(&self, m: &Member, data: &[u8], p: NofM) -> Result<(Vec<u8>, u64)> {
+        let t = &self.checkpoint.tensors()[m.index];
+        let values: Vec<f32> = data
+            .par_chunks(m.dtype.width())
+            .map(|b| m.dtype.decode(b))
+            .collect();
+        if let Some(first) = values.iter().position(|x| !x.is_finite()) {
+            return Err(Error::NonFinite {
+                tensor: t.name.clone(),
+                count: values.iter().filter(|x| !x.is_finite()).count() as u64,
+                first: first as u64,
+            });
+        }
+        let before = values.iter().filter(|&&x| x == 0.0).count() as u64;
+        let shape = Shape::new(&t.shape)?;
+        let b = self.backend;
+        let w = b.upload(&values, &shape)?;
+        drop(values);
+        let layer = [Layer::new(&t.name, &w)];
+        let config = PruneConfig::new(0.0).granularity(Granularity::NofM(p));
+        let mask: Mask = match self.scores {
+            Scores::Magnitude => prunus_core::prune(b, &layer, &config)?,
+            Scores::Random { seed } => {
+                let s = b.random_uniform(&shape, seed, m.stream)?;
+                prunus_core::prune_with_scores(b, &layer, &[s], &config)?
+            }
+        }
+        .remove(0);
+        Ok((mask.to_bytes(), before))
+    }
+}
+
+/// Zero elements (either sign) of a float tensor's bytes.
+fn zeros(data: &[u8], dtype: Dtype) -> u64 {
+    let w = dtype.width();
+    data.par_chunks(CHUNK * w)
+        .map(|c| c.chunks_exact(w).filter(|b| dtype.decode(b) == 0.0).count() as u64)
+        .sum()
+}
+
+/// `data` with the elements whose keep bit is clear set to +0, and the
+/// zeros of the result.
+fn apply(data: &[u8], dtype: Dtype, bits: &[u8]) -> (Vec<u8>, u64) {
+    let w = dtype.width();
+    let mut out = data.to_vec();
+    let after = out
+        .par_chunks_mut(CHUNK * w)
+        .zip(bits.par_chunks(CHUNK / 8))
+        .map(|(chunk, bits)| {
+            let mut z = 0u64;
+            for (j, b) in chunk.chunks_exact_mut(w).enumerate() {
+                if bits[j / 8] >> (j % 8) & 1 == 0 {
+                    b.fill(0);
+                }
+                z += (dtype.decode(b) == 0.0) as u64;
+            }
+            z
+        })
+        .sum();
+    (out, after)
+}
+
+/// Prunes the checkpoint into the file `output`, atomically: the data goes
+/// to a temporary file beside it, which is synced and then renamed over
+/// `output`, so `output` is either untouched or complete. The input is
+/// never opened for writing; `output` naming the input is refused unless
+/// `in_place`, and an existing `output` is refused unless `overwrite`.
+pub fn prune_file<B: Backend + ?Sized>(
+    backend: &B,
+    checkpoint: &Checkpoint,
+    output: &Path,
+    options: output::Options,
+    request: &Request,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Report> {
+    output::write_atomic(checkpoint.path(), output, options, |w| {
+        prune_to_writer(backend, checkpoint, request, w, output, progress)
+    })
+}
