@@ -98,7 +98,7 @@ pub(crate) struct SelectArgs {
 }
 
 /// A sparsity in `[0, 1]`, with core's message otherwise.
-fn parse_sparsity(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_sparsity(s: &str) -> Result<f64, String> {
     let value: f64 = s.trim().parse().map_err(|_| {
         format!("'{s}' is not a number; give the fraction of weights to remove, e.g. 0.9")
     })?;

@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_checkpoint;
 mod bench_obs;
+mod checkpoint;
 mod error;
 mod lab;
 mod memory;
@@ -28,6 +30,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Prune a safetensors checkpoint to an exact sparsity or an N:M
+    /// pattern, writing a new file.
+    Prune(checkpoint::PruneArgs),
+    /// Per-tensor sparsity and N:M conformance of a safetensors checkpoint.
+    Inspect(checkpoint::InspectArgs),
     /// Measure prunus on synthetic weights against the hardware's floor.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -48,6 +55,9 @@ enum BenchCommand {
     /// Time the second-order stages (Fisher, WF-S, CBS-S, WoodFisher and
     /// OBS updates) on synthetic per-sample gradients.
     Obs(bench_obs::ObsArgs),
+    /// Prune a synthetic decoder-only transformer checkpoint (7B shapes in
+    /// bf16 by default) and compare with copying the file.
+    Checkpoint(bench_checkpoint::CheckpointArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,8 +79,11 @@ enum LabCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Prune(args) => checkpoint::prune(&args),
+        Command::Inspect(args) => checkpoint::inspect_file(&args),
         Command::Bench(BenchCommand::Select(args)) => bench::select(&args),
         Command::Bench(BenchCommand::Obs(args)) => bench_obs::obs(&args),
+        Command::Bench(BenchCommand::Checkpoint(args)) => bench_checkpoint::checkpoint(&args),
         Command::Lab(LabCommand::Flow(args)) => lab::flow(&args),
         Command::Lab(LabCommand::Cbs(args)) => lab::cbs(&args),
         Command::Lab(LabCommand::Infcop(args)) => lab::infcop(&args),

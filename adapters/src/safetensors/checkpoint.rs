@@ -232,6 +232,7 @@ fn map(file: &File, offset: u64, len: u64) -> std::io::Result<memmap2::Mmap> {
         memmap2::MmapOptions::new()
             .offset(offset)
             .len(len)
+            .populate()
             .map(file)
     }
 }

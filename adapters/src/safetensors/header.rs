@@ -262,7 +262,7 @@ pub(crate) fn write(tensors: &[TensorInfo], metadata: &[(String, String)]) -> Ve
         ));
     }
     s.push('}');
-    while s.len() % 8 != 0 {
+    while !s.len().is_multiple_of(8) {
         s.push(' ');
     }
     s.into_bytes()

@@ -15,7 +15,7 @@
 //!
 //! Peak memory is bounded by the largest tensor (its mapping, a copy, and
 //! its mask) plus 512 KiB of counts per pruned tensor, whatever the file's
-//! size. The selection is the one of [`prunus_core::select`], mask for mask.
+//! size. The selection is the one of [`prunus_core::select()`], mask for mask.
 //!
 //! ```no_run
 //! use prunus_adapters::safetensors::{Checkpoint, Options, Request, prune_file};

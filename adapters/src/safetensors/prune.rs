@@ -596,10 +596,9 @@ impl<B: Backend + ?Sized> Job<'_, B> {
                     ),
                     Choice::Pattern(p) => self.pattern(m, &data, *p)?,
                 };
-                let (pruned, after) = apply(&data, t.dtype, &bits);
+                let after = write_masked(&data, t.dtype, &bits, &mut |b| put(out, b))?;
                 entry.zeros_before = Some(before);
                 entry.zeros_after = Some(after);
-                put(out, &pruned)?;
                 mask = bits;
                 member += 1;
             }
@@ -644,34 +643,76 @@ impl<B: Backend + ?Sized> Job<'_, B> {
     }
 }
 
+/// Whether a float element's little-endian bytes hold zero (of either
+/// sign): every bit but the sign is clear.
+#[inline(always)]
+fn is_zero(b: &[u8]) -> bool {
+    let (last, rest) = b.split_last().expect("elements have bytes");
+    last & 0x7F == 0 && rest.iter().all(|&x| x == 0)
+}
+
 /// Zero elements (either sign) of a float tensor's bytes.
 fn zeros(data: &[u8], dtype: Dtype) -> u64 {
     let w = dtype.width();
     data.par_chunks(CHUNK * w)
-        .map(|c| c.chunks_exact(w).filter(|b| dtype.decode(b) == 0.0).count() as u64)
+        .map(|c| c.chunks_exact(w).filter(|b| is_zero(b)).count() as u64)
         .sum()
 }
 
-/// `data` with the elements whose keep bit is clear set to +0, and the
-/// zeros of the result.
-fn apply(data: &[u8], dtype: Dtype, bits: &[u8]) -> (Vec<u8>, u64) {
+/// `src` into `out` with the elements whose bit in `bits` is clear set to
+/// +0; returns the zeros written. `W` is the element width (2 or 4), and
+/// the loop is branch-free so it vectorises.
+#[inline(always)]
+fn mask_chunk<const W: usize>(out: &mut [u8], src: &[u8], bits: &[u8]) -> u64 {
+    let mut zeros = 0u64;
+    for (j, (o, s)) in out.chunks_exact_mut(W).zip(src.chunks_exact(W)).enumerate() {
+        let keep = (bits[j / 8] >> (j % 8)) & 1;
+        let mut v = [0u8; W];
+        v.copy_from_slice(s);
+        let word = if W == 2 {
+            u16::from_le_bytes([v[0], v[1]]) as u32
+        } else {
+            u32::from_le_bytes([v[0], v[1], v[2], v[3]])
+        };
+        let kept = word & 0u32.wrapping_sub(keep as u32);
+        let sign = if W == 2 { 0x7FFF } else { 0x7FFF_FFFF };
+        zeros += (kept & sign == 0) as u64;
+        o.copy_from_slice(&kept.to_le_bytes()[..W]);
+    }
+    zeros
+}
+
+/// Chunks per block written at once.
+const BLOCK_CHUNKS: usize = 16;
+
+/// Passes `data` to `put` block by block with the elements whose keep bit
+/// is clear set to +0, and returns the zeros of the result. Blocks are
+/// filled in parallel into one reused buffer.
+fn write_masked(
+    data: &[u8],
+    dtype: Dtype,
+    bits: &[u8],
+    put: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
     let w = dtype.width();
-    let mut out = data.to_vec();
-    let after = out
-        .par_chunks_mut(CHUNK * w)
-        .zip(bits.par_chunks(CHUNK / 8))
-        .map(|(chunk, bits)| {
-            let mut z = 0u64;
-            for (j, b) in chunk.chunks_exact_mut(w).enumerate() {
-                if bits[j / 8] >> (j % 8) & 1 == 0 {
-                    b.fill(0);
-                }
-                z += (dtype.decode(b) == 0.0) as u64;
-            }
-            z
-        })
-        .sum();
-    (out, after)
+    let block = CHUNK * BLOCK_CHUNKS * w;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut zeros = 0u64;
+    for (k, src) in data.chunks(block).enumerate() {
+        buf.resize(src.len(), 0);
+        let first_bit = k * CHUNK * BLOCK_CHUNKS / 8;
+        zeros += buf
+            .par_chunks_mut(CHUNK * w)
+            .zip(src.par_chunks(CHUNK * w))
+            .zip(bits[first_bit..].par_chunks(CHUNK / 8))
+            .map(|((out, src), bits)| match w {
+                2 => mask_chunk::<2>(out, src, bits),
+                _ => mask_chunk::<4>(out, src, bits),
+            })
+            .sum::<u64>();
+        put(&buf)?;
+    }
+    Ok(zeros)
 }
 
 /// Prunes the checkpoint into the file `output`, atomically: the data goes

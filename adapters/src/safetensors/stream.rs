@@ -1,6 +1,6 @@
 //! Exact selection over a checkpoint, streamed tensor by tensor.
 //!
-//! The same counting rule and tie-break as [`prunus_core::select`]: the `k`
+//! The same counting rule and tie-break as [`prunus_core::select()`]: the `k`
 //! lowest scores by (score, global index) are pruned, the global index being
 //! the order of the tensors' data in the file, then the flat index within a
 //! tensor. Core's [`RadixSelect`] finds the cut from histograms; this module
@@ -191,6 +191,9 @@ impl<'c> Selector<'c> {
         let w = member.dtype.width();
         let data = self.checkpoint.data(member.index)?;
         self.read += data.len() as u64;
+        if keys.coded() {
+            return self.coded_census(m, &data);
+        }
         let empty = || Tally {
             counts: vec![0u64; BINS],
             zeros: 0,
@@ -210,12 +213,7 @@ impl<'c> Selector<'c> {
                         continue;
                     }
                     t.zeros += (x == 0.0) as u64;
-                    let bin = if keys.coded() {
-                        u16::from_le_bytes([b[0], b[1]]) as usize
-                    } else {
-                        (keys.key(base + j as u64, b) >> 16) as usize
-                    };
-                    t.counts[bin] += 1;
+                    t.counts[(keys.key(base + j as u64, b) >> 16) as usize] += 1;
                 }
                 t
             })
@@ -232,6 +230,46 @@ impl<'c> Selector<'c> {
             counts: t.counts,
             zeros: t.zeros,
         })
+    }
+
+    /// The census of a 16-bit member from the counts of its bit patterns
+    /// alone: zeros and non-finite values follow from the patterns.
+    fn coded_census(&self, m: usize, data: &[u8]) -> Result<Census> {
+        let member = &self.members[m];
+        let add = |mut a: Vec<u64>, b: Vec<u64>| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            a
+        };
+        let counts = data
+            .par_chunks(CHUNK * 2)
+            .fold(
+                || vec![0u64; BINS],
+                |mut counts, bytes| {
+                    for b in bytes.chunks_exact(2) {
+                        counts[u16::from_le_bytes([b[0], b[1]]) as usize] += 1;
+                    }
+                    counts
+                },
+            )
+            .reduce(|| vec![0u64; BINS], add);
+        let (mut zeros, mut bad) = (0u64, 0u64);
+        for (code, &c) in counts.iter().enumerate() {
+            let x = member.dtype.decode16(code as u16);
+            zeros += c * (x == 0.0) as u64;
+            bad += c * (!x.is_finite()) as u64;
+        }
+        if bad > 0 {
+            let first = data
+                .chunks_exact(2)
+                .position(|b| !member.dtype.decode(b).is_finite())
+                .unwrap_or(0) as u64;
+            return Err(Error::NonFinite {
+                tensor: self.checkpoint.tensors()[member.index].name.clone(),
+                count: bad,
+                first,
+            });
+        }
+        Ok(Census { counts, zeros })
     }
 
     /// Member `m`'s histogram of the keys in `window`.
@@ -350,13 +388,7 @@ impl<'c> Selector<'c> {
     /// The cut of each member when each prunes its own `k[m]` lowest.
     pub(crate) fn local(&mut self, k: &[u64]) -> Result<Vec<TensorCut>> {
         (0..self.members.len())
-            .map(|m| {
-                let cut = self.cut(&[m], k[m])?;
-                Ok(TensorCut {
-                    key: cut.key,
-                    ties: cut.ties,
-                })
-            })
+            .map(|m| Ok(self.cut(&[m], k[m])?.threshold()))
             .collect()
     }
 
@@ -382,18 +414,20 @@ impl<'c> Selector<'c> {
                 .map(|((m, _), _)| *m)
                 .collect();
             if over.is_empty() {
-                for (&m, s) in pool.iter().zip(shares) {
-                    out[m] = Some(s);
+                for ((&m, s), &e) in pool.iter().zip(shares).zip(&equal) {
+                    // A member losing all its tied elements needs no ranks.
+                    let ties = if s.ties > 0 && s.ties == e {
+                        TensorCut::ALL
+                    } else {
+                        s.ties
+                    };
+                    out[m] = Some(TensorCut { ties, ..s });
                 }
                 break;
             }
             for &m in &over {
                 let cap = self.members[m].cap;
-                let own = self.cut(&[m], cap)?;
-                out[m] = Some(TensorCut {
-                    key: own.key,
-                    ties: own.ties,
-                });
+                out[m] = Some(self.cut(&[m], cap)?.threshold());
                 k_pool -= cap;
             }
             pool.retain(|m| !over.contains(m));
@@ -426,16 +460,47 @@ impl Tally {
     }
 }
 
+/// What a cut does to one key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Fate {
+    Prune = 0,
+    Keep = 1,
+    /// At the threshold: pruned while tied elements remain to prune.
+    Tie = 2,
+}
+
+impl Fate {
+    #[inline(always)]
+    fn of(key: u32, cut: TensorCut) -> Fate {
+        match key.cmp(&cut.key) {
+            std::cmp::Ordering::Less => Fate::Prune,
+            std::cmp::Ordering::Equal if cut.ties == TensorCut::ALL => Fate::Prune,
+            std::cmp::Ordering::Equal if cut.ties > 0 => Fate::Tie,
+            _ => Fate::Keep,
+        }
+    }
+}
+
 /// Packed keep bits (bit `i % 8` of byte `i / 8`, 1 = kept) of a tensor of
 /// `numel` elements stored in `data`, under `cut` applied to the tensor as
 /// one sequence: keys below the cut are pruned, and of the keys equal to it
 /// the first `cut.ties` in index order.
 pub(crate) fn keep_bits(data: &[u8], numel: u64, keys: Keys, cut: TensorCut) -> Vec<u8> {
     let w = keys.dtype.width();
+    // For 16-bit magnitudes the fate of each bit pattern is known up front.
+    let fates: Option<Vec<Fate>> = keys
+        .table
+        .map(|t| t.iter().map(|&k| Fate::of(k, cut)).collect());
+    let fate = |index: u64, b: &[u8]| match &fates {
+        Some(f) => f[u16::from_le_bytes([b[0], b[1]]) as usize],
+        None => Fate::of(keys.key(index, b), cut),
+    };
+    let partial = cut.ties > 0 && cut.ties != TensorCut::ALL;
     let mut bits = vec![0u8; numel.div_ceil(8) as usize];
     let chunks = data.par_chunks(CHUNK * w);
     // Tied elements seen before each chunk, when some but not all ties go.
-    let before: Vec<u64> = if cut.ties > 0 && cut.ties != TensorCut::ALL {
+    let before: Vec<u64> = if partial {
         let per: Vec<u64> = chunks
             .clone()
             .enumerate()
@@ -444,7 +509,7 @@ pub(crate) fn keep_bits(data: &[u8], numel: u64, keys: Keys, cut: TensorCut) -> 
                 bytes
                     .chunks_exact(w)
                     .enumerate()
-                    .filter(|(j, b)| keys.key(base + *j as u64, b) == cut.key)
+                    .filter(|(j, b)| fate(base + *j as u64, b) == Fate::Tie)
                     .count() as u64
             })
             .collect();
@@ -463,13 +528,31 @@ pub(crate) fn keep_bits(data: &[u8], numel: u64, keys: Keys, cut: TensorCut) -> 
         .enumerate()
         .for_each(|(c, (out, bytes))| {
             let base = (c * CHUNK) as u64;
-            let mut rank = before.get(c).copied().unwrap_or(0);
-            for (j, b) in bytes.chunks_exact(w).enumerate() {
-                let key = keys.key(base + j as u64, b);
-                if !cut.prunes(key, rank) {
-                    out[j / 8] |= 1 << (j % 8);
+            match (&fates, partial) {
+                (Some(f), false) => {
+                    // The hot path: a table lookup per element, no ranks.
+                    for (o, group) in out.iter_mut().zip(bytes.chunks(8 * w)) {
+                        let mut byte = 0u8;
+                        for (k, b) in group.chunks_exact(2).enumerate() {
+                            byte |= (f[u16::from_le_bytes([b[0], b[1]]) as usize] as u8 & 1) << k;
+                        }
+                        *o = byte;
+                    }
                 }
-                rank += (key == cut.key) as u64;
+                _ => {
+                    let mut rank = before.get(c).copied().unwrap_or(0);
+                    for (j, b) in bytes.chunks_exact(w).enumerate() {
+                        let keep = match fate(base + j as u64, b) {
+                            Fate::Keep => true,
+                            Fate::Prune => false,
+                            Fate::Tie => {
+                                rank += 1;
+                                rank > cut.ties
+                            }
+                        };
+                        out[j / 8] |= (keep as u8) << (j % 8);
+                    }
+                }
             }
         });
     bits

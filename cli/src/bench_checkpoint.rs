@@ -1,0 +1,347 @@
+//! `prunus bench checkpoint`: prune a synthetic decoder-only transformer
+//! checkpoint and compare with copying the same file.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use prunus_adapters::safetensors::Dtype;
+use prunus_core::random::uniform;
+use prunus_lab::{Report, Row, write_atomic};
+use rayon::prelude::*;
+
+use crate::error::Error;
+
+/// The dtype of the synthetic weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DtypeArg {
+    /// bfloat16 (what most released decoders ship in).
+    Bf16,
+    /// IEEE half.
+    F16,
+    /// IEEE single.
+    F32,
+}
+
+impl DtypeArg {
+    fn dtype(self) -> Dtype {
+        match self {
+            DtypeArg::Bf16 => Dtype::BF16,
+            DtypeArg::F16 => Dtype::F16,
+            DtypeArg::F32 => Dtype::F32,
+        }
+    }
+}
+
+/// Arguments of `prunus bench checkpoint`.
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+Writes a checkpoint with the tensor names and shapes of a LLaMA-style decoder \
+(embedding, per layer q/k/v/o projections, gate/up/down MLP projections and two \
+RMS-norm scales, final norm, LM head; the defaults are the 7-billion-parameter \
+shapes, 13.5 GB in bf16), syncs it, then times `cp` of the file (and `cp` plus \
+`sync` of the copy, the same durability as prunus's output) against \
+`prunus prune --sparsity S` run as a child process, whose peak resident memory is \
+reported. Where the folder lacks room for the input and one output (plus 2%), the \
+layer count is lowered to the largest that fits, and the run says so. Every file \
+is deleted at the end unless --keep.")]
+pub(crate) struct CheckpointArgs {
+    /// Decoder layers.
+    #[arg(long, default_value_t = 32)]
+    pub(crate) layers: usize,
+    /// Hidden size.
+    #[arg(long, default_value_t = 4096)]
+    pub(crate) hidden: usize,
+    /// MLP intermediate size.
+    #[arg(long, default_value_t = 11008)]
+    pub(crate) intermediate: usize,
+    /// Vocabulary size.
+    #[arg(long, default_value_t = 32000)]
+    pub(crate) vocab: usize,
+    /// Element type of every tensor.
+    #[arg(long, value_enum, default_value_t = DtypeArg::Bf16)]
+    pub(crate) dtype: DtypeArg,
+    /// Global sparsity to prune to.
+    #[arg(long, default_value_t = 0.5, value_parser = crate::bench::parse_sparsity)]
+    pub(crate) sparsity: f64,
+    /// Folder for the files (it needs about twice the checkpoint's size).
+    #[arg(long, default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// Keep the generated files.
+    #[arg(long)]
+    pub(crate) keep: bool,
+    /// Also write the results as a JSON report (written atomically).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<PathBuf>,
+}
+
+/// One tensor of the synthetic decoder.
+struct Spec {
+    name: String,
+    shape: Vec<usize>,
+    /// Weights are uniform in `[-scale, scale)`; norm scales are 1.
+    norm: bool,
+}
+
+fn decoder(layers: usize, hidden: usize, inter: usize, vocab: usize) -> Vec<Spec> {
+    let w = |name: String, shape: Vec<usize>| Spec {
+        name,
+        shape,
+        norm: false,
+    };
+    let n = |name: String| Spec {
+        name,
+        shape: vec![hidden],
+        norm: true,
+    };
+    let mut v = vec![w("model.embed_tokens.weight".into(), vec![vocab, hidden])];
+    for l in 0..layers {
+        let p = format!("model.layers.{l}");
+        for proj in ["q_proj", "k_proj", "v_proj", "o_proj"] {
+            v.push(w(
+                format!("{p}.self_attn.{proj}.weight"),
+                vec![hidden, hidden],
+            ));
+        }
+        v.push(w(format!("{p}.mlp.gate_proj.weight"), vec![inter, hidden]));
+        v.push(w(format!("{p}.mlp.up_proj.weight"), vec![inter, hidden]));
+        v.push(w(format!("{p}.mlp.down_proj.weight"), vec![hidden, inter]));
+        v.push(n(format!("{p}.input_layernorm.weight")));
+        v.push(n(format!("{p}.post_attention_layernorm.weight")));
+    }
+    v.push(n("model.norm.weight".into()));
+    v.push(w("lm_head.weight".into(), vec![vocab, hidden]));
+    v
+}
+
+fn numel(s: &Spec) -> u64 {
+    s.shape.iter().map(|&d| d as u64).product()
+}
+
+/// Bytes free in `dir`, from `df` (POSIX output); `None` when unknown.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let out = Command::new("df").arg("-Pk").arg(dir).output().ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let line = text.lines().nth(1)?;
+    let kib: u64 = line.split_whitespace().nth(3)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Writes the synthetic checkpoint to `path` and syncs it.
+fn generate(path: &Path, specs: &[Spec], dtype: Dtype) -> Result<u64, Error> {
+    let io = |e: std::io::Error| {
+        Error::Adapters(prunus_adapters::Error::Io {
+            action: "write",
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    };
+    let width = dtype.bits() / 8;
+    let mut header = serde_json::Map::new();
+    header.insert(
+        "__metadata__".into(),
+        serde_json::json!({"format": "pt", "source": "prunus bench checkpoint (synthetic)"}),
+    );
+    let mut at = 0u64;
+    for s in specs {
+        let len = numel(s) * width as u64;
+        header.insert(
+            s.name.clone(),
+            serde_json::json!({"dtype": dtype.name(), "shape": s.shape, "data_offsets": [at, at + len]}),
+        );
+        at += len;
+    }
+    let mut text = serde_json::Value::Object(header).to_string();
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let file = File::create(path).map_err(io)?;
+    let mut w = BufWriter::with_capacity(8 << 20, &file);
+    w.write_all(&(text.len() as u64).to_le_bytes())
+        .map_err(io)?;
+    w.write_all(text.as_bytes()).map_err(io)?;
+    const BLOCK: u64 = 16 << 20;
+    let mut buf = Vec::new();
+    for (t, s) in specs.iter().enumerate() {
+        let n = numel(s);
+        let mut start = 0u64;
+        while start < n {
+            let end = (start + BLOCK).min(n);
+            buf.clear();
+            buf.resize((end - start) as usize * width, 0);
+            buf.par_chunks_mut(width * 4096)
+                .enumerate()
+                .for_each(|(c, out)| {
+                    let mut bytes = Vec::with_capacity(out.len());
+                    for j in 0..out.len() / width {
+                        let i = start + (c * 4096 + j) as u64;
+                        let x = if s.norm {
+                            1.0
+                        } else {
+                            (uniform(42, t as u32, i) * 2.0 - 1.0) * 0.02
+                        };
+                        dtype.encode(x, &mut bytes);
+                    }
+                    out.copy_from_slice(&bytes);
+                });
+            w.write_all(&buf).map_err(io)?;
+            start = end;
+        }
+    }
+    w.flush().map_err(io)?;
+    drop(w);
+    file.sync_all().map_err(io)?;
+    Ok(8 + text.len() as u64 + at)
+}
+
+/// Seconds taken by `program args`, which must succeed.
+fn timed(program: &str, args: &[&Path]) -> Result<f64, Error> {
+    let t = Instant::now();
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .map_err(|e| Error::Check(format!("cannot run {program}: {e}")))?;
+    if !status.success() {
+        return Err(Error::Check(format!("{program} failed: {status}")));
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Runs `prunus bench checkpoint`.
+pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
+    let dtype = args.dtype.dtype();
+    let width = dtype.bits() as u64 / 8;
+    let size = |layers: usize| -> u64 {
+        decoder(layers, args.hidden, args.intermediate, args.vocab)
+            .iter()
+            .map(|s| numel(s) * width)
+            .sum()
+    };
+    let mut layers = args.layers;
+    let free = free_bytes(&args.dir);
+    if let Some(free) = free {
+        while layers > 1 && size(layers) * 204 / 100 > free {
+            layers -= 1;
+        }
+        if size(layers) * 204 / 100 > free {
+            return Err(Error::Check(format!(
+                "{} has {:.1} GB free, too little for even one layer",
+                args.dir.display(),
+                free as f64 / 1e9
+            )));
+        }
+    }
+    if layers < args.layers {
+        println!(
+            "note: {} has {:.1} GB free, so the benchmark uses {layers} of the {} layers asked for",
+            args.dir.display(),
+            free.unwrap_or(0) as f64 / 1e9,
+            args.layers
+        );
+    }
+    let specs = decoder(layers, args.hidden, args.intermediate, args.vocab);
+    let params: u64 = specs.iter().map(numel).sum();
+    let input = args.dir.join("prunus-bench-decoder.safetensors");
+    let copy = args.dir.join("prunus-bench-decoder.copy.safetensors");
+    let output = args.dir.join("prunus-bench-decoder.pruned.safetensors");
+    let cleanup = |paths: &[&Path]| {
+        for p in paths {
+            let _ = std::fs::remove_file(p);
+        }
+    };
+    let t = Instant::now();
+    let bytes = generate(&input, &specs, dtype)?;
+    let gen_s = t.elapsed().as_secs_f64();
+    println!(
+        "decoder {layers} layers, hidden {}, intermediate {}, vocab {}: {} tensors, {:.2} B \
+         parameters, {dtype}, {:.2} GB (written and synced in {gen_s:.1} s)",
+        args.hidden,
+        args.intermediate,
+        args.vocab,
+        specs.len(),
+        params as f64 / 1e9,
+        bytes as f64 / 1e9
+    );
+    let result = (|| -> Result<(f64, f64, f64, serde_json::Value), Error> {
+        let cp_s = timed("cp", &[&input, &copy])?;
+        let sync_s = timed("sync", &[&copy])?;
+        cleanup(&[&copy]);
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::Check(format!("cannot find the prunus binary: {e}")))?;
+        let t = Instant::now();
+        let out = Command::new(exe)
+            .arg("prune")
+            .arg(&input)
+            .arg("-o")
+            .arg(&output)
+            .args([
+                "--sparsity",
+                &args.sparsity.to_string(),
+                "--json",
+                "--quiet",
+            ])
+            .output()
+            .map_err(|e| Error::Check(format!("cannot run prunus prune: {e}")))?;
+        let prune_s = t.elapsed().as_secs_f64();
+        if !out.status.success() {
+            return Err(Error::Check(format!(
+                "prunus prune failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| Error::Check(format!("prunus prune printed no JSON: {e}")))?;
+        Ok((cp_s, cp_s + sync_s, prune_s, report))
+    })();
+    if !args.keep {
+        cleanup(&[&copy, &output, &input]);
+    }
+    let (cp_s, cp_sync_s, prune_s, report) = result?;
+    let n = report["pruned_elements"].as_u64().unwrap_or(0);
+    let zeros = report["zeros_after"].as_u64().unwrap_or(0);
+    let k = prunus_core::select::units_to_prune(args.sparsity, n);
+    if zeros < k {
+        return Err(Error::Check(format!(
+            "the pruned file has {zeros} zeros among {n} pruned elements, fewer than the {k} asked"
+        )));
+    }
+    let rss = report["peak_rss_mib"].as_f64();
+    println!(
+        "cp                {cp_s:>8.1} s  ({:.2} GB/s)",
+        bytes as f64 / 1e9 / cp_s
+    );
+    println!("cp + sync         {cp_sync_s:>8.1} s");
+    println!(
+        "prunus prune      {prune_s:>8.1} s  = {:.2} x cp, {:.2} x cp + sync; peak RSS {}",
+        prune_s / cp_s,
+        prune_s / cp_sync_s,
+        rss.map_or("unknown".into(), |m| format!("{m:.0} MiB"))
+    );
+    println!(
+        "pruned {n} weights globally to {:.1}% (exactly {k} removed; {zeros} zero after)",
+        100.0 * zeros as f64 / n.max(1) as f64
+    );
+    if let Some(path) = &args.json {
+        let mut r = Report::new("bench-checkpoint", "synthetic", vec![42]);
+        r.set_config("layers", layers as u64);
+        r.set_config("hidden", args.hidden as u64);
+        r.set_config("intermediate", args.intermediate as u64);
+        r.set_config("vocab", args.vocab as u64);
+        r.set_config("dtype", dtype.name());
+        r.set_config("bytes", bytes);
+        r.set_config("params", params);
+        r.set_config("sparsity", args.sparsity);
+        for (m, s) in [("cp", cp_s), ("cp+sync", cp_sync_s), ("prunus", prune_s)] {
+            r.push(Row::new(m, "wall_s", vec![s])?);
+        }
+        if let Some(m) = rss {
+            r.push(Row::new("prunus", "peak_rss_mb", vec![m])?);
+        }
+        write_atomic(path, &r)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

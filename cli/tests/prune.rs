@@ -1,0 +1,263 @@
+//! End-to-end runs of `prunus prune`, `prunus inspect` and
+//! `prunus bench checkpoint` at a small size.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{prunus, scratch};
+use serde_json::Value;
+
+/// A small checkpoint: two BF16 matrices, an F32 matrix, a 1-D norm and an
+/// I64 tensor, with distinct magnitudes.
+fn checkpoint(dir: &Path) -> PathBuf {
+    let specs: [(&str, &str, Vec<usize>); 5] = [
+        ("model.layers.0.attn.weight", "BF16", vec![8, 16]),
+        ("model.layers.0.mlp.weight", "BF16", vec![16, 8]),
+        ("model.norm.weight", "F32", vec![16]),
+        ("lm_head.weight", "F32", vec![4, 16]),
+        ("position_ids", "I64", vec![4]),
+    ];
+    let mut header = String::from("{");
+    let mut data = Vec::new();
+    for (t, (name, dtype, shape)) in specs.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let start = data.len();
+        for i in 0..n {
+            let x = ((i * 7 + t * 13) % 97) as f32 / 10.0 - 4.85;
+            match *dtype {
+                "BF16" => data.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes()),
+                "F32" => data.extend_from_slice(&x.to_le_bytes()),
+                _ => data.extend_from_slice(&(i as i64).to_le_bytes()),
+            }
+        }
+        if t > 0 {
+            header.push(',');
+        }
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        header.push_str(&format!(
+            "\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":[{}],\"data_offsets\":[{start},{}]}}",
+            dims.join(","),
+            data.len()
+        ));
+    }
+    header.push('}');
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    file.extend_from_slice(&data);
+    let p = dir.join("model.safetensors");
+    std::fs::write(&p, file).unwrap();
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = prunus(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str], needle: &str) {
+    let out = prunus(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.starts_with("error:"), "{stderr}");
+    assert!(stderr.contains(needle), "{args:?}: {stderr}");
+}
+
+#[test]
+fn prune_reports_each_tensor_and_writes_masks() {
+    let dir = scratch("prune");
+    let input = checkpoint(&dir);
+    let before = std::fs::read(&input).unwrap();
+    let out = dir.join("pruned.safetensors");
+    let table = ok(&[
+        "prune",
+        s(&input),
+        "-o",
+        s(&out),
+        "--sparsity",
+        "0.75",
+        "--masks",
+    ]);
+    for needle in [
+        "model.layers.0.attn.weight",
+        "kept (1-D)",
+        "kept (dtype)",
+        "pruned 3 of 5 tensors (320 of 340 elements): sparsity 0.00% -> 75.00%",
+    ] {
+        assert!(table.contains(needle), "{needle}: {table}");
+    }
+    assert_eq!(std::fs::read(&input).unwrap(), before, "the input changed");
+    // inspect sees the sparsity and the masks; JSON for scripts.
+    let report: Value = serde_json::from_str(&ok(&["inspect", s(&out), "--json"])).unwrap();
+    let tensors = report["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), 8, "5 tensors and 3 masks");
+    let zeros: u64 = tensors
+        .iter()
+        .filter(|t| t["dtype"] != "U8" && t["shape"].as_array().unwrap().len() == 2)
+        .map(|t| t["zeros"].as_u64().unwrap())
+        .sum();
+    assert_eq!(zeros, 240);
+    assert_eq!(report["metadata"]["prunus.sparsity"], "0.75");
+    assert_eq!(report["metadata"]["prunus.scope"], "global");
+    // The same run as JSON, with --force over the existing output.
+    let json: Value = serde_json::from_str(&ok(&[
+        "prune",
+        s(&input),
+        "-o",
+        s(&out),
+        "--sparsity",
+        "0.75",
+        "--json",
+        "--force",
+        "--scope",
+        "local",
+        "--exclude",
+        "lm_head",
+    ]))
+    .unwrap();
+    assert_eq!(json["pruned_elements"], 256);
+    assert_eq!(json["zeros_after"], 192);
+    let lm = json["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "lm_head.weight")
+        .unwrap();
+    assert_eq!(lm["kept_because"], "excluded");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn two_four_output_passes_the_conformance_check() {
+    let dir = scratch("prune-nm");
+    let input = checkpoint(&dir);
+    let out = dir.join("nm.safetensors");
+    // The dense input fails the check; the 2:4 output passes it.
+    fails(&["inspect", s(&input), "--check"], "do not conform to 2:4");
+    ok(&[
+        "prune",
+        s(&input),
+        "-o",
+        s(&out),
+        "--pattern",
+        "2:4",
+        "--quiet",
+    ]);
+    let table = ok(&["inspect", s(&out), "--check"]);
+    assert!(
+        table.contains("3 of 3 checkable tensors conform to 2:4"),
+        "{table}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_requests_and_files_are_refused_with_the_reason() {
+    let dir = scratch("prune-bad");
+    let input = checkpoint(&dir);
+    let out = dir.join("out.safetensors");
+    let (i, o) = (s(&input), s(&out));
+    fails(&["prune", i, "-o", i, "--sparsity", "0.5"], "--in-place");
+    fails(&["prune", i, "-o", o], "--sparsity");
+    fails(
+        &["prune", i, "-o", o, "--sparsity", "0.5", "--pattern", "2:4"],
+        "--pattern",
+    );
+    fails(
+        &["prune", i, "-o", o, "--sparsity", "0.5", "--include", "("],
+        "regular expression",
+    );
+    fails(
+        &[
+            "prune",
+            i,
+            "-o",
+            o,
+            "--sparsity",
+            "0.5",
+            "--include",
+            "nothing",
+        ],
+        "no tensor",
+    );
+    fails(
+        &[
+            "prune",
+            i,
+            "-o",
+            o,
+            "--sparsity",
+            "0.9",
+            "--min-density",
+            "0.5",
+            "--scope",
+            "local",
+        ],
+        "",
+    );
+    assert!(!out.exists());
+    let out2 = prunus(&["prune", i, "-o", o, "--sparsity", "1.5"]);
+    assert_eq!(out2.status.code(), Some(2));
+    // A truncated file names the tensor whose data is missing.
+    let mut bytes = std::fs::read(&input).unwrap();
+    bytes.truncate(bytes.len() - 10);
+    let cut = dir.join("cut.safetensors");
+    std::fs::write(&cut, bytes).unwrap();
+    fails(
+        &["prune", s(&cut), "-o", o, "--sparsity", "0.5"],
+        "tensor 'position_ids'",
+    );
+    fails(&["inspect", s(&cut)], "truncated");
+    // In place, when asked for.
+    ok(&["prune", i, "-o", i, "--sparsity", "0.5", "--in-place"]);
+    let table = ok(&["inspect", i]);
+    assert!(table.contains("prunus.sparsity = 0.5"), "{table}");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        2,
+        "no temporary file is left behind"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bench_checkpoint_runs_a_small_decoder() {
+    let dir = scratch("bench-ckpt");
+    let json = dir.join("bench.json");
+    let out = ok(&[
+        "bench",
+        "checkpoint",
+        "--layers",
+        "1",
+        "--hidden",
+        "64",
+        "--intermediate",
+        "128",
+        "--vocab",
+        "100",
+        "--dir",
+        s(&dir),
+        "--json",
+        s(&json),
+    ]);
+    assert!(out.contains("prunus prune"), "{out}");
+    assert!(out.contains("exactly"), "{out}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["protocol"], "bench-checkpoint");
+    let methods: Vec<&str> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["method"].as_str().unwrap())
+        .collect();
+    assert!(methods.contains(&"cp") && methods.contains(&"prunus"));
+    // Only the report is left.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
