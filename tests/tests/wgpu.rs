@@ -183,3 +183,66 @@ fn subnormal_probe_matches_the_device() {
     }
     assert_eq!(same, !gpu.flushes_subnormals(), "{gpu:?}");
 }
+
+/// A checkpoint pruned to 2:4 on the GPU (magnitude and random scores)
+/// is the file the CPU backend writes, byte for byte.
+#[test]
+fn checkpoint_patterns_match_the_cpu() {
+    use prunus_adapters::safetensors::{Checkpoint, Request, prune_to_writer};
+    use prunus_core::{Granularity, Importance, PruneConfig};
+    let Some(gpu) = wgpu_backend() else {
+        return;
+    };
+    let cpu = prunus_cpu::CpuBackend::new(prunus_cpu::Par::Rayon(2)).unwrap();
+    // One F32 matrix with ties, one 1-D tensor left alone.
+    let n = 64 * 48;
+    let mut data: Vec<u8> = (0..n)
+        .flat_map(|i| (((i * 37) % 11) as f32 - 5.0).to_le_bytes())
+        .collect();
+    data.extend((0..8).flat_map(|i| (i as f32).to_le_bytes()));
+    let header = format!(
+        r#"{{"w":{{"dtype":"F32","shape":[64,48],"data_offsets":[0,{}]}},"b":{{"dtype":"F32","shape":[8],"data_offsets":[{},{}]}}}}"#,
+        n * 4,
+        n * 4,
+        n * 4 + 32
+    );
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    file.extend_from_slice(&data);
+    let checkpoint = Checkpoint::from_bytes(file).unwrap();
+    for importance in [Importance::Magnitude, Importance::Random { seed: 3 }] {
+        let config = PruneConfig::new(0.0)
+            .granularity(Granularity::NofM(NofM::TWO_FOUR))
+            .importance(importance);
+        let mut request = Request::new(config);
+        request.masks = true;
+        let run = |b: &dyn Fn(&mut Vec<u8>)| {
+            let mut out = Vec::new();
+            b(&mut out);
+            out
+        };
+        let on_gpu = run(&|out| {
+            prune_to_writer(
+                &gpu,
+                &checkpoint,
+                &request,
+                out,
+                "<gpu>".as_ref(),
+                &mut |_| {},
+            )
+            .unwrap();
+        });
+        let on_cpu = run(&|out| {
+            prune_to_writer(
+                &cpu,
+                &checkpoint,
+                &request,
+                out,
+                "<cpu>".as_ref(),
+                &mut |_| {},
+            )
+            .unwrap();
+        });
+        assert_eq!(on_gpu, on_cpu, "{importance:?}");
+    }
+}
