@@ -108,7 +108,14 @@ pub(crate) struct PruneArgs {
     /// Replace OUT if it exists.
     #[arg(long)]
     pub(crate) force: bool,
-    /// Print the report as JSON on stdout instead of a table.
+    #[command(flatten)]
+    pub(crate) show: Show,
+}
+
+/// How results are shown.
+#[derive(Debug, Args)]
+pub(crate) struct Show {
+    /// Print JSON on stdout instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
     /// No progress bar.
@@ -130,12 +137,8 @@ pub(crate) struct InspectArgs {
     /// conforms to --pattern.
     #[arg(long)]
     pub(crate) check: bool,
-    /// Print JSON on stdout instead of a table.
-    #[arg(long)]
-    pub(crate) json: bool,
-    /// No progress bar.
-    #[arg(long, short)]
-    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) show: Show,
 }
 
 /// `N:M` with `0 < N < M`.
@@ -211,7 +214,7 @@ pub(crate) fn prune(args: &PruneArgs) -> Result<(), Error> {
         in_place: args.in_place,
         overwrite: args.force,
     };
-    let mut bar = Bar::new(args.quiet || args.json);
+    let mut bar = Bar::new(args.show.quiet || args.show.json);
     let mut progress = |p: Progress| bar.update(p);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
@@ -240,7 +243,7 @@ pub(crate) fn prune(args: &PruneArgs) -> Result<(), Error> {
     bar.finish();
     let report = report?;
     let wall = started.elapsed().as_secs_f64();
-    if args.json {
+    if args.show.json {
         println!("{}", prune_json(args, &report, wall));
     } else {
         print_prune(args, &report, wall);
@@ -382,7 +385,7 @@ fn prune_json(args: &PruneArgs, report: &Report, wall: f64) -> serde_json::Value
 /// Runs `prunus inspect`.
 pub(crate) fn inspect_file(args: &InspectArgs) -> Result<(), Error> {
     let checkpoint = Checkpoint::open(&args.file)?;
-    let mut bar = Bar::new(args.quiet || args.json);
+    let mut bar = Bar::new(args.show.quiet || args.show.json);
     let total: u64 = checkpoint
         .tensors()
         .iter()
@@ -400,7 +403,7 @@ pub(crate) fn inspect_file(args: &InspectArgs) -> Result<(), Error> {
     let stats = stats?;
     let p = args.pattern;
     let label = format!("{}:{}", p.n, p.m);
-    if args.json {
+    if args.show.json {
         let tensors: Vec<serde_json::Value> = stats
             .iter()
             .map(|s| {
