@@ -612,6 +612,35 @@ fn malformed_files_get_errors_naming_the_tensor() {
 }
 
 #[test]
+fn mask_names_already_taken_are_refused_before_writing() {
+    let file = file_bytes(&[
+        t("w", "F32", &[2, 4], vec![1.0; 8]),
+        t("w.mask", "U8", &[1], vec![255.0]),
+    ]);
+    let mut request = Request::new(PruneConfig::new(0.5));
+    request.masks = true;
+    let c = Checkpoint::from_bytes(file.clone()).unwrap();
+    let mut out = Vec::new();
+    let err = prune_to_writer(
+        &cpu(),
+        &c,
+        &request,
+        &mut out,
+        Path::new("<out>"),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::Request { reason } if reason.contains("'w.mask'")),
+        "{err}"
+    );
+    assert!(out.is_empty());
+    // Without masks the U8 tensor is copied like any other.
+    request.masks = false;
+    assert!(prune_bytes(file, &request).is_ok());
+}
+
+#[test]
 fn pruned_files_keep_other_dtypes_and_metadata_bit_for_bit() {
     let file = file_bytes(&[
         t(

@@ -18,7 +18,7 @@ pub struct Options {
 
 /// Writes `output` through `fill`: into a temporary file in the same
 /// folder, flushed, synced and given the input's permissions, then renamed
-/// over `output`. On any error the temporary file is removed and `output`
+/// over `output` (and the folder synced). On any error the temporary file is removed and `output`
 /// is left as it was. `input` is the file the data comes from (`<memory>`
 /// when none), checked against `output` as [`Options`] says.
 pub fn write_atomic<T>(
@@ -71,6 +71,11 @@ pub fn write_atomic<T>(
         .map_err(|e| Error::io("sync", tmp.path(), &e))?;
     tmp.persist(output)
         .map_err(|e| Error::io("rename the temporary file to", output, &e.error))?;
+    // Best effort: make the rename itself durable.
+    #[cfg(unix)]
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
     Ok(value)
 }
 
