@@ -602,6 +602,10 @@ fn malformed_files_get_errors_naming_the_tensor() {
     let (t, pr) = problem(c.data(0).err().unwrap());
     assert_eq!(t.as_deref(), Some("w"));
     assert!(matches!(pr, Problem::OutOfRange { .. }));
+    // An index past the last tensor is an error, not a panic.
+    let c = Checkpoint::from_bytes(good.clone()).unwrap();
+    assert!(matches!(c.data(1).err().unwrap(), Error::Request { .. }));
+    assert!(matches!(c.values(7).err().unwrap(), Error::Request { .. }));
     // Missing files name the path.
     assert!(matches!(
         Checkpoint::open(dir.0.join("missing.safetensors"))

@@ -42,21 +42,21 @@ pub struct Checkpoint {
     header: Header,
 }
 
-/// One tensor's bytes: a mapping of the file (unmapped when dropped) or a
-/// slice of bytes in memory.
-pub enum TensorData<'a> {
-    /// A memory mapping of the tensor's range of the file.
+/// One tensor's bytes (dereference it to `&[u8]`): a mapping of the file,
+/// released when dropped, or a slice of bytes in memory.
+pub struct TensorData<'a>(Bytes<'a>);
+
+enum Bytes<'a> {
     Mapped(memmap2::Mmap),
-    /// Bytes in memory.
     Slice(&'a [u8]),
 }
 
 impl Deref for TensorData<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        match self {
-            TensorData::Mapped(m) => m,
-            TensorData::Slice(s) => s,
+        match &self.0 {
+            Bytes::Mapped(m) => m,
+            Bytes::Slice(s) => s,
         }
     }
 }
@@ -120,6 +120,17 @@ impl Checkpoint {
         &self.header.metadata
     }
 
+    /// Tensor `i`'s entry, or an error naming the count.
+    fn tensor(&self, i: usize) -> Result<&TensorInfo> {
+        self.header.tensors.get(i).ok_or_else(|| Error::Request {
+            reason: format!(
+                "{} has {} tensors; there is no tensor {i}",
+                self.path.display(),
+                self.header.tensors.len()
+            ),
+        })
+    }
+
     /// The size of the whole file in bytes.
     pub fn file_len(&self) -> u64 {
         self.data_start + self.header.tensors.last().map_or(0, |t| t.end)
@@ -129,12 +140,12 @@ impl Checkpoint {
     /// tensor is memory-mapped; the mapping is released when the result is
     /// dropped.
     pub fn data(&self, i: usize) -> Result<TensorData<'_>> {
-        let t = &self.header.tensors[i];
+        let t = self.tensor(i)?;
         match &self.source {
-            Source::Bytes(b) => Ok(TensorData::Slice(
+            Source::Bytes(b) => Ok(TensorData(Bytes::Slice(
                 &b[(self.data_start + t.start) as usize..(self.data_start + t.end) as usize],
-            )),
-            Source::File(_) if t.is_empty() => Ok(TensorData::Slice(&[])),
+            ))),
+            Source::File(_) if t.is_empty() => Ok(TensorData(Bytes::Slice(&[]))),
             Source::File(f) => {
                 // A file cut short since it was opened would fault on access
                 // to the missing pages: check before mapping.
@@ -155,7 +166,7 @@ impl Checkpoint {
                     ));
                 }
                 map(f, self.data_start + t.start, t.len())
-                    .map(TensorData::Mapped)
+                    .map(|m| TensorData(Bytes::Mapped(m)))
                     .map_err(|e| Error::io("map", &self.path, &e))
             }
         }
@@ -164,7 +175,7 @@ impl Checkpoint {
     /// Tensor `i`'s values as `f32` (exact for F32, F16 and BF16); an error
     /// for other dtypes.
     pub fn values(&self, i: usize) -> Result<Vec<f32>> {
-        let t = &self.header.tensors[i];
+        let t = self.tensor(i)?;
         if !t.dtype.is_prunable() {
             return Err(Error::Request {
                 reason: format!("tensor '{}' is {}, not F32, F16 or BF16", t.name, t.dtype),
