@@ -172,10 +172,10 @@ fn generate(path: &Path, specs: &[Spec], dtype: Dtype) -> Result<u64, Error> {
             let end = (start + BLOCK).min(n);
             buf.clear();
             buf.resize((end - start) as usize * width, 0);
-            buf.par_chunks_mut(width * 4096)
-                .enumerate()
-                .for_each(|(c, out)| {
-                    let mut bytes = Vec::with_capacity(out.len());
+            buf.par_chunks_mut(width * 4096).enumerate().for_each_init(
+                Vec::new,
+                |bytes, (c, out)| {
+                    bytes.clear();
                     for j in 0..out.len() / width {
                         let i = start + (c * 4096 + j) as u64;
                         let x = if s.norm {
@@ -183,10 +183,11 @@ fn generate(path: &Path, specs: &[Spec], dtype: Dtype) -> Result<u64, Error> {
                         } else {
                             (uniform(42, t as u32, i) * 2.0 - 1.0) * 0.02
                         };
-                        dtype.encode(x, &mut bytes);
+                        dtype.encode(x, bytes);
                     }
-                    out.copy_from_slice(&bytes);
-                });
+                    out.copy_from_slice(bytes);
+                },
+            );
             w.write_all(&buf).map_err(io)?;
             start = end;
         }

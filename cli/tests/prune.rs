@@ -199,7 +199,7 @@ fn bad_requests_and_files_are_refused_with_the_reason() {
             "--scope",
             "local",
         ],
-        "",
+        "guards (minimum density, never empty a layer) allow at most",
     );
     assert!(!out.exists());
     let out2 = prunus(&["prune", i, "-o", o, "--sparsity", "1.5"]);

@@ -236,10 +236,6 @@ impl<'c> Selector<'c> {
     /// alone: zeros and non-finite values follow from the patterns.
     fn coded_census(&self, m: usize, data: &[u8]) -> Result<Census> {
         let member = &self.members[m];
-        let add = |mut a: Vec<u64>, b: Vec<u64>| {
-            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-            a
-        };
         let counts = data
             .par_chunks(CHUNK * 2)
             .fold(
@@ -251,7 +247,7 @@ impl<'c> Selector<'c> {
                     counts
                 },
             )
-            .reduce(|| vec![0u64; BINS], add);
+            .reduce(|| vec![0u64; BINS], add_bins);
         let (mut zeros, mut bad) = (0u64, 0u64);
         for (code, &c) in counts.iter().enumerate() {
             let x = member.dtype.decode16(code as u16);
@@ -272,37 +268,31 @@ impl<'c> Selector<'c> {
         Ok(Census { counts, zeros })
     }
 
-    /// Member `m`'s histogram of the keys in `window`.
-    fn window(&mut self, m: usize, window: KeyWindow) -> Result<Vec<u64>> {
-        let keys = self.keys(m);
-        if keys.coded() {
-            let table = keys.table.expect("coded keys have a table");
-            let mut bins = vec![0u64; BINS];
-            for (code, &c) in self.census[m].counts.iter().enumerate() {
+    /// Adds member `m`'s histogram of the keys in `window` to `into`.
+    fn add_window(&mut self, m: usize, window: KeyWindow, into: &mut [u64]) -> Result<()> {
+        let counts = &self.census[m].counts;
+        if let Some(table) = self.keys(m).table {
+            for (code, &c) in counts.iter().enumerate() {
                 if c > 0
                     && let Some(b) = window.bin(table[code])
                 {
-                    bins[b] += c;
+                    into[b] += c;
                 }
             }
-            return Ok(bins);
+            return Ok(());
         }
-        match window {
-            KeyWindow::High => Ok(self.census[m].counts.clone()),
+        let bins = match window {
+            KeyWindow::High => counts,
             KeyWindow::Low { high } => {
-                if let Some(l) = &self.low[m]
-                    && l.high == high
-                {
-                    return Ok(l.bins.clone());
+                if self.low[m].as_ref().is_none_or(|l| l.high != high) {
+                    let bins = self.read_low(m, high)?;
+                    self.low[m] = Some(Low { high, bins });
                 }
-                let bins = self.read_low(m, high)?;
-                self.low[m] = Some(Low {
-                    high,
-                    bins: bins.clone(),
-                });
-                Ok(bins)
+                &self.low[m].as_ref().expect("just computed").bins
             }
-        }
+        };
+        into.iter_mut().zip(bins).for_each(|(x, y)| *x += y);
+        Ok(())
     }
 
     /// Member `m`'s counts of keys whose high half is `high`, by their low
@@ -311,10 +301,6 @@ impl<'c> Selector<'c> {
         let window = KeyWindow::Low { high };
         let member = self.members[m].clone();
         let keys = self.keys(m);
-        let add = |mut a: Vec<u64>, b: Vec<u64>| {
-            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-            a
-        };
         if let Scores::Random { .. } = self.scores {
             let chunks = member.numel.div_ceil(CHUNK as u64);
             return Ok((0..chunks)
@@ -331,7 +317,7 @@ impl<'c> Selector<'c> {
                         bins
                     },
                 )
-                .reduce(|| vec![0u64; BINS], add));
+                .reduce(|| vec![0u64; BINS], add_bins));
         }
         let w = member.dtype.width();
         let data = self.checkpoint.data(member.index)?;
@@ -351,7 +337,7 @@ impl<'c> Selector<'c> {
                     bins
                 },
             )
-            .reduce(|| vec![0u64; BINS], add))
+            .reduce(|| vec![0u64; BINS], add_bins))
     }
 
     /// The cut pruning the `k` lowest keys of the members `pool`, taken as
@@ -362,8 +348,7 @@ impl<'c> Selector<'c> {
         while let Some(w) = radix.window() {
             let mut h = Histogram::new(0);
             for &m in pool {
-                let bins = self.window(m, w)?;
-                h.bins.iter_mut().zip(&bins).for_each(|(x, y)| *x += y);
+                self.add_window(m, w, &mut h.bins)?;
             }
             radix.absorb(&h)?;
         }
@@ -375,10 +360,13 @@ impl<'c> Selector<'c> {
     fn below_equal(&mut self, m: usize, cut: Cut) -> Result<(u64, u64)> {
         let high = (cut.key >> 16) as usize;
         let low = (cut.key & 0xFFFF) as usize;
-        let mut below: u64 = self.window(m, KeyWindow::High)?[..high].iter().sum();
+        let mut bins = vec![0u64; BINS];
+        self.add_window(m, KeyWindow::High, &mut bins)?;
+        let mut below: u64 = bins[..high].iter().sum();
         let mut equal = 0;
         if low > 0 || cut.ties > 0 {
-            let bins = self.window(m, KeyWindow::Low { high: high as u16 })?;
+            bins.fill(0);
+            self.add_window(m, KeyWindow::Low { high: high as u16 }, &mut bins)?;
             below += bins[..low].iter().sum::<u64>();
             equal = bins[low];
         }
@@ -414,14 +402,17 @@ impl<'c> Selector<'c> {
                 .map(|((m, _), _)| *m)
                 .collect();
             if over.is_empty() {
-                for ((&m, s), &e) in pool.iter().zip(shares).zip(&equal) {
-                    // A member losing all its tied elements needs no ranks.
-                    let ties = if s.ties > 0 && s.ties == e {
-                        TensorCut::ALL
-                    } else {
-                        s.ties
-                    };
-                    out[m] = Some(TensorCut { ties, ..s });
+                for ((&m, s), &tied) in pool.iter().zip(shares).zip(&equal) {
+                    // As a cut of its own: a member losing all its tied
+                    // elements needs no ranks.
+                    out[m] = Some(
+                        Cut {
+                            key: s.key,
+                            ties: s.ties,
+                            tied,
+                        }
+                        .threshold(),
+                    );
                 }
                 break;
             }
@@ -439,6 +430,12 @@ impl<'c> Selector<'c> {
     }
 }
 
+/// `a + b`, bin by bin (histograms of the same window add).
+fn add_bins(mut a: Vec<u64>, b: Vec<u64>) -> Vec<u64> {
+    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+    a
+}
+
 /// A partial scan of one thread.
 struct Tally {
     counts: Vec<u64>,
@@ -449,10 +446,7 @@ struct Tally {
 
 impl Tally {
     fn merge(mut a: Tally, b: Tally) -> Tally {
-        a.counts
-            .iter_mut()
-            .zip(&b.counts)
-            .for_each(|(x, y)| *x += y);
+        a.counts = add_bins(a.counts, b.counts);
         a.zeros += b.zeros;
         a.bad += b.bad;
         a.first_bad = a.first_bad.min(b.first_bad);
