@@ -13,8 +13,11 @@
 //! λ = 1e-5 for CNNs) has not been measured. So [`Dense`] is a separate,
 //! four-method contract on row-major f64 [`Matrix`] values: a backend
 //! implements it where it has f64 arithmetic (the scalar [`ReferenceBackend`]
-//! here; the CPU backend through faer). WGSL has no portable f64; the wgpu backend does not implement it
-//! yet (an f32 device path is viable where the measurement above holds).
+//! here; the CPU backend through faer). WGSL has no portable f64, so the wgpu
+//! backend implements it in f32 (its [`Dense::unit_roundoff`] says so), which
+//! the measurement above shows is enough on that protocol; its `Offload`
+//! sends only the heavy, compute-bound calls to the device and the rest to an
+//! f64 host implementation.
 //!
 //! Vectors are rows: a "rows" operation treats every row of its argument as
 //! one vector, which is how a per-weight gradient (one row of `Gᵀ`) is laid
@@ -192,9 +195,17 @@ impl Matrix {
 /// module docs for why it is f64 and separate from [`crate::Backend`].
 ///
 /// Every implementation gives the same results as [`ReferenceBackend`] up to
-/// f64 rounding; a given implementation and thread count always gives the
-/// same bits.
+/// the rounding of its own arithmetic ([`Dense::unit_roundoff`]: f64 here
+/// and on the CPU backend, f32 on a GPU); a given implementation and thread
+/// count always gives the same bits.
 pub trait Dense {
+    /// The unit roundoff of the arithmetic: `2⁻⁵³` for f64 (the default),
+    /// `2⁻²⁴` where any part of the work runs in f32. Tolerances that compare
+    /// implementations should scale with it.
+    fn unit_roundoff(&self) -> f64 {
+        f64::EPSILON / 2.0
+    }
+
     /// `c ← beta · c + alpha · op(a) · op(b)`.
     #[allow(clippy::too_many_arguments)]
     fn matmul(

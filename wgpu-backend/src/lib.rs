@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod context;
+mod dense;
 mod elementwise;
 mod linalg;
 mod reduce;
@@ -18,6 +19,7 @@ use prunus_core::{
 
 pub use crate::context::{AdapterChoice, AdapterSummary};
 use crate::context::{Buf, Gpu};
+pub use crate::dense::{MIN_FLOPS, MIN_INTENSITY, Offload};
 pub use crate::tensor::{WgpuMask, WgpuTensor};
 use crate::window::{WINDOW_ALIGN, Window, mask_u32_words, windows};
 
