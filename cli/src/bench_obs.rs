@@ -14,6 +14,7 @@ use prunus_lab::{Report, Row, write_atomic};
 
 use crate::bench::check_output;
 use crate::error::Error;
+use crate::lab::{DenseKind, with_dense};
 use crate::memory::peak_rss_mib;
 
 /// Arguments of `prunus bench obs`.
@@ -53,7 +54,10 @@ pub(crate) struct ObsArgs {
     /// CBS-S passes at most.
     #[arg(long, value_name = "P", default_value_t = 20)]
     pub(crate) passes: usize,
-    /// Threads (0 = all cores).
+    /// Dense linear algebra.
+    #[arg(long, value_enum, default_value_t = DenseKind::Cpu)]
+    pub(crate) backend: DenseKind,
+    /// Threads of the CPU backend (0 = all cores).
     #[arg(long, value_name = "T", default_value_t = 0)]
     pub(crate) threads: usize,
     /// Write the JSON report here (atomically).
@@ -68,7 +72,7 @@ pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
     }
     let (d, n) = (args.params as usize, args.samples as usize);
     let k = pruned_count(args.sparsity, d)?;
-    let backend = CpuBackend::new(Par::Rayon(args.threads))?;
+    let threads = CpuBackend::new(Par::Rayon(args.threads))?.threads();
     let mut stages: Vec<(&str, f64)> = Vec::new();
     let t = Instant::now();
     let gradients = synthetic_gradients(n, d);
@@ -86,43 +90,43 @@ pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
         eprintln!("{name:<11} {s:>8.3} s");
         stages.push((name, s));
     };
-    let t = Instant::now();
-    let fisher = Fisher::new(&backend, &gradients, n, &[d], &config)?;
-    time("build", t);
-    drop(gradients);
-    let t = Instant::now();
-    let diagonal = fisher.inverse_diagonal()?;
-    time("diag", t);
-    let t = Instant::now();
-    let mp = magnitude(&theta, k)?;
-    time("select-mp", t);
-    let t = Instant::now();
-    let wf = woodfisher(&theta, &diagonal, k)?;
-    time("select-wf", t);
-    let t = Instant::now();
-    let search = SearchConfig::default()
-        .trials(args.trials)
-        .passes(args.passes);
-    let chosen = cbs_select(&fisher, &theta, k, &search, &mut |p| {
-        fisher.objective(&theta, p)
+    let (fisher_blocks, ratio, passes) = with_dense(args.backend, args.threads, |dense| {
+        let t = Instant::now();
+        let fisher = Fisher::new(dense, &gradients, n, &[d], &config)?;
+        time("build", t);
+        drop(gradients);
+        let t = Instant::now();
+        let diagonal = fisher.inverse_diagonal()?;
+        time("diag", t);
+        let t = Instant::now();
+        let mp = magnitude(&theta, k)?;
+        time("select-mp", t);
+        let t = Instant::now();
+        let wf = woodfisher(&theta, &diagonal, k)?;
+        time("select-wf", t);
+        let t = Instant::now();
+        let search = SearchConfig::default()
+            .trials(args.trials)
+            .passes(args.passes);
+        let chosen = cbs_select(&fisher, &theta, k, &search, &mut |p| {
+            fisher.objective(&theta, p)
+        })?;
+        time("select-cbs", t);
+        let t = Instant::now();
+        fisher.woodfisher_update(&theta, &wf, &diagonal)?;
+        time("update-wf", t);
+        let t = Instant::now();
+        fisher.obs_update(&theta, &chosen.pruned)?;
+        time("update-obs", t);
+        let ratio = chosen.objective / fisher.objective(&theta, &mp)?;
+        Ok((fisher.blocks().count(), ratio, chosen.passes))
     })?;
-    time("select-cbs", t);
-    let t = Instant::now();
-    fisher.woodfisher_update(&theta, &wf, &diagonal)?;
-    time("update-wf", t);
-    let t = Instant::now();
-    fisher.obs_update(&theta, &chosen.pruned)?;
-    time("update-obs", t);
     let peak = peak_rss_mib();
-    let ratio = chosen.objective / fisher.objective(&theta, &mp)?;
     println!(
-        "d = {d}, N = {n}, {} block(s), sparsity {}, cpu ({} threads): CBS-S objective {:.3} of \
-         magnitude's after {} passes; peak RSS {}",
-        fisher.blocks().count(),
+        "d = {d}, N = {n}, {fisher_blocks} block(s), sparsity {}, {} ({threads} CPU threads): \
+         CBS-S objective {ratio:.3} of magnitude's after {passes} passes; peak RSS {}",
         args.sparsity,
-        backend.threads(),
-        ratio,
-        chosen.passes,
+        format!("{:?}", args.backend).to_lowercase(),
         peak.map_or("n/a".into(), |p| format!("{p:.0} MiB"))
     );
     for (name, s) in &stages {
@@ -135,7 +139,8 @@ pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
         report.set_config("block", args.block.unwrap_or(d) as u64);
         report.set_config("damping", args.damping);
         report.set_config("sparsity", args.sparsity);
-        report.set_config("threads", backend.threads() as u64);
+        report.set_config("threads", threads as u64);
+        report.set_config("backend", format!("{:?}", args.backend).to_lowercase());
         for (name, s) in &stages {
             report.push(Row::new(*name, "wall_s", vec![*s])?);
             report.set_timing(*name, *s);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use prunus_core::forward::Sampling;
-use prunus_core::{Backend, ReferenceBackend};
+use prunus_core::{Backend, Dense, ReferenceBackend};
 use prunus_cpu::{CpuBackend, Par};
 use prunus_lab::cbs::{CbsConfig, run_cbs};
 use prunus_lab::data::{Dataset, TeacherStudent};
@@ -14,7 +14,7 @@ use prunus_lab::flow::{FlowConfig, Progress, run_flow};
 use prunus_lab::forward::{ForwardLabConfig, Task, run_forward_lab};
 use prunus_lab::infcop::{InfcopConfig, StepKind, run_infcop};
 use prunus_lab::{Report, write_atomic, write_text_atomic};
-use prunus_wgpu::WgpuBackend;
+use prunus_wgpu::{Offload, WgpuBackend};
 
 use crate::bench::{BackendKind, check_output};
 use crate::error::Error;
@@ -137,6 +137,38 @@ pub(crate) enum DenseKind {
     Cpu,
     /// The scalar reference loops of prunus-core (slow; the oracle).
     Reference,
+    /// The wgpu device, in f32, for the compute-bound calls (Gram products,
+    /// Cholesky factors, many-row triangular solves) and the CPU backend for
+    /// the rest (`prunus_wgpu::Offload`), on the adapter WGPU_ADAPTER_NAME
+    /// names, else the first discrete GPU.
+    Wgpu,
+}
+
+/// Runs `job` on the dense linear algebra `kind` names (`threads` for the
+/// CPU backend); for wgpu, reports afterwards how the flops were split.
+pub(crate) fn with_dense<T>(
+    kind: DenseKind,
+    threads: usize,
+    job: impl FnOnce(&dyn Dense) -> Result<T, Error>,
+) -> Result<T, Error> {
+    match kind {
+        DenseKind::Cpu => job(&CpuBackend::new(Par::Rayon(threads))?),
+        DenseKind::Reference => job(&ReferenceBackend),
+        DenseKind::Wgpu => {
+            let gpu = WgpuBackend::new()?;
+            let cpu = CpuBackend::new(Par::Rayon(threads))?;
+            let dense = Offload::new(&gpu, &cpu);
+            let out = job(&dense)?;
+            let (device, host) = dense.flops();
+            eprintln!(
+                "{}: {:.1} GFLOP on the device (f32), {:.1} GFLOP on the host (f64)",
+                gpu.name(),
+                device as f64 / 1e9,
+                host as f64 / 1e9
+            );
+            Ok(out)
+        }
+    }
 }
 
 /// Arguments of `prunus lab cbs`.
@@ -213,16 +245,8 @@ pub(crate) fn cbs(args: &CbsArgs) -> Result<(), Error> {
     let pool = thread_pool(args.threads)?;
     let mut progress = |line: &str| eprintln!("{line}");
     let result = pool.install(|| -> Result<_, Error> {
-        Ok(match args.backend {
-            DenseKind::Cpu => run_cbs(
-                &CpuBackend::new(Par::Rayon(args.threads))?,
-                Arc::clone(&data),
-                &config,
-                &mut progress,
-            )?,
-            DenseKind::Reference => {
-                run_cbs(&ReferenceBackend, Arc::clone(&data), &config, &mut progress)?
-            }
+        with_dense(args.backend, args.threads, |dense| {
+            Ok(run_cbs(dense, Arc::clone(&data), &config, &mut progress)?)
         })
     })?;
     println!("{}", result.table());

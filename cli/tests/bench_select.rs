@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{prunus, scratch};
+use common::{gpu_expected, prunus, scratch};
 
 use serde_json::Value;
 
@@ -210,19 +210,6 @@ fn help_describes_the_benchmark() {
     ] {
         assert!(help.contains(needle), "{needle} missing from:\n{help}");
     }
-}
-
-/// Whether the GPU path can run here: an adapter exists, or
-/// `PRUNUS_REQUIRE_GPU=1` demands that it does.
-fn gpu_expected() -> bool {
-    let out = prunus(&["adapters"]);
-    assert_eq!(out.status.code(), Some(0));
-    let listed = !String::from_utf8_lossy(&out.stdout).starts_with("no GPU adapter");
-    let required = std::env::var("PRUNUS_REQUIRE_GPU").is_ok_and(|v| v == "1");
-    if !listed && !required {
-        eprintln!("skipping: no GPU adapter on this machine");
-    }
-    listed || required
 }
 
 #[test]

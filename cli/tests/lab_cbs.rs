@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{prunus, refused_before_work, scratch};
+use common::{gpu_expected, prunus, refused_before_work, scratch};
 
 use serde_json::Value;
 
@@ -133,5 +133,79 @@ fn bad_obs_benchmark_settings_are_errors_not_panics() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// The CBS-S objective ratios and pass counts of a run (one seed).
+fn search_rows(report: &Value) -> Vec<(String, f64)> {
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["metric"] == "objective_ratio" || r["metric"] == "passes")
+        .map(|r| {
+            (
+                format!("{} {}", r["metric"], r["sparsity"]),
+                r["values"][0].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `--backend wgpu` sends the Fisher's Gram product, Cholesky factor and
+/// many-row solves to the device (300 samples: enough flops per byte) and
+/// finds what the CPU backend finds: the same CBS-S objective ratios, to
+/// f32 rounding, and the same number of passes.
+#[test]
+fn the_wgpu_backend_offloads_the_fisher_and_finds_what_the_cpu_finds() {
+    if !gpu_expected() {
+        return;
+    }
+    let dir = scratch("cbs-wgpu");
+    let mut reports = Vec::new();
+    for backend in ["cpu", "wgpu"] {
+        let json = dir.join(format!("{backend}.json"));
+        let out = prunus(&[
+            "lab",
+            "cbs",
+            "--seeds",
+            "1",
+            "--sparsities",
+            "0.5,0.9",
+            "--epochs",
+            "1",
+            "--fisher-samples",
+            "300",
+            "--trials",
+            "2",
+            "--backend",
+            backend,
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+        if backend == "wgpu" {
+            let line = stderr
+                .lines()
+                .find(|l| l.contains("GFLOP on the device"))
+                .unwrap_or_else(|| panic!("no flops line in\n{stderr}"));
+            let device: f64 = line
+                .split(": ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|g| g.parse().ok())
+                .unwrap_or_else(|| panic!("unreadable flops line {line}"));
+            assert!(device > 1.0, "only {device} GFLOP on the device: {line}");
+        }
+        let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        reports.push(search_rows(&report));
+    }
+    assert_eq!(reports[0].len(), 4);
+    for ((what, cpu), (_, gpu)) in reports[0].iter().zip(&reports[1]) {
+        assert!(
+            (cpu - gpu).abs() <= 1e-4 * cpu.abs(),
+            "{what}: cpu {cpu}, wgpu {gpu}"
+        );
     }
 }
