@@ -31,8 +31,10 @@
 //! | kept set, `|R| < N` ([`Path::Auto`]) | `λI + A_R A_Rᵀ/N`, `|R| x |R|` | `N |R|² + |R|³/3` |
 //! | Woodbury on the kept set | `NλI + A_Rᵀ A_R`, `N x N` | `N² |R| + N³/3` |
 //!
-//! Everything is f64 through a [`Dense`] implementation (see
-//! [`crate::dense`] for the choice of f64 and what f32 was measured to give).
+//! Everything goes through a [`Dense`] implementation: f64 on the reference
+//! and CPU backends, f32 for the calls the wgpu backend takes (see
+//! [`crate::dense`] for the choice of f64 and what f32 was measured to give;
+//! [`Dense::unit_roundoff`] says which).
 
 use alloc::vec;
 use alloc::vec::Vec;

@@ -33,7 +33,7 @@ pub(crate) fn refused_before_work(args: &[&str]) {
 /// Whether the GPU path can run here: an adapter exists, or
 /// `PRUNUS_REQUIRE_GPU=1` demands that it does.
 #[allow(dead_code)] // not every test binary that includes this module uses it
-pub fn gpu_expected() -> bool {
+pub(crate) fn gpu_expected() -> bool {
     let out = prunus(&["adapters"]);
     assert_eq!(out.status.code(), Some(0));
     let listed = !String::from_utf8_lossy(&out.stdout).starts_with("no GPU adapter");
