@@ -5,7 +5,8 @@
 //! - [`conformance_tests!`]: one `#[test]` per check for a backend instance;
 //! - [`oracle`]: a naive sort-based model of `prune()`;
 //! - [`strategies`]: shared proptest strategies;
-//! - [`host`] and [`compare`]: test data and assertions.
+//! - [`host`] and [`compare`]: test data and assertions;
+//! - [`dense`]: the same for the second-order linear algebra.
 //!
 //! ```
 //! // One #[test] per check, for the reference backend:
@@ -15,6 +16,7 @@
 
 pub mod compare;
 pub mod conformance;
+pub mod dense;
 pub mod gpu;
 pub mod host;
 pub mod oracle;

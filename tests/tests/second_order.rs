@@ -13,6 +13,7 @@ use prunus_core::surgeon::{
 };
 use prunus_core::{Dense, Error, Matrix, ReferenceBackend, Transpose};
 use prunus_cpu::{CpuBackend, Par};
+use prunus_tests::dense::{Rng, assert_close, norm, rel_diff};
 
 /// Relative tolerance of the dense kernels against the naive product.
 const DENSE_TOL: f64 = 1e-10;
@@ -23,51 +24,6 @@ const PRODUCT_TOL: f64 = 1e-12;
 
 const BLOCKS: [Blocks; 3] = [Blocks::Whole, Blocks::Parameters, Blocks::Size(3)];
 const PATHS: [Path; 3] = [Path::Auto, Path::Woodbury, Path::Explicit];
-
-/// splitmix64: a tiny deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[-1, 1)`.
-    fn signed(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-    }
-
-    /// Uniform in `0..n`.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    fn values(&mut self, len: usize) -> Vec<f64> {
-        (0..len).map(|_| self.signed()).collect()
-    }
-
-    fn matrix(&mut self, rows: usize, cols: usize) -> Matrix {
-        Matrix::new(rows, cols, self.values(rows * cols)).unwrap()
-    }
-
-    /// `k` of `d` flags set, uniformly.
-    fn subset(&mut self, d: usize, k: usize) -> Vec<bool> {
-        let mut order: Vec<usize> = (0..d).collect();
-        for i in 0..k {
-            let j = i + self.below(d - i);
-            order.swap(i, j);
-        }
-        let mut flags = vec![false; d];
-        for &q in &order[..k] {
-            flags[q] = true;
-        }
-        flags
-    }
-}
 
 /// The reference loops and the CPU backend sequential and on two threads.
 fn backends() -> Vec<(String, Box<dyn Dense>)> {
@@ -82,31 +38,6 @@ fn backends() -> Vec<(String, Box<dyn Dense>)> {
             Box::new(CpuBackend::new(Par::Rayon(2)).unwrap()),
         ),
     ]
-}
-
-fn norm(v: &[f64]) -> f64 {
-    v.iter().map(|x| x * x).sum::<f64>().sqrt()
-}
-
-/// `‖got − want‖ / ‖want‖`, absolute where `want` is zero (NaN stays NaN).
-fn rel_diff(got: &[f64], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len(), "lengths differ");
-    let diff: Vec<f64> = got.iter().zip(want).map(|(g, w)| g - w).collect();
-    let scale = norm(want);
-    if scale == 0.0 {
-        norm(&diff)
-    } else {
-        norm(&diff) / scale
-    }
-}
-
-#[track_caller]
-fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
-    let e = rel_diff(got, want);
-    assert!(
-        e <= tol,
-        "{what}: relative difference {e:e} > {tol:e}\n got {got:?}\nwant {want:?}"
-    );
 }
 
 macro_rules! assert_err {

@@ -8,35 +8,9 @@
 use prunus_core::fisher::{Blocks, Fisher, FisherConfig, Path};
 use prunus_core::surgeon::{SearchConfig, cbs_select, magnitude, woodfisher};
 use prunus_core::{Dense, Error, Matrix, ReferenceBackend, Transpose};
+use prunus_tests::dense::{Rng, assert_close, rel_diff};
 use prunus_tests::gpu::wgpu_backend;
 use prunus_wgpu::{Offload, WgpuBackend};
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn signed(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-    }
-
-    fn matrix(&mut self, rows: usize, cols: usize) -> Matrix {
-        Matrix::new(
-            rows,
-            cols,
-            (0..rows * cols).map(|_| self.signed()).collect(),
-        )
-        .unwrap()
-    }
-}
 
 /// Relative tolerance of one f32 kernel call on values of order one with
 /// inner dimensions up to a few hundred (f32's unit roundoff is 6e-8).
@@ -45,27 +19,6 @@ const KERNEL_TOL: f64 = 1e-5;
 /// Sizes on both sides of every tile edge of the kernels.
 const SIZES: [usize; 7] = [1, 5, 31, 33, 64, 65, 130];
 const TRANSPOSES: [Transpose; 2] = [Transpose::No, Transpose::Yes];
-
-fn norm(v: &[f64]) -> f64 {
-    v.iter().map(|x| x * x).sum::<f64>().sqrt()
-}
-
-fn rel_diff(got: &[f64], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len(), "lengths differ");
-    let diff: Vec<f64> = got.iter().zip(want).map(|(g, w)| g - w).collect();
-    let scale = norm(want);
-    if scale == 0.0 {
-        norm(&diff)
-    } else {
-        norm(&diff) / scale
-    }
-}
-
-#[track_caller]
-fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
-    let e = rel_diff(got, want);
-    assert!(e <= tol, "{what}: relative difference {e:e} > {tol:e}");
-}
 
 fn gpu() -> Option<WgpuBackend> {
     wgpu_backend()
