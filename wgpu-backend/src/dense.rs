@@ -399,10 +399,12 @@ impl Dense for WgpuBackend {
 }
 
 /// Arithmetic intensity (flops per byte moved to and from the device) below
-/// which [`Offload`] keeps a call on the host. A host core does a few f64
-/// GFLOPS per GB/s of transfer bandwidth it would otherwise need; 32 leaves
-/// the matrix-vector products and small systems on the host and sends the
-/// Fisher's Gram products, factorisations and many-row solves to the device.
+/// which [`Offload`] keeps a call on the host. Moving a byte over a link of
+/// about 10 GB/s takes as long as a host doing about 100 f64 GFLOPS (faer on
+/// two cores) takes for 10 flops, so a call needs a few times that before the
+/// device can win; 32 leaves the matrix-vector products and small systems on
+/// the host and sends the Fisher's Gram products, factorisations and many-row
+/// solves to the device. Not tuned on a real GPU yet.
 pub const MIN_INTENSITY: f64 = 32.0;
 
 /// Calls of fewer flops than this stay on the host: a dispatch and a
