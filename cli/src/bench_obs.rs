@@ -9,7 +9,6 @@ use clap::Args;
 use prunus_core::fisher::{Blocks, Fisher, FisherConfig};
 use prunus_core::random::uniform;
 use prunus_core::surgeon::{SearchConfig, cbs_select, magnitude, pruned_count, woodfisher};
-use prunus_cpu::{CpuBackend, Par};
 use prunus_lab::{Report, Row, write_atomic};
 
 use crate::bench::check_output;
@@ -72,7 +71,7 @@ pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
     }
     let (d, n) = (args.params as usize, args.samples as usize);
     let k = pruned_count(args.sparsity, d)?;
-    let threads = CpuBackend::new(Par::Rayon(args.threads))?.threads();
+    let backend = format!("{:?}", args.backend).to_lowercase();
     let mut stages: Vec<(&str, f64)> = Vec::new();
     let t = Instant::now();
     let gradients = synthetic_gradients(n, d);
@@ -90,43 +89,43 @@ pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
         eprintln!("{name:<11} {s:>8.3} s");
         stages.push((name, s));
     };
-    let (fisher_blocks, ratio, passes) = with_dense(args.backend, args.threads, |dense| {
-        let t = Instant::now();
-        let fisher = Fisher::new(dense, &gradients, n, &[d], &config)?;
-        time("build", t);
-        drop(gradients);
-        let t = Instant::now();
-        let diagonal = fisher.inverse_diagonal()?;
-        time("diag", t);
-        let t = Instant::now();
-        let mp = magnitude(&theta, k)?;
-        time("select-mp", t);
-        let t = Instant::now();
-        let wf = woodfisher(&theta, &diagonal, k)?;
-        time("select-wf", t);
-        let t = Instant::now();
-        let search = SearchConfig::default()
-            .trials(args.trials)
-            .passes(args.passes);
-        let chosen = cbs_select(&fisher, &theta, k, &search, &mut |p| {
-            fisher.objective(&theta, p)
+    let (fisher_blocks, ratio, passes, threads) =
+        with_dense(args.backend, args.threads, |dense, threads| {
+            let t = Instant::now();
+            let fisher = Fisher::new(dense, &gradients, n, &[d], &config)?;
+            time("build", t);
+            drop(gradients);
+            let t = Instant::now();
+            let diagonal = fisher.inverse_diagonal()?;
+            time("diag", t);
+            let t = Instant::now();
+            let mp = magnitude(&theta, k)?;
+            time("select-mp", t);
+            let t = Instant::now();
+            let wf = woodfisher(&theta, &diagonal, k)?;
+            time("select-wf", t);
+            let t = Instant::now();
+            let search = SearchConfig::default()
+                .trials(args.trials)
+                .passes(args.passes);
+            let chosen = cbs_select(&fisher, &theta, k, &search, &mut |p| {
+                fisher.objective(&theta, p)
+            })?;
+            time("select-cbs", t);
+            let t = Instant::now();
+            fisher.woodfisher_update(&theta, &wf, &diagonal)?;
+            time("update-wf", t);
+            let t = Instant::now();
+            fisher.obs_update(&theta, &chosen.pruned)?;
+            time("update-obs", t);
+            let ratio = chosen.objective / fisher.objective(&theta, &mp)?;
+            Ok((fisher.blocks().count(), ratio, chosen.passes, threads))
         })?;
-        time("select-cbs", t);
-        let t = Instant::now();
-        fisher.woodfisher_update(&theta, &wf, &diagonal)?;
-        time("update-wf", t);
-        let t = Instant::now();
-        fisher.obs_update(&theta, &chosen.pruned)?;
-        time("update-obs", t);
-        let ratio = chosen.objective / fisher.objective(&theta, &mp)?;
-        Ok((fisher.blocks().count(), ratio, chosen.passes))
-    })?;
     let peak = peak_rss_mib();
     println!(
-        "d = {d}, N = {n}, {fisher_blocks} block(s), sparsity {}, {} ({threads} CPU threads): \
+        "d = {d}, N = {n}, {fisher_blocks} block(s), sparsity {}, {backend} ({threads} CPU threads): \
          CBS-S objective {ratio:.3} of magnitude's after {passes} passes; peak RSS {}",
         args.sparsity,
-        format!("{:?}", args.backend).to_lowercase(),
         peak.map_or("n/a".into(), |p| format!("{p:.0} MiB"))
     );
     for (name, s) in &stages {
@@ -140,7 +139,7 @@ pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
         report.set_config("damping", args.damping);
         report.set_config("sparsity", args.sparsity);
         report.set_config("threads", threads as u64);
-        report.set_config("backend", format!("{:?}", args.backend).to_lowercase());
+        report.set_config("backend", backend.as_str());
         for (name, s) in &stages {
             report.push(Row::new(*name, "wall_s", vec![*s])?);
             report.set_timing(*name, *s);

@@ -145,20 +145,24 @@ pub(crate) enum DenseKind {
 }
 
 /// Runs `job` on the dense linear algebra `kind` names (`threads` for the
-/// CPU backend); for wgpu, reports afterwards how the flops were split.
+/// CPU backend), telling it how many host threads that uses; for wgpu,
+/// reports afterwards how the flops were split.
 pub(crate) fn with_dense<T>(
     kind: DenseKind,
     threads: usize,
-    job: impl FnOnce(&dyn Dense) -> Result<T, Error>,
+    job: impl FnOnce(&dyn Dense, usize) -> Result<T, Error>,
 ) -> Result<T, Error> {
     match kind {
-        DenseKind::Cpu => job(&CpuBackend::new(Par::Rayon(threads))?),
-        DenseKind::Reference => job(&ReferenceBackend),
+        DenseKind::Cpu => {
+            let cpu = CpuBackend::new(Par::Rayon(threads))?;
+            job(&cpu, cpu.threads())
+        }
+        DenseKind::Reference => job(&ReferenceBackend, 1),
         DenseKind::Wgpu => {
             let gpu = WgpuBackend::new()?;
             let cpu = CpuBackend::new(Par::Rayon(threads))?;
             let dense = Offload::new(&gpu, &cpu);
-            let out = job(&dense)?;
+            let out = job(&dense, cpu.threads())?;
             let (device, host) = dense.flops();
             eprintln!(
                 "{}: {:.1} GFLOP on the device (f32), {:.1} GFLOP on the host (f64)",
@@ -245,7 +249,7 @@ pub(crate) fn cbs(args: &CbsArgs) -> Result<(), Error> {
     let pool = thread_pool(args.threads)?;
     let mut progress = |line: &str| eprintln!("{line}");
     let result = pool.install(|| -> Result<_, Error> {
-        with_dense(args.backend, args.threads, |dense| {
+        with_dense(args.backend, args.threads, |dense, _| {
             Ok(run_cbs(dense, Arc::clone(&data), &config, &mut progress)?)
         })
     })?;

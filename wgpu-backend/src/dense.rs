@@ -114,13 +114,12 @@ fn narrow(what: &'static str, v: f64) -> Result<f32> {
     Ok(v as f32)
 }
 
-/// Little-endian f32 bytes of `parts`, one after another.
-fn f32_bytes(parts: &[&[f64]]) -> Result<Vec<u8>> {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    let mut out = Vec::with_capacity(len * 4);
+/// The f32 values of `parts`, one after another.
+fn narrow_all(parts: &[&[f64]]) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
     for part in parts {
         for &v in *part {
-            out.extend_from_slice(&narrow("matrix element", v)?.to_le_bytes());
+            out.push(narrow("matrix element", v)?);
         }
     }
     Ok(out)
@@ -145,7 +144,7 @@ impl WgpuBackend {
     }
 
     fn dense_upload(&self, parts: &[&[f64]]) -> Result<Buf> {
-        self.upload_bytes(&f32_bytes(parts)?)
+        self.upload_bytes(&crate::le_bytes(&narrow_all(parts)?))
     }
 
     fn record(
@@ -174,9 +173,9 @@ impl WgpuBackend {
     /// Submits `batch` and reads `len` f32 values of `buf` back as f64.
     fn read_f64(&self, batch: Batch<'_>, buf: &Buf, len: usize) -> Result<Vec<f64>> {
         let bytes = self.gpu.read(batch, &[buf.slice(0, len as u64 * 4)])?;
-        Ok(bytes[0]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+        Ok(crate::u32s(&bytes[0])
+            .into_iter()
+            .map(|b| f32::from_bits(b) as f64)
             .collect())
     }
 }
@@ -346,14 +345,12 @@ impl Dense for WgpuBackend {
         let dst = self.dense_upload(&[b.data()])?;
         let mut batch = self.gpu.batch();
         let row_groups = batch.groups_for(rows as u64);
-        let blocks: Vec<usize> = (0..n).step_by(SOLVE_BLOCK).collect();
         let backward = t == Transpose::Yes;
-        let order: Box<dyn Iterator<Item = &usize>> = if backward {
-            Box::new(blocks.iter().rev())
-        } else {
-            Box::new(blocks.iter())
-        };
-        for &k0 in order {
+        let mut blocks: Vec<usize> = (0..n).step_by(SOLVE_BLOCK).collect();
+        if backward {
+            blocks.reverse();
+        }
+        for k0 in blocks {
             let k1 = (k0 + SOLVE_BLOCK).min(n);
             let solve = Call {
                 m: rows,
