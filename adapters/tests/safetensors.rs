@@ -674,3 +674,47 @@ fn pruned_files_keep_other_dtypes_and_metadata_bit_for_bit() {
     );
     assert_eq!(report.pruned_totals(), (8, 0, 2));
 }
+
+/// A mixture-of-experts layout in miniature: thousands of small tensors
+/// of mixed dtypes, pruned globally with and without guards, exactly as
+/// core prunes them in memory (the selection keeps merged counts, not one
+/// histogram per tensor, and resolves ties by one running rank).
+#[test]
+fn thousands_of_small_tensors_prune_as_core_does() {
+    const NAMES: usize = 3000;
+    let names: Vec<&'static str> = (0..NAMES)
+        .map(|i| &*Box::leak(format!("layers.{}.experts.{}.w", i / 64, i % 64).into_boxed_str()))
+        .collect();
+    let tensors: Vec<T> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let dtype = ["BF16", "F32", "F16"][i % 3];
+            let n = 8 * (4 + i % 5);
+            let values: Vec<i8> = (0..n)
+                .map(|j| (((i * 31 + j * 17) ^ (j * 7)) % 23) as i8 - 11)
+                .collect();
+            t(name, dtype, &[8, n / 8], quantised(&values, 0.125))
+        })
+        .collect();
+    let file = file_bytes(&tensors);
+    for (sparsity, min_density) in [(0.5, 0.0), (0.55, 0.4), (0.35, 0.62)] {
+        let config = PruneConfig::new(sparsity).global().min_density(min_density);
+        let mut request = Request::new(config.clone());
+        request.masks = true;
+        let (out, report) = prune_bytes(file.clone(), &request).unwrap();
+        let mut want: Vec<(String, Vec<u8>)> = oracle(&file, &config)
+            .unwrap()
+            .into_iter()
+            .map(|(n, m)| (n, m.to_bytes()))
+            .collect();
+        want.sort();
+        assert_eq!(
+            masks_in(&out),
+            want,
+            "sparsity {sparsity}, min density {min_density}"
+        );
+        let (n, _, zeros) = report.pruned_totals();
+        assert!(zeros >= prunus_core::units_to_prune(sparsity, n));
+    }
+}

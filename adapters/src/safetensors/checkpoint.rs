@@ -172,6 +172,50 @@ impl Checkpoint {
         }
     }
 
+    /// Copies `buf.len()` bytes of tensor `i`'s data from byte `offset` of
+    /// it into `buf`, without mapping the tensor: the sampled reads of a
+    /// selection touch a few pages here and there, and a mapping would read
+    /// ahead around each (and populate the whole tensor). Fails as
+    /// [`Checkpoint::data`] does on a file truncated since it was opened.
+    pub(crate) fn read_span(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let t = self.tensor(i)?;
+        let end = offset + buf.len() as u64;
+        if end > t.len() {
+            return Err(Error::Request {
+                reason: format!(
+                    "bytes {offset}..{end} are outside tensor '{}' ({} bytes)",
+                    t.name,
+                    t.len()
+                ),
+            });
+        }
+        match &self.source {
+            Source::Bytes(b) => {
+                let at = (self.data_start + t.start + offset) as usize;
+                buf.copy_from_slice(&b[at..at + buf.len()]);
+                Ok(())
+            }
+            #[cfg(unix)]
+            Source::File(f) => {
+                use std::os::unix::fs::FileExt;
+                f.read_exact_at(buf, self.data_start + t.start + offset)
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::UnexpectedEof => self
+                            .data(i)
+                            .err()
+                            .unwrap_or_else(|| Error::io("read", &self.path, &e)),
+                        _ => Error::io("read", &self.path, &e),
+                    })
+            }
+            #[cfg(not(unix))]
+            Source::File(_) => {
+                let data = self.data(i)?;
+                buf.copy_from_slice(&data[offset as usize..end as usize]);
+                Ok(())
+            }
+        }
+    }
+
     /// Tensor `i`'s values as `f32` (exact for F32, F16 and BF16); an error
     /// for other dtypes.
     pub fn values(&self, i: usize) -> Result<Vec<f32>> {

@@ -39,6 +39,8 @@ mod inspect;
 mod output;
 mod prune;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 pub use checkpoint::{Checkpoint, TensorData};
 pub use dtype::Dtype;

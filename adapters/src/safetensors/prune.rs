@@ -14,7 +14,7 @@ use super::checkpoint::Checkpoint;
 use super::dtype::Dtype;
 use super::header::{self, TensorInfo};
 use super::output;
-use super::stream::{CHUNK, Keys, Member, Scores, Selector, keep_bits};
+use super::stream::{CHUNK, Keys, Member, Reads, Scores, Selector, Tuning, keep_bits};
 use crate::error::{Error, Result};
 
 /// The version written into the metadata of pruned checkpoints.
@@ -220,10 +220,12 @@ pub fn plan(checkpoint: &Checkpoint, request: &Request) -> Result<Vec<Option<Kep
 
 /// How the pruned tensors' masks are decided.
 enum Choice {
-    /// Streamed selection: one cut per member, and the zeros its scan
-    /// counted.
+    /// Streamed selection: per member its own cut, or `None` for the
+    /// shared one (applied to those members as one sequence, in file
+    /// order), and the zeros its scan counted.
     Cuts {
-        cuts: Vec<TensorCut>,
+        own: Vec<Option<TensorCut>>,
+        shared: TensorCut,
         zeros: Vec<u64>,
     },
     /// N:M, decided tensor by tensor on the backend.
@@ -238,8 +240,11 @@ enum Choice {
 /// what was done under `prunus.*` keys.
 ///
 /// Unstructured selection streams on the host, since it is bound by
-/// reading the file: F16 and BF16 checkpoints are read twice in all (once
-/// to select, once to write), F32 ones up to three times. N:M patterns are
+/// reading the file: a checkpoint is read twice in all (once to select,
+/// once to write), plus a sample of a few thousand pages of a large F32
+/// one; a third read of F32 tensors where the sample missed the threshold
+/// or for a local selection (each tensor right after its first read), and
+/// of the tensors a guard saturates. N:M patterns are
 /// chosen on `backend`, one tensor at a time, in the writing pass. Nothing
 /// is written before every check that can fail without reading data has
 /// passed; a non-finite weight found while writing an N:M pattern stops the
@@ -253,6 +258,29 @@ pub fn prune_to_writer<B: Backend + ?Sized>(
     out_name: &Path,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Report> {
+    prune_tuned(
+        backend,
+        checkpoint,
+        request,
+        out,
+        out_name,
+        progress,
+        Tuning::default(),
+    )
+    .map(|(report, _)| report)
+}
+
+/// [`prune_to_writer`] with the sample tuned, also saying which reads the
+/// selection took (tests force each path with it).
+pub(crate) fn prune_tuned<B: Backend + ?Sized>(
+    backend: &B,
+    checkpoint: &Checkpoint,
+    request: &Request,
+    out: &mut dyn Write,
+    out_name: &Path,
+    progress: &mut dyn FnMut(Progress),
+    tuning: Tuning,
+) -> Result<(Report, Reads)> {
     let config = &request.config;
     check_fraction(config.sparsity, "sparsity")?;
     check_fraction(config.guards.min_density, "minimum density")?;
@@ -297,25 +325,35 @@ pub fn prune_to_writer<B: Backend + ?Sized>(
         });
     }
     let mut read = 0;
+    let mut reads = Reads::default();
     let choice = match config.granularity {
         Granularity::Unstructured => {
             let targets = targets(&members, checkpoint, config)?;
             let total: u64 = members.iter().map(|m| tensors[m.index].len()).sum();
-            let mut sel = Selector::scan(checkpoint, members.clone(), scores, &mut |done| {
+            let mut sel = Selector::new(checkpoint, members.clone(), scores, tuning);
+            let mut scanned = |done| {
                 progress(Progress {
                     stage: "scan",
                     done,
                     total,
                 })
-            })?;
-            let cuts = match targets {
-                Target::Global(k) => sel.global(k)?,
-                Target::Each(k) => sel.local(&k)?,
+            };
+            let (own, shared) = match targets {
+                Target::Global(k) => {
+                    let g = sel.global(k, &mut scanned)?;
+                    (g.own, g.shared)
+                }
+                Target::Each(k) => (
+                    sel.local(&k, &mut scanned)?.into_iter().map(Some).collect(),
+                    TensorCut { key: 0, ties: 0 },
+                ),
             };
             read = sel.read;
+            reads = sel.reads;
             Choice::Cuts {
-                cuts,
-                zeros: (0..members.len()).map(|m| sel.census(m).zeros).collect(),
+                own,
+                shared,
+                zeros: (0..members.len()).map(|m| sel.zeros(m)).collect(),
             }
         }
         Granularity::NofM(p) => {
@@ -344,7 +382,7 @@ pub fn prune_to_writer<B: Backend + ?Sized>(
     };
     let mut report = job.write(&choice, out, out_name, progress)?;
     report.bytes_read += read;
-    Ok(report)
+    Ok((report, reads))
 }
 
 /// How many elements to prune: over all members together, or per member.
@@ -559,6 +597,8 @@ impl<B: Backend + ?Sized> Job<'_, B> {
         put(out, &head)?;
         let mut report = Report::default();
         let mut member = 0;
+        // Ties of the shared cut pruned so far, in file order.
+        let mut seen = 0u64;
         let mut mask: Vec<u8> = Vec::new();
         for (_, part) in &layout {
             let i = match *part {
@@ -590,10 +630,21 @@ impl<B: Backend + ?Sized> Job<'_, B> {
             } else {
                 let m = &self.members[member];
                 let (bits, before) = match choice {
-                    Choice::Cuts { cuts, zeros } => (
-                        keep_bits(&data, m.numel, Keys::new(self.scores, m), cuts[member]),
-                        zeros[member],
-                    ),
+                    Choice::Cuts { own, shared, zeros } => {
+                        let cut = own[member].unwrap_or(TensorCut {
+                            key: shared.key,
+                            ties: match shared.ties {
+                                TensorCut::ALL => TensorCut::ALL,
+                                t => t.saturating_sub(seen),
+                            },
+                        });
+                        let (bits, tied) =
+                            keep_bits(&data, m.numel, Keys::new(self.scores, m), cut);
+                        if own[member].is_none() {
+                            seen += tied;
+                        }
+                        (bits, zeros[member])
+                    }
                     Choice::Pattern(p) => self.pattern(m, &data, *p)?,
                 };
                 let after = write_masked(&data, t.dtype, &bits, &mut |b| put(out, b))?;
