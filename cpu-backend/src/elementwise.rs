@@ -8,6 +8,7 @@ use prunus_core::{BinaryOp, Grouping, HasShape, Mask, Reduction, Result, Shape, 
 
 use crate::exec::Exec;
 use crate::keys::BLOCK;
+use crate::simd::Isa;
 use crate::tensor::CpuTensor;
 
 /// Elements per task of the elementwise ops (a multiple of 64, so a task
@@ -64,18 +65,28 @@ pub(crate) fn random_uniform<'a>(
     })
 }
 
-pub(crate) fn apply_mask(exec: &Exec, weights: &mut CpuTensor<'_>, mask: &Mask) -> Result<()> {
+pub(crate) fn apply_mask(
+    exec: &Exec,
+    isa: Isa,
+    weights: &mut CpuTensor<'_>,
+    mask: &Mask,
+) -> Result<()> {
     check::same_shape("apply mask", weights.shape(), mask.shape())?;
     let words = mask.words();
     let tasks: Vec<(usize, &mut [f32])> = weights.data_mut().chunks_mut(SPAN).enumerate().collect();
     exec.for_each(tasks, |(s, out)| {
-        let words = &words[s * SPAN / BLOCK..];
-        for (block, &word) in out.chunks_mut(BLOCK).zip(words) {
-            for (i, w) in block.iter_mut().enumerate() {
-                let keep = word >> i & 1 == 1;
-                *w = if keep { *w } else { 0.0 };
-            }
-        }
+        isa.run(
+            #[inline(always)]
+            || {
+                let words = &words[s * SPAN / BLOCK..];
+                for (block, &word) in out.chunks_mut(BLOCK).zip(words) {
+                    for (i, w) in block.iter_mut().enumerate() {
+                        let keep = word >> i & 1 == 1;
+                        *w = if keep { *w } else { 0.0 };
+                    }
+                }
+            },
+        )
     });
     Ok(())
 }

@@ -6,6 +6,7 @@
 use prunus_core::key::{KEY_NAN_HIGHEST, KEY_NAN_LOWEST};
 use prunus_core::{KeyRule, NanPolicy, Transform};
 
+use crate::lanes::{Lanes, Portable};
 use crate::selection::{Counters, LANES};
 
 /// Elements per block: one mask word.
@@ -201,7 +202,7 @@ fn alive_block<K: KeyFn, T>(
 /// `|x| >> 16 == high & 0x7FFF`. One vectorised test per 32 elements says
 /// whether any of them is in the window or NaN (alive or not); only those
 /// rare groups are visited element by element.
-#[inline]
+#[inline(always)]
 pub(crate) fn abs_low_window(
     x: &[f32],
     survivors: Option<&[u64]>,
@@ -240,8 +241,9 @@ pub(crate) fn abs_low_window(
 /// `|x| >= t & 0x7FFF_FFFF` as bits, with NaN scores kept (their key is
 /// `u32::MAX`) unless the policy ranks them lowest, and pruned elements
 /// never kept. `survivors` are the words of `x`, when there is a mask.
-#[inline]
-pub(crate) fn abs_at_least(
+#[inline(always)]
+pub(crate) fn abs_at_least<L: Lanes>(
+    lanes: L,
     x: &[f32],
     survivors: Option<&[u64]>,
     t: u32,
@@ -255,13 +257,25 @@ pub(crate) fn abs_at_least(
     } else {
         0x7FFF_FFFF
     };
-    let mut flags = [0u8; BLOCK];
     for (w, (xs, word)) in x.chunks(BLOCK).zip(out.iter_mut()).enumerate() {
-        for (f, &v) in flags.iter_mut().zip(xs) {
-            let b = v.to_bits() & 0x7FFF_FFFF;
-            *f = (b >= lo && b <= hi) as u8;
+        let (keep, _) = range_block(lanes, xs, lo, 0, hi);
+        *word = keep & survivors.map_or(u64::MAX, |s| s[w]);
+    }
+}
+
+/// [`Lanes::range_block`] of up to 64 values: a short last block is padded
+/// with zeros, whose bits are cleared from the word (the flag may count
+/// them, which only costs a walk of the block).
+#[inline(always)]
+fn range_block<L: Lanes>(lanes: L, xs: &[f32], lo: u32, hi: u32, top: u32) -> (u64, bool) {
+    match <&[f32; BLOCK]>::try_from(xs) {
+        Ok(full) => lanes.range_block(full, lo, hi, top),
+        Err(_) => {
+            let mut padded = [0f32; BLOCK];
+            padded[..xs.len()].copy_from_slice(xs);
+            let (word, any) = Portable.range_block(&padded, lo, hi, top);
+            (word & ((1u64 << xs.len()) - 1), any)
         }
-        *word = pack(&flags[..xs.len()]) & survivors.map_or(u64::MAX, |s| s[w]);
     }
 }
 
@@ -269,6 +283,7 @@ pub(crate) fn abs_at_least(
 /// (for `eq` in `0x8000_0000..=0xFF80_0000`, keys of non-NaN `|x|`): the
 /// mask pass of a threshold with a tie budget counts the tied keys of every
 /// chunk in the same read.
+#[inline(always)]
 pub(crate) fn abs_at_least_counting(
     x: &[f32],
     survivors: Option<&[u64]>,
@@ -324,7 +339,10 @@ pub(crate) fn abs_at_least_counting(
 /// `|x|` keys (`0x8000_0000 <= lo <= hi < 0xFF80_0000`, so neither NaN, nor
 /// infinity, nor an element an earlier mask prunes is ever in it). Returns
 /// the number of alive NaN scores.
-pub(crate) fn abs_range(
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn abs_range<L: Lanes>(
+    lanes: L,
     x: &[f32],
     survivors: Option<&[u64]>,
     lo: u32,
@@ -334,8 +352,7 @@ pub(crate) fn abs_range(
     gathered: &mut Vec<(u32, u32)>,
 ) -> u64 {
     debug_assert!(0x8000_0000 <= lo && lo <= hi && hi < 0xFF80_0000);
-    let lo_bits = lo & 0x7FFF_FFFF;
-    let width = hi - lo;
+    let (lo_bits, hi_bits) = (lo & 0x7FFF_FFFF, hi & 0x7FFF_FFFF);
     let top = if nan == NanPolicy::Lowest {
         INF_BITS
     } else {
@@ -344,29 +361,20 @@ pub(crate) fn abs_range(
     let mut flags = [0u8; BLOCK];
     let mut nans = 0u64;
     for (w, (xs, word)) in x.chunks(BLOCK).zip(out.iter_mut()).enumerate() {
-        // The range holds few elements and NaN should be rare: the vector
-        // loop only notes whether a block has any, and the rare blocks that
-        // do are walked again.
-        let mut any = 0u32;
-        let mut any_nan = 0u32;
-        for (f, &v) in flags.iter_mut().zip(xs) {
-            let b = v.to_bits() & 0x7FFF_FFFF;
-            *f = (b >= lo_bits && b <= top) as u8;
-            any |= (b.wrapping_sub(lo_bits) <= width) as u32;
-            any_nan |= (b > INF_BITS) as u32;
-        }
+        // The range holds few elements and NaN should be rare: the block
+        // kernel only notes whether a block has any, and the rare blocks
+        // that do are walked again.
+        let (keep, any) = range_block(lanes, xs, lo_bits, hi_bits, top);
         let alive = survivors.map_or(u64::MAX, |s| s[w]);
-        *word = pack(&flags[..xs.len()]) & alive;
-        if any_nan != 0 {
+        *word = keep & alive;
+        if any {
             for (f, &v) in flags.iter_mut().zip(xs) {
                 *f = (v.to_bits() & 0x7FFF_FFFF > INF_BITS) as u8;
             }
             nans += (pack(&flags[..xs.len()]) & alive).count_ones() as u64;
-        }
-        if any != 0 {
             for (f, &v) in flags.iter_mut().zip(xs) {
                 let b = v.to_bits() & 0x7FFF_FFFF;
-                *f = (b.wrapping_sub(lo_bits) <= width) as u8;
+                *f = (b >= lo_bits && b <= hi_bits) as u8;
             }
             let mut hits = pack(&flags[..xs.len()]) & alive;
             while hits != 0 {

@@ -4,8 +4,10 @@ mod dense;
 mod elementwise;
 mod exec;
 mod keys;
+mod lanes;
 mod linalg;
 mod selection;
+mod simd;
 mod tensor;
 
 use std::marker::PhantomData;
@@ -18,6 +20,8 @@ use prunus_core::{
 };
 
 use crate::exec::Exec;
+use crate::simd::Isa;
+pub use crate::simd::{SIMD_ENV, SimdLevel};
 pub use crate::tensor::CpuTensor;
 
 /// How a [`CpuBackend`] runs its work.
@@ -60,6 +64,7 @@ impl Default for Par {
 #[derive(Clone, Debug)]
 pub struct CpuBackend<'a> {
     exec: Exec,
+    isa: Isa,
     threads: usize,
     plan: SelectionPlan,
     _data: PhantomData<&'a ()>,
@@ -69,7 +74,20 @@ impl<'a> CpuBackend<'a> {
     /// A backend running as `par` says. `Par::Rayon(n)` builds a thread
     /// pool of `n` threads (`0`: one per available core); fails with
     /// [`Error::Backend`] when the threads cannot be started.
+    ///
+    /// The kernels run on the instruction set `PRUNUS_SIMD` names, else on
+    /// the best one the processor supports ([`SimdLevel::from_env`]); an
+    /// unknown or unsupported `PRUNUS_SIMD` is an [`Error::Backend`].
+    /// [`CpuBackend::with_simd`] chooses another.
     pub fn new(par: Par) -> Result<Self> {
+        CpuBackend::with_isa(
+            par,
+            Isa::new(SimdLevel::from_env()?).unwrap_or(Isa::Baseline),
+        )
+    }
+
+    /// [`CpuBackend::new`] on the instruction set of `isa`.
+    fn with_isa(par: Par, isa: Isa) -> Result<Self> {
         let (exec, threads) = match par {
             Par::Seq => (Exec::Seq, 1),
             Par::Rayon(n) => {
@@ -90,6 +108,7 @@ impl<'a> CpuBackend<'a> {
         };
         Ok(CpuBackend {
             exec,
+            isa,
             threads,
             plan: SelectionPlan::Gather,
             _data: PhantomData,
@@ -102,6 +121,20 @@ impl<'a> CpuBackend<'a> {
     pub fn with_selection_plan(mut self, plan: SelectionPlan) -> Self {
         self.plan = plan;
         self
+    }
+
+    /// The same backend running its kernels on `level`; fails with
+    /// [`Error::Backend`] when this processor does not support it
+    /// ([`SimdLevel::supported`] lists those it does). Every level gives
+    /// the same results, bit for bit.
+    pub fn with_simd(mut self, level: SimdLevel) -> Result<Self> {
+        self.isa = Isa::new(level.checked()?).unwrap_or(Isa::Baseline);
+        Ok(self)
+    }
+
+    /// The instruction set the kernels run on.
+    pub fn simd(&self) -> SimdLevel {
+        self.isa.level()
     }
 
     /// The number of threads that run the work (1 for [`Par::Seq`]).
@@ -146,16 +179,23 @@ impl<'a> CpuBackend<'a> {
     /// selection pass is measured against.
     pub fn read_pass(&self, tensors: &[&CpuTensor<'_>]) -> u64 {
         let data: Vec<&[f32]> = tensors.iter().map(|t| t.data()).collect();
-        selection::read_pass(&self.exec, &data)
+        selection::read_pass(&self.exec, self.isa, &data)
     }
 }
 
 impl Default for CpuBackend<'_> {
     /// One thread per available core ([`Par::Rayon`]`(0)`), or the calling
     /// thread alone when no thread can be started (same results, slower).
+    /// The kernels run on the level `PRUNUS_SIMD` names; when it names none
+    /// this processor supports, on the best one it does
+    /// ([`SimdLevel::detect`]): use [`CpuBackend::new`] to have that
+    /// reported as an error instead.
     fn default() -> Self {
-        CpuBackend::new(Par::Rayon(0)).unwrap_or_else(|_| CpuBackend {
+        let isa = Isa::new(SimdLevel::from_env().unwrap_or_else(|_| SimdLevel::detect()))
+            .unwrap_or(Isa::Baseline);
+        CpuBackend::with_isa(Par::Rayon(0), isa).unwrap_or_else(|_| CpuBackend {
             exec: Exec::Seq,
+            isa,
             threads: 1,
             plan: SelectionPlan::Gather,
             _data: PhantomData,
@@ -235,7 +275,7 @@ impl<'a> Backend for CpuBackend<'a> {
         rule: KeyRule,
         key: u32,
     ) -> Result<Vec<KeyCount>> {
-        selection::count_keys(&self.exec, inputs, rule, key)
+        selection::count_keys(&self.exec, self.isa, inputs, rule, key)
     }
 
     fn threshold_masks(
@@ -244,7 +284,7 @@ impl<'a> Backend for CpuBackend<'a> {
         rule: KeyRule,
         cut: TensorCut,
     ) -> Result<CutMasks<Mask>> {
-        selection::threshold_masks(&self.exec, inputs, rule, cut)
+        selection::threshold_masks(&self.exec, self.isa, inputs, rule, cut)
     }
 
     fn range_masks(
@@ -254,7 +294,7 @@ impl<'a> Backend for CpuBackend<'a> {
         lo: u32,
         hi: u32,
     ) -> Result<RangeMasks<Mask>> {
-        selection::range_masks(&self.exec, inputs, rule, lo, hi)
+        selection::range_masks(&self.exec, self.isa, inputs, rule, lo, hi)
     }
 
     fn sample_keys(
@@ -264,7 +304,7 @@ impl<'a> Backend for CpuBackend<'a> {
         run: usize,
         every: usize,
     ) -> Result<Vec<u32>> {
-        selection::sample_keys(&self.exec, inputs, rule, run, every)
+        selection::sample_keys(&self.exec, self.isa, inputs, rule, run, every)
     }
 
     fn n_of_m_masks(
@@ -273,7 +313,7 @@ impl<'a> Backend for CpuBackend<'a> {
         rule: KeyRule,
         pattern: NofM,
     ) -> Result<MaskBatch<Mask>> {
-        selection::n_of_m_masks(&self.exec, inputs, rule, pattern)
+        selection::n_of_m_masks(&self.exec, self.isa, inputs, rule, pattern)
     }
 
     /// Zeroes the pruned elements in place. A mutable borrow
@@ -281,7 +321,7 @@ impl<'a> Backend for CpuBackend<'a> {
     /// ([`CpuBackend::borrow`]) is first copied into an owned buffer, which
     /// is then masked (the borrowed data stays as it was).
     fn apply_mask(&self, weights: &mut CpuTensor<'a>, mask: &Mask) -> Result<()> {
-        elementwise::apply_mask(&self.exec, weights, mask)
+        elementwise::apply_mask(&self.exec, self.isa, weights, mask)
     }
 
     fn gemv(&self, a: &CpuTensor<'a>, x: &CpuTensor<'a>) -> Result<CpuTensor<'a>> {
