@@ -132,7 +132,14 @@ pub const GATHER_MOST: u64 = 1 << 16;
 /// Implementations must agree bit for bit with [`crate::ReferenceBackend`] on
 /// every op that produces masks, histograms or counts, and on elementwise ops,
 /// group reductions (which follow [`Reduction::reduce`]'s canonical order) and
-/// random tensors. Dense linear algebra may differ by rounding.
+/// random tensors. Dense linear algebra may differ by rounding. The one
+/// exception is a device whose float arithmetic flushes subnormal operands
+/// and results to zero (most GPUs; see [`Backend::flushes_subnormals`]): its
+/// elementwise ops and group reductions may differ from the reference where,
+/// and only where, a subnormal value takes part, by at most the flushed
+/// amounts. Masks of magnitude and random importance never differ (keys are
+/// integer operations on the weights' bits); group scores that are subnormal
+/// can rank differently there.
 ///
 /// Shapes of all inputs are validated by the backend; mismatches are
 /// [`crate::Error::ShapeMismatch`] errors, never panics.
@@ -149,6 +156,14 @@ pub trait Backend {
     /// unless the backend says otherwise.
     fn selection_plan(&self) -> SelectionPlan {
         SelectionPlan::Gather
+    }
+
+    /// Whether this backend's float arithmetic flushes subnormal operands or
+    /// results to zero (false unless the backend says otherwise). The
+    /// conformance suite then allows elementwise ops and group reductions to
+    /// differ from the reference where a subnormal value takes part.
+    fn flushes_subnormals(&self) -> bool {
+        false
     }
 
     /// Copies host data into a new tensor; fails when `data.len()` is not

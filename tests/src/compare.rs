@@ -23,6 +23,32 @@ pub fn assert_bits_eq(context: &str, got: &[f32], want: &[f32]) {
     }
 }
 
+/// Panics unless `got` and `want` agree bit for bit ([`same_bits`]), except
+/// where `slack[i]` is `Some(t)`: there `got[i]` may instead be finite and
+/// within `t` of a finite `want[i]`. The conformance suite gives slack only to
+/// the elements a subnormal value took part in, on a backend that flushes
+/// subnormals ([`prunus_core::Backend::flushes_subnormals`]).
+#[track_caller]
+pub fn assert_bits_eq_within(context: &str, got: &[f32], want: &[f32], slack: &[Option<f64>]) {
+    assert_eq!(got.len(), want.len(), "{context}: length differs");
+    assert_eq!(got.len(), slack.len(), "{context}: one slack per element");
+    let within = |i: usize| {
+        slack[i].is_some_and(|t| {
+            got[i].is_finite() && want[i].is_finite() && (got[i] as f64 - want[i] as f64).abs() <= t
+        })
+    };
+    if let Some(i) = (0..got.len()).find(|&i| !same_bits(got[i], want[i]) && !within(i)) {
+        let allowed = slack[i].map_or("bit for bit".into(), |t| format!("within {t:e}"));
+        panic!(
+            "{context}: element {i} is {} ({:#010x}), expected {} ({:#010x}) {allowed}",
+            got[i],
+            got[i].to_bits(),
+            want[i],
+            want[i].to_bits()
+        );
+    }
+}
+
 /// Panics unless `|got_i - want_i| <= tolerance[i]` for every `i` (NaN and
 /// infinities must match exactly).
 #[track_caller]

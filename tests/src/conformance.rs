@@ -10,7 +10,9 @@
 //! What must agree how:
 //! - masks, histograms, key counts, NaN counts and errors: exactly;
 //! - elementwise ops, group reductions, mask application and random tensors:
-//!   bit for bit (they are defined to be identical; NaN payloads may differ);
+//!   bit for bit (they are defined to be identical; NaN payloads may differ),
+//!   except, on a backend that flushes subnormals (most GPUs), the elements a
+//!   subnormal value took part in, which may differ by the flushed amounts;
 //! - dense linear algebra: within a rounding-error bound.
 //!
 //! [`crate::conformance_tests!`] turns every function here into a `#[test]`.
@@ -28,8 +30,8 @@ use prunus_core::{
 };
 
 use crate::compare::{
-    assert_bits_eq, assert_close, assert_masks_eq, assert_same_error_kind, assert_same_masks, kept,
-    pruned, same_bits,
+    assert_bits_eq, assert_bits_eq_within, assert_close, assert_masks_eq, assert_same_error_kind,
+    assert_same_masks, kept, pruned, same_bits,
 };
 use crate::host::{
     HostLayer, distinct_values, prune_on, quantised_values, random_mask, select_on, shape,
@@ -47,6 +49,51 @@ fn ok<T>(context: &str, r: Result<T>) -> T {
 
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// How far a backend that flushes subnormals may be from an elementwise
+/// result whose operands or exact value touch the subnormal range: the
+/// smallest normal (a flushed operand or result moves it by less). `None`,
+/// bit for bit, where no subnormal takes part or the backend keeps them.
+fn elementwise_slack(flushes: bool, operands: &[f32], result: f32) -> Option<f64> {
+    let touched = result.is_subnormal() || operands.iter().any(|x| x.is_subnormal());
+    (flushes && touched).then_some(f32::MIN_POSITIVE as f64)
+}
+
+/// The same for a group reduction in the canonical order of
+/// [`Reduction::reduce`]: where a value, a term or a partial result is
+/// subnormal, each of the `n` steps may lose up to the smallest normal to
+/// flushing and round differently by an ulp of the largest partial result.
+fn reduction_slack(flushes: bool, r: Reduction, values: &[f32]) -> Option<f64> {
+    if !flushes {
+        return None;
+    }
+    let (mut total, mut chunk, mut len) = (0.0f32, 0.0f32, 0usize);
+    let (mut touched, mut largest) = (false, 0.0f64);
+    let mut note = |v: f32, touched: &mut bool| {
+        *touched |= v.is_subnormal();
+        if v.is_finite() {
+            largest = largest.max(v.abs() as f64);
+        }
+    };
+    for &x in values {
+        let term = r.term(x);
+        note(x, &mut touched);
+        note(term, &mut touched);
+        chunk = r.combine(chunk, term);
+        note(chunk, &mut touched);
+        len += 1;
+        if len == REDUCE_CHUNK {
+            total = r.combine(total, chunk);
+            note(total, &mut touched);
+            (chunk, len) = (0.0, 0);
+        }
+    }
+    if len > 0 {
+        note(r.combine(total, chunk), &mut touched);
+    }
+    let steps = values.len() as f64 + 1.0;
+    touched.then_some(steps * (f32::MIN_POSITIVE as f64 + largest * f32::EPSILON as f64))
 }
 
 // ---------------------------------------------------------------------------
@@ -172,9 +219,12 @@ pub fn check_unary_ops<B: Backend>(b: &B) {
             assert_eq!(y.shape(), &s, "{ctx}: wrong shape");
             let got = ok(&ctx, b.download(&y));
             let defined: Vec<f32> = data.iter().map(|&v| op.apply(v)).collect();
-            assert_bits_eq(&ctx, &got, &defined);
+            let slack: Vec<_> = (data.iter().zip(&defined))
+                .map(|(&v, &d)| elementwise_slack(b.flushes_subnormals(), &[v], d))
+                .collect();
+            assert_bits_eq_within(&ctx, &got, &defined, &slack);
             let reference = ok(&ctx, REF.download(&ok(&ctx, REF.unary(op, &rx))));
-            assert_bits_eq(&format!("{ctx} (reference)"), &got, &reference);
+            assert_bits_eq(&format!("{ctx} (reference)"), &reference, &defined);
         }
     }
     // Abs clears the sign bit of -0.0 and of negative NaN alike.
@@ -217,9 +267,12 @@ pub fn check_binary_ops<B: Backend>(b: &B) {
             assert_eq!(y.shape(), &s, "{ctx}: wrong shape");
             let got = ok(&ctx, b.download(&y));
             let defined: Vec<f32> = da.iter().zip(&db).map(|(&p, &q)| op.apply(p, q)).collect();
-            assert_bits_eq(&ctx, &got, &defined);
+            let slack: Vec<_> = (0..n)
+                .map(|i| elementwise_slack(b.flushes_subnormals(), &[da[i], db[i]], defined[i]))
+                .collect();
+            assert_bits_eq_within(&ctx, &got, &defined, &slack);
             let reference = ok(&ctx, REF.download(&ok(&ctx, REF.binary(op, &ra, &rb))));
-            assert_bits_eq(&format!("{ctx} (reference)"), &got, &reference);
+            assert_bits_eq(&format!("{ctx} (reference)"), &reference, &defined);
         }
     }
     let x = ok(&name, b.upload(&[1.0; 6], &shape(&[2, 3])));
@@ -287,12 +340,18 @@ pub fn check_reduce_groups<B: Backend>(b: &B) {
                 let y = ok(&ctx, b.reduce_groups(&x, g, r));
                 assert_eq!(y.shape(), &g.unit_shape(&s), "{ctx}: wrong shape");
                 let got = ok(&ctx, b.download(&y));
-                let defined: Vec<f32> = (0..g.units(&s))
-                    .map(|u| r.reduce(g.members(&s, u).map(|i| data[i])))
+                let groups: Vec<Vec<f32>> = (0..g.units(&s))
+                    .map(|u| g.members(&s, u).map(|i| data[i]).collect())
                     .collect();
-                assert_bits_eq(&ctx, &got, &defined);
+                let defined: Vec<f32> =
+                    groups.iter().map(|v| r.reduce(v.iter().copied())).collect();
+                let slack: Vec<_> = groups
+                    .iter()
+                    .map(|v| reduction_slack(b.flushes_subnormals(), r, v))
+                    .collect();
+                assert_bits_eq_within(&ctx, &got, &defined, &slack);
                 let reference = ok(&ctx, REF.download(&ok(&ctx, REF.reduce_groups(&rx, g, r))));
-                assert_bits_eq(&format!("{ctx} (reference)"), &got, &reference);
+                assert_bits_eq(&format!("{ctx} (reference)"), &reference, &defined);
             }
         }
     }
@@ -3172,4 +3231,55 @@ pub fn check_layer_api<B: Backend>(b: &B) {
     let masks = ok(&name, prune(b, &layers, &PruneConfig::new(0.5)));
     assert_eq!(kept(&masks[0]), [0, 2], "{name}: fc1");
     assert_eq!(kept(&masks[1]), [0], "{name}: fc2");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TINY: f32 = f32::from_bits(0x0040_0000); // 2^-127, subnormal
+
+    fn slack_check(flushes: bool, got: f32, operands: &[f32], want: f32) -> bool {
+        let slack = [elementwise_slack(flushes, operands, want)];
+        std::panic::catch_unwind(|| assert_bits_eq_within("t", &[got], &[want], &slack)).is_ok()
+    }
+
+    #[test]
+    fn flushed_elementwise_results_pass_only_on_a_flushing_backend() {
+        // 2^-126 * 0.5 = 2^-127 is subnormal: a flushing device returns 0.
+        let want = f32::MIN_POSITIVE * 0.5;
+        assert_eq!(want, TINY);
+        assert!(slack_check(true, 0.0, &[f32::MIN_POSITIVE, 0.5], want));
+        assert!(!slack_check(false, 0.0, &[f32::MIN_POSITIVE, 0.5], want));
+        // A subnormal operand flushed before an add moves the sum by it.
+        let want = 1e-37 + TINY;
+        assert!(slack_check(true, 1e-37, &[1e-37, TINY], want));
+    }
+
+    #[test]
+    fn normal_values_stay_bit_exact_on_a_flushing_backend() {
+        let want = 1.5f32 * 3.0;
+        let off_by_an_ulp = f32::from_bits(want.to_bits() + 1);
+        assert!(!slack_check(true, off_by_an_ulp, &[1.5, 3.0], want));
+        // Even a result just above the subnormal range keeps no slack.
+        let want = f32::MIN_POSITIVE * 2.0;
+        assert!(!slack_check(true, 0.0, &[f32::MIN_POSITIVE, 2.0], want));
+        // NaN and infinities are never within a slack.
+        assert!(!slack_check(true, f32::INFINITY, &[TINY, 1.0], TINY));
+    }
+
+    #[test]
+    fn reductions_get_slack_only_where_a_subnormal_takes_part() {
+        assert_eq!(
+            reduction_slack(true, Reduction::Sum, &[1.0, 2.0, -3.5]),
+            None
+        );
+        assert_eq!(reduction_slack(false, Reduction::Sum, &[TINY, 1.0]), None);
+        // A square that underflows into the subnormal range.
+        let s = reduction_slack(true, Reduction::SumSquares, &[1e-20, 1.0]).expect("touched");
+        assert!(s > 0.0 && s < 1e-6, "slack {s}");
+        // A partial sum that cancels into the subnormal range.
+        let a = f32::MIN_POSITIVE * 1.5;
+        assert!(reduction_slack(true, Reduction::Sum, &[a, -f32::MIN_POSITIVE]).is_some());
+    }
 }

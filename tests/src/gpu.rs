@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use prunus_core::SelectionPlan;
+use prunus_core::{Backend, SelectionPlan};
 use prunus_wgpu::WgpuBackend;
 
 /// Whether `PRUNUS_REQUIRE_GPU=1` makes a missing adapter a failure.
@@ -19,8 +19,8 @@ pub fn wgpu_backend() -> Option<WgpuBackend> {
         Ok(b) => {
             if b.flushes_subnormals() {
                 eprintln!(
-                    "{b:?} flushes subnormals: elementwise and reduction checks on subnormal \
-                     values will differ from the reference (masks never do)"
+                    "{b:?} flushes subnormals: elementwise and reduction checks allow the \
+                     flushed amounts where a subnormal value takes part"
                 );
             }
             Some(b)

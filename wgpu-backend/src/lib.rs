@@ -106,15 +106,6 @@ impl WgpuBackend {
         Ok(backend)
     }
 
-    /// Whether the device's float arithmetic flushes subnormal operands or
-    /// results to zero (probed when the device is opened). Keys, and so every
-    /// mask, are computed with integer operations and never depend on it;
-    /// elementwise ops and group reductions whose operands or results are
-    /// subnormal then differ from the reference backend, which keeps them.
-    pub fn flushes_subnormals(&self) -> bool {
-        self.flushes_subnormals
-    }
-
     /// Adds and multiplies values with subnormal operands and results on the
     /// device and compares with the host.
     fn probe_subnormals(&self) -> Result<bool> {
@@ -235,6 +226,17 @@ impl Backend for WgpuBackend {
 
     fn selection_plan(&self) -> SelectionPlan {
         self.plan
+    }
+
+    /// Whether the device's float arithmetic flushes subnormal operands or
+    /// results to zero (probed when the device is opened; NVIDIA's Vulkan
+    /// driver does, Mesa's llvmpipe does not). Keys, and so the masks of
+    /// magnitude and random importance, are computed with integer operations
+    /// and never depend on it; elementwise ops and group reductions in which
+    /// a subnormal value takes part then differ from the reference backend,
+    /// which keeps them.
+    fn flushes_subnormals(&self) -> bool {
+        self.flushes_subnormals
     }
 
     fn upload(&self, data: &[f32], shape: &Shape) -> Result<WgpuTensor> {
