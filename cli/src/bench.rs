@@ -158,6 +158,7 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
                 n => Par::Rayon(n),
             };
             let mut b = CpuBackend::new(par)?;
+            eprintln!("cpu kernels: {} (PRUNUS_SIMD forces a level)", b.simd());
             if let Some(p) = args.plan {
                 b = b.with_selection_plan(p.into());
             }

@@ -119,7 +119,10 @@ impl SimdLevel {
                 Ok(v) if !v.trim().is_empty() => v
                     .parse::<SimdLevel>()
                     .and_then(SimdLevel::checked)
-                    .map_err(|e| format!("{SIMD_ENV}={v}: {e}")),
+                    .map_err(|e| match e {
+                        Error::Backend { message } => format!("{SIMD_ENV}={v}: {message}"),
+                        e => format!("{SIMD_ENV}={v}: {e}"),
+                    }),
                 Ok(_) | Err(std::env::VarError::NotPresent) => Ok(SimdLevel::detect()),
                 Err(std::env::VarError::NotUnicode(v)) => Err(format!(
                     "{SIMD_ENV}={v:?} is not valid text; give one of: {}",
