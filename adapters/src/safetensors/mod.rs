@@ -14,8 +14,12 @@
 //! - [`inspect`] reports per-tensor sparsity and N:M conformance.
 //!
 //! Peak memory is bounded by the largest tensor (its mapping, a copy, and
-//! its mask) plus 512 KiB of counts per pruned tensor, whatever the file's
-//! size. The selection is the one of [`prunus_core::select()`], mask for mask.
+//! its mask) plus a few MiB of merged counts and a few dozen bytes per
+//! pruned tensor, whatever the file's size or tensor count. A global
+//! selection reads the file once before the write (F32 after a sample of a
+//! few thousand pages; again only where the sample missed, or for tensors a
+//! guard saturates). The selection is the one of [`prunus_core::select()`],
+//! mask for mask.
 //!
 //! ```no_run
 //! use prunus_adapters::safetensors::{Checkpoint, Options, Request, prune_file};

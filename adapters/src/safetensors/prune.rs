@@ -14,7 +14,7 @@ use super::checkpoint::Checkpoint;
 use super::dtype::Dtype;
 use super::header::{self, TensorInfo};
 use super::output;
-use super::stream::{CHUNK, Keys, Member, Reads, Scores, Selector, Tuning, keep_bits};
+use super::stream::{CHUNK, FateCache, Keys, Member, Reads, Scores, Selector, Tuning, keep_bits};
 use crate::error::{Error, Result};
 
 /// The version written into the metadata of pruned checkpoints.
@@ -599,6 +599,7 @@ impl<B: Backend + ?Sized> Job<'_, B> {
         let mut member = 0;
         // Ties of the shared cut pruned so far, in file order.
         let mut seen = 0u64;
+        let mut fates = FateCache::default();
         let mut mask: Vec<u8> = Vec::new();
         for (_, part) in &layout {
             let i = match *part {
@@ -639,7 +640,7 @@ impl<B: Backend + ?Sized> Job<'_, B> {
                             },
                         });
                         let (bits, tied) =
-                            keep_bits(&data, m.numel, Keys::new(self.scores, m), cut);
+                            keep_bits(&data, m.numel, Keys::new(self.scores, m), cut, &mut fates);
                         if own[member].is_none() {
                             seen += tied;
                         }

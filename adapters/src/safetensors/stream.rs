@@ -781,10 +781,10 @@ impl<'c> Selector<'c> {
         progress: &mut dyn FnMut(u64),
     ) -> Result<Vec<TensorCut>> {
         let mut cuts = Vec::with_capacity(self.members.len());
-        for m in 0..self.members.len() {
+        for (m, &k) in k.iter().enumerate() {
             let t = self.read_tally(m, None)?;
             self.zeros.push(t.zeros);
-            cuts.push(self.own_cut(m, &t, k[m], None)?);
+            cuts.push(self.own_cut(m, &t, k, None)?);
             progress(self.read);
         }
         Ok(cuts)
@@ -883,7 +883,7 @@ impl<'c> Selector<'c> {
                         self.count_equal(m, cut.key)?
                     }
                 };
-                if tied.contains(&m)
+                if tied.binary_search(&m).is_ok()
                     && let CapKey::Exact { below, .. } = caps[m]
                 {
                     let share = equal.min(shared.ties.saturating_sub(before));
@@ -1033,6 +1033,37 @@ impl Fate {
     }
 }
 
+/// The fates of a 16-bit dtype's bit patterns under a cut, kept for the
+/// next tensors cut the same way (thousands of small tensors share one
+/// global cut, and 65,536 fates per tensor would cost more than the tensor).
+#[derive(Default)]
+pub(crate) struct FateCache {
+    entries: Vec<((Dtype, u32, u64), Vec<Fate>)>,
+}
+
+impl FateCache {
+    fn get(&mut self, table: &[u32], dtype: Dtype, cut: TensorCut) -> &[Fate] {
+        // Fates depend on the tie count only through its class.
+        let class = match cut.ties {
+            0 | TensorCut::ALL => cut.ties,
+            _ => 1,
+        };
+        let id = (dtype, cut.key, class);
+        let at = match self.entries.iter().position(|(k, _)| *k == id) {
+            Some(at) => at,
+            None => {
+                if self.entries.len() == 8 {
+                    self.entries.remove(0);
+                }
+                let fates = table.iter().map(|&k| Fate::of(k, cut)).collect();
+                self.entries.push((id, fates));
+                self.entries.len() - 1
+            }
+        };
+        &self.entries[at].1
+    }
+}
+
 /// Packed keep bits (bit `i % 8` of byte `i / 8`, 1 = kept) of a tensor of
 /// `numel` elements stored in `data`, under `cut` applied to the tensor as
 /// one sequence: keys below the cut are pruned, and of the keys equal to it
@@ -1043,13 +1074,17 @@ impl Fate {
 /// Ties are first pruned optimistically while counted; only a tensor that
 /// holds more ties than `cut.ties` (the last one a shared cut reaches) takes
 /// a second pass over its data in memory to keep the later ones.
-pub(crate) fn keep_bits(data: &[u8], numel: u64, keys: Keys, cut: TensorCut) -> (Vec<u8>, u64) {
+pub(crate) fn keep_bits(
+    data: &[u8],
+    numel: u64,
+    keys: Keys,
+    cut: TensorCut,
+    cache: &mut FateCache,
+) -> (Vec<u8>, u64) {
     let w = keys.dtype.width();
     // For 16-bit magnitudes the fate of each bit pattern is known up front.
-    let fates: Option<Vec<Fate>> = keys
-        .table
-        .map(|t| t.iter().map(|&k| Fate::of(k, cut)).collect());
-    let fate = |index: u64, b: &[u8]| match &fates {
+    let fates: Option<&[Fate]> = keys.table.map(|t| cache.get(t, keys.dtype, cut));
+    let fate = |index: u64, b: &[u8]| match fates {
         Some(f) => f[u16::from_le_bytes([b[0], b[1]]) as usize],
         None => Fate::of(keys.key(index, b), cut),
     };
@@ -1063,7 +1098,7 @@ pub(crate) fn keep_bits(data: &[u8], numel: u64, keys: Keys, cut: TensorCut) -> 
         .map(|(c, (out, bytes))| {
             let base = (c * CHUNK) as u64;
             let mut ties = 0u64;
-            match &fates {
+            match fates {
                 Some(f) => {
                     // The hot path: a table lookup per element.
                     for (o, group) in out.iter_mut().zip(bytes.chunks(8 * w)) {
