@@ -23,22 +23,39 @@ pub fn assert_bits_eq(context: &str, got: &[f32], want: &[f32]) {
     }
 }
 
+/// What a backend that flushes subnormals may return instead of the exact
+/// result, at an element a subnormal value took part in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Slack {
+    /// The result computed with every subnormal operand and result flushed
+    /// to a zero of the same sign (which turns `subnormal * inf` into NaN).
+    pub flushed: f32,
+    /// How far a finite result may be from a finite exact one.
+    pub within: f64,
+}
+
 /// Panics unless `got` and `want` agree bit for bit ([`same_bits`]), except
-/// where `slack[i]` is `Some(t)`: there `got[i]` may instead be finite and
-/// within `t` of a finite `want[i]`. The conformance suite gives slack only to
-/// the elements a subnormal value took part in, on a backend that flushes
-/// subnormals ([`prunus_core::Backend::flushes_subnormals`]).
+/// where `slack[i]` is given: there `got[i]` may instead be the flushed
+/// result, bit for bit, or finite and within `within` of a finite `want[i]`.
+/// The conformance suite gives slack only to the elements a subnormal value
+/// took part in, on a backend that flushes subnormals
+/// ([`prunus_core::Backend::flushes_subnormals`]).
 #[track_caller]
-pub fn assert_bits_eq_within(context: &str, got: &[f32], want: &[f32], slack: &[Option<f64>]) {
+pub fn assert_bits_eq_within(context: &str, got: &[f32], want: &[f32], slack: &[Option<Slack>]) {
     assert_eq!(got.len(), want.len(), "{context}: length differs");
     assert_eq!(got.len(), slack.len(), "{context}: one slack per element");
-    let within = |i: usize| {
-        slack[i].is_some_and(|t| {
-            got[i].is_finite() && want[i].is_finite() && (got[i] as f64 - want[i] as f64).abs() <= t
+    let allowed = |i: usize| {
+        slack[i].is_some_and(|s| {
+            same_bits(got[i], s.flushed)
+                || (got[i].is_finite()
+                    && want[i].is_finite()
+                    && (got[i] as f64 - want[i] as f64).abs() <= s.within)
         })
     };
-    if let Some(i) = (0..got.len()).find(|&i| !same_bits(got[i], want[i]) && !within(i)) {
-        let allowed = slack[i].map_or("bit for bit".into(), |t| format!("within {t:e}"));
+    if let Some(i) = (0..got.len()).find(|&i| !same_bits(got[i], want[i]) && !allowed(i)) {
+        let allowed = slack[i].map_or("bit for bit".into(), |s| {
+            format!("or {} (flushed) or within {:e}", s.flushed, s.within)
+        });
         panic!(
             "{context}: element {i} is {} ({:#010x}), expected {} ({:#010x}) {allowed}",
             got[i],
