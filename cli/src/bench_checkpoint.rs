@@ -1,5 +1,6 @@
 //! `prunus bench checkpoint`: prune a synthetic decoder-only transformer
-//! checkpoint and compare with copying the same file.
+//! checkpoint (dense, or a mixture of experts with tens of thousands of
+//! small tensors) and compare with copying the same file.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -36,6 +37,18 @@ impl DtypeArg {
     }
 }
 
+/// The tensor layout of the synthetic checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Layout {
+    /// A dense LLaMA-style decoder (defaults: the 7B shapes).
+    Decoder,
+    /// A mixture-of-experts decoder: per layer the attention projections,
+    /// a router and gate/up/down projections per expert (defaults: 130
+    /// layers of 128 experts, 50,572 prunable tensors of at most 65,536
+    /// weights, 0.87 B parameters).
+    Moe,
+}
+
 /// Arguments of `prunus bench checkpoint`.
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
@@ -47,20 +60,36 @@ shapes, 13.5 GB in bf16), syncs it, then times `cp` of the file (and `cp` plus \
 `prunus prune --sparsity S` run as a child process, whose peak resident memory is \
 reported. Where the folder lacks room for the input and one output (plus 2%), the \
 layer count is lowered to the largest that fits, and the run says so. Every file \
-is deleted at the end unless --keep.")]
+is deleted at the end unless --keep.
+
+--layout moe writes a mixture-of-experts decoder instead: per layer the four \
+attention projections, a router [experts, hidden] and, per expert, gate and up \
+[intermediate, hidden] and down [hidden, intermediate] projections. Its defaults \
+(130 layers, 128 experts, hidden 256, expert intermediate 64, vocabulary 8192) \
+make 50,572 prunable tensors, the case where selection memory must not grow with \
+the tensor count.
+
+The F32 comparison is `--dtype f32 --layers 4` (4.3 GB with the dense shapes).")]
 pub(crate) struct CheckpointArgs {
-    /// Decoder layers.
-    #[arg(long, default_value_t = 32)]
-    pub(crate) layers: usize,
-    /// Hidden size.
-    #[arg(long, default_value_t = 4096)]
-    pub(crate) hidden: usize,
-    /// MLP intermediate size.
-    #[arg(long, default_value_t = 11008)]
-    pub(crate) intermediate: usize,
-    /// Vocabulary size.
-    #[arg(long, default_value_t = 32000)]
-    pub(crate) vocab: usize,
+    /// Tensor layout.
+    #[arg(long, value_enum, default_value_t = Layout::Decoder)]
+    pub(crate) layout: Layout,
+    /// Decoder layers [default: 32, or 130 with --layout moe].
+    #[arg(long)]
+    pub(crate) layers: Option<usize>,
+    /// Hidden size [default: 4096, or 256 with --layout moe].
+    #[arg(long)]
+    pub(crate) hidden: Option<usize>,
+    /// MLP intermediate size, per expert with --layout moe [default: 11008,
+    /// or 64 with --layout moe].
+    #[arg(long)]
+    pub(crate) intermediate: Option<usize>,
+    /// Vocabulary size [default: 32000, or 8192 with --layout moe].
+    #[arg(long)]
+    pub(crate) vocab: Option<usize>,
+    /// Experts per layer (--layout moe only).
+    #[arg(long, default_value_t = 128)]
+    pub(crate) experts: usize,
     /// Element type of every tensor.
     #[arg(long, value_enum, default_value_t = DtypeArg::Bf16)]
     pub(crate) dtype: DtypeArg,
@@ -115,6 +144,58 @@ fn decoder(layers: usize, hidden: usize, inter: usize, vocab: usize) -> Vec<Spec
     v.push(n("model.norm.weight".into()));
     v.push(w("lm_head.weight".into(), vec![vocab, hidden]));
     v
+}
+
+/// A mixture-of-experts decoder: attention, a router and `experts` small
+/// MLPs per layer.
+fn moe(layers: usize, hidden: usize, inter: usize, vocab: usize, experts: usize) -> Vec<Spec> {
+    let w = |name: String, shape: Vec<usize>| Spec {
+        name,
+        shape,
+        norm: false,
+    };
+    let n = |name: String| Spec {
+        name,
+        shape: vec![hidden],
+        norm: true,
+    };
+    let mut v = vec![w("model.embed_tokens.weight".into(), vec![vocab, hidden])];
+    for l in 0..layers {
+        let p = format!("model.layers.{l}");
+        for proj in ["q_proj", "k_proj", "v_proj", "o_proj"] {
+            v.push(w(
+                format!("{p}.self_attn.{proj}.weight"),
+                vec![hidden, hidden],
+            ));
+        }
+        v.push(w(format!("{p}.mlp.gate.weight"), vec![experts, hidden]));
+        for e in 0..experts {
+            let q = format!("{p}.mlp.experts.{e}");
+            v.push(w(format!("{q}.gate_proj.weight"), vec![inter, hidden]));
+            v.push(w(format!("{q}.up_proj.weight"), vec![inter, hidden]));
+            v.push(w(format!("{q}.down_proj.weight"), vec![hidden, inter]));
+        }
+        v.push(n(format!("{p}.input_layernorm.weight")));
+        v.push(n(format!("{p}.post_attention_layernorm.weight")));
+    }
+    v.push(n("model.norm.weight".into()));
+    v.push(w("lm_head.weight".into(), vec![vocab, hidden]));
+    v
+}
+
+/// The shapes the arguments ask for, with `layers` layers.
+fn specs(args: &CheckpointArgs, layers: usize) -> Vec<Spec> {
+    let moe_layout = args.layout == Layout::Moe;
+    let pick = |v: Option<usize>, dense: usize, experts: usize| {
+        v.unwrap_or(if moe_layout { experts } else { dense })
+    };
+    let hidden = pick(args.hidden, 4096, 256);
+    let inter = pick(args.intermediate, 11008, 64);
+    let vocab = pick(args.vocab, 32000, 8192);
+    match args.layout {
+        Layout::Decoder => decoder(layers, hidden, inter, vocab),
+        Layout::Moe => moe(layers, hidden, inter, vocab, args.experts),
+    }
 }
 
 fn numel(s: &Spec) -> u64 {
@@ -215,13 +296,12 @@ fn timed(program: &str, args: &[&Path]) -> Result<f64, Error> {
 pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
     let dtype = args.dtype.dtype();
     let width = dtype.bits() as u64 / 8;
-    let size = |layers: usize| -> u64 {
-        decoder(layers, args.hidden, args.intermediate, args.vocab)
-            .iter()
-            .map(|s| numel(s) * width)
-            .sum()
-    };
-    let mut layers = args.layers;
+    let size =
+        |layers: usize| -> u64 { specs(args, layers).iter().map(|s| numel(s) * width).sum() };
+    let asked = args
+        .layers
+        .unwrap_or(if args.layout == Layout::Moe { 130 } else { 32 });
+    let mut layers = asked;
     let free = free_bytes(&args.dir);
     if let Some(free) = free {
         while layers > 1 && size(layers) * 204 / 100 > free {
@@ -235,15 +315,30 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
             )));
         }
     }
-    if layers < args.layers {
+    if layers < asked {
         println!(
-            "note: {} has {:.1} GB free, so the benchmark uses {layers} of the {} layers asked for",
+            "note: {} has {:.1} GB free, so the benchmark uses {layers} of the {asked} layers asked \
+             for",
             args.dir.display(),
             free.unwrap_or(0) as f64 / 1e9,
-            args.layers
         );
     }
-    let specs = decoder(layers, args.hidden, args.intermediate, args.vocab);
+    let specs = specs(args, layers);
+    let shape = |name: &str, d: usize| {
+        specs
+            .iter()
+            .find(|s| s.name == name)
+            .map_or(0, |s| s.shape[d])
+    };
+    let (hidden, vocab) = (
+        shape("model.embed_tokens.weight", 1),
+        shape("model.embed_tokens.weight", 0),
+    );
+    let intermediate = match args.layout {
+        Layout::Decoder => shape("model.layers.0.mlp.gate_proj.weight", 0),
+        Layout::Moe => shape("model.layers.0.mlp.experts.0.gate_proj.weight", 0),
+    };
+    let prunable = specs.iter().filter(|s| !s.norm).count();
     let params: u64 = specs.iter().map(numel).sum();
     let input = args.dir.join("prunus-bench-decoder.safetensors");
     let copy = args.dir.join("prunus-bench-decoder.copy.safetensors");
@@ -256,12 +351,15 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
     let t = Instant::now();
     let bytes = generate(&input, &specs, dtype)?;
     let gen_s = t.elapsed().as_secs_f64();
+    let experts = match args.layout {
+        Layout::Decoder => String::new(),
+        Layout::Moe => format!(", {} experts", args.experts),
+    };
     println!(
-        "decoder {layers} layers, hidden {}, intermediate {}, vocab {}: {} tensors, {:.2} B \
-         parameters, {dtype}, {:.2} GB (written and synced in {gen_s:.1} s)",
-        args.hidden,
-        args.intermediate,
-        args.vocab,
+        "{:?} {layers} layers{experts}, hidden {hidden}, intermediate {intermediate}, vocab \
+         {vocab}: {} tensors ({prunable} prunable), {:.2} B parameters, {dtype}, {:.2} GB \
+         (written and synced in {gen_s:.1} s)",
+        args.layout,
         specs.len(),
         params as f64 / 1e9,
         bytes as f64 / 1e9
@@ -310,6 +408,7 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
         )));
     }
     let rss = report["peak_rss_mib"].as_f64();
+    let read = report["bytes_read"].as_u64().unwrap_or(0);
     println!(
         "cp                {cp_s:>8.1} s  ({:.2} GB/s)",
         bytes as f64 / 1e9 / cp_s
@@ -322,15 +421,29 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
         rss.map_or("unknown".into(), |m| format!("{m:.0} MiB"))
     );
     println!(
-        "pruned {n} weights globally to {:.1}% (exactly {k} removed; {zeros} zero after)",
-        100.0 * zeros as f64 / n.max(1) as f64
+        "pruned {n} weights globally to {:.1}% (exactly {k} removed; {zeros} zero after); read \
+         {:.2} GB = {:.2} x the file, write pass included",
+        100.0 * zeros as f64 / n.max(1) as f64,
+        read as f64 / 1e9,
+        read as f64 / bytes as f64
     );
     if let Some(path) = &args.json {
         let mut r = Report::new("bench-checkpoint", "synthetic", vec![42]);
+        r.set_config(
+            "layout",
+            match args.layout {
+                Layout::Decoder => "decoder",
+                Layout::Moe => "moe",
+            },
+        );
         r.set_config("layers", layers as u64);
-        r.set_config("hidden", args.hidden as u64);
-        r.set_config("intermediate", args.intermediate as u64);
-        r.set_config("vocab", args.vocab as u64);
+        r.set_config("hidden", hidden as u64);
+        r.set_config("intermediate", intermediate as u64);
+        r.set_config("vocab", vocab as u64);
+        if args.layout == Layout::Moe {
+            r.set_config("experts", args.experts as u64);
+        }
+        r.set_config("tensors", specs.len() as u64);
         r.set_config("dtype", dtype.name());
         r.set_config("bytes", bytes);
         r.set_config("params", params);
@@ -341,6 +454,7 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
         if let Some(m) = rss {
             r.push(Row::new("prunus", "peak_rss_mb", vec![m])?);
         }
+        r.push(Row::new("prunus", "bytes_read", vec![read as f64])?);
         write_atomic(path, &r)?;
         eprintln!("wrote {}", path.display());
     }

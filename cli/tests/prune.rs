@@ -261,3 +261,39 @@ fn bench_checkpoint_runs_a_small_decoder() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn bench_checkpoint_runs_a_small_mixture_of_experts() {
+    let dir = scratch("bench-moe");
+    let json = dir.join("bench.json");
+    let out = ok(&[
+        "bench",
+        "checkpoint",
+        "--layout",
+        "moe",
+        "--layers",
+        "3",
+        "--experts",
+        "40",
+        "--hidden",
+        "32",
+        "--intermediate",
+        "16",
+        "--vocab",
+        "64",
+        "--dtype",
+        "f32",
+        "--dir",
+        s(&dir),
+        "--json",
+        s(&json),
+    ]);
+    // 3 layers of 4 attention projections, a router and 40 x 3 experts,
+    // plus the embedding and the head.
+    assert!(out.contains("(377 prunable)"), "{out}");
+    assert!(out.contains("exactly"), "{out}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["config"]["layout"], "moe");
+    assert_eq!(report["config"]["experts"], 40);
+    let _ = std::fs::remove_dir_all(dir);
+}
