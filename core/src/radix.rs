@@ -323,8 +323,9 @@ impl RadixSelect {
     }
 }
 
-/// The bin holding the `rank`-th (1-based) smallest, and the count before it.
-fn locate(bins: &[u64], rank: u64) -> (usize, u64) {
+/// The bin holding the `rank`-th (1-based) smallest of the counted elements,
+/// and the count before it (the last bin when `rank` exceeds the total).
+pub fn locate(bins: &[u64], rank: u64) -> (usize, u64) {
     let mut before = 0u64;
     for (i, &c) in bins.iter().enumerate() {
         if before + c >= rank {
@@ -333,6 +334,48 @@ fn locate(bins: &[u64], rank: u64) -> (usize, u64) {
         before += c;
     }
     (bins.len() - 1, before)
+}
+
+/// The range `[lo, hi]` of 16-bit key buckets (the keys' high halves) that a
+/// sample of keys says holds the `k`-th smallest of `n`, with a margin of
+/// four standard deviations of the sample quantile; `None` when the sample
+/// is smaller than 1,024 keys or the range would hold more than 1/64 of the
+/// sample. Selection uses it to place a cut before its one pass (core's
+/// Gather plan, the streamed checkpoint selection).
+pub fn sample_buckets(sample: &[u32], n: u64, k: u64) -> Option<(u16, u16)> {
+    let s = sample.len();
+    if s < 1024 || n == 0 {
+        return None;
+    }
+    let mut bins = vec![0u32; BINS];
+    for &key in sample {
+        bins[(key >> 16) as usize] += 1;
+    }
+    let q = k as f64 / n as f64;
+    let margin = 4.0 * libm::sqrt(s as f64 * q * (1.0 - q)) + 8.0;
+    let first = libm::floor(q * s as f64 - margin);
+    let last = libm::ceil(q * s as f64 + margin);
+    // The bucket of the sample element of 0-based rank `r`.
+    let bucket_of = |r: f64| {
+        let mut seen = 0u64;
+        bins.iter()
+            .position(|&c| {
+                seen += c as u64;
+                seen as f64 > r
+            })
+            .unwrap_or(BINS - 1)
+    };
+    let lo = if first < 0.0 { 0 } else { bucket_of(first) };
+    let hi = if last >= s as f64 {
+        BINS - 1
+    } else {
+        bucket_of(last)
+    };
+    let inside: u64 = bins[lo..=hi].iter().map(|&c| c as u64).sum();
+    if inside * 64 > s as u64 {
+        return None;
+    }
+    Some((lo as u16, hi as u16))
 }
 
 fn check_total(total: u64, expected: u64) -> Result<()> {

@@ -16,7 +16,7 @@ use crate::config::{Guards, PruneConfig, Scope};
 use crate::error::{Error, Result};
 use crate::key::{KeyRule, NanPolicy, Transform};
 use crate::mask::Mask;
-use crate::radix::{BINS, Cut, Histogram, KeyWindow, RadixSelect};
+use crate::radix::{Cut, Histogram, KeyWindow, RadixSelect};
 use crate::shape::HasShape;
 
 /// A named tensor taking part in a pruning call: the weights for
@@ -326,42 +326,9 @@ const SAMPLE_RUN: usize = 64;
 const SAMPLE_EVERY: usize = 64;
 
 /// The key range `[lo, hi]` (whole 16-bit buckets) that a sample of keys
-/// says holds the `k`-th smallest of `n`, with a margin of four standard
-/// deviations of the sample quantile; `None` when the sample is too small or
-/// the range would hold more than 1/64 of the elements.
+/// says holds the `k`-th smallest of `n` ([`crate::radix::sample_buckets`]).
 fn sample_range(sample: &[u32], n: u64, k: u64) -> Option<(u32, u32)> {
-    let s = sample.len();
-    if s < 1024 {
-        return None;
-    }
-    let mut bins = vec![0u32; BINS];
-    for &key in sample {
-        bins[(key >> 16) as usize] += 1;
-    }
-    let q = k as f64 / n as f64;
-    let margin = 4.0 * libm::sqrt(s as f64 * q * (1.0 - q)) + 8.0;
-    let first = libm::floor(q * s as f64 - margin);
-    let last = libm::ceil(q * s as f64 + margin);
-    // The bucket of the sample element of 0-based rank `r`.
-    let bucket_of = |r: f64| {
-        let mut seen = 0u64;
-        bins.iter()
-            .position(|&c| {
-                seen += c as u64;
-                seen as f64 > r
-            })
-            .unwrap_or(BINS - 1)
-    };
-    let lo = if first < 0.0 { 0 } else { bucket_of(first) };
-    let hi = if last >= s as f64 {
-        BINS - 1
-    } else {
-        bucket_of(last)
-    };
-    let inside: u64 = bins[lo..=hi].iter().map(|&c| c as u64).sum();
-    if inside * 64 > s as u64 {
-        return None;
-    }
+    let (lo, hi) = crate::radix::sample_buckets(sample, n, k)?;
     Some(((lo as u32) << 16, ((hi as u32) << 16) | 0xFFFF))
 }
 

@@ -34,7 +34,9 @@
 use std::sync::OnceLock;
 
 use prunus_core::key::KeyRule;
-use prunus_core::radix::{BINS, Cut, Histogram, KeyWindow, RadixSelect, TensorCut};
+use prunus_core::radix::{
+    BINS, Cut, Histogram, KeyWindow, RadixSelect, TensorCut, locate, sample_buckets,
+};
 use prunus_core::random::uniform;
 use rayon::prelude::*;
 
@@ -927,57 +929,11 @@ fn nth_key(keys: &Keys, items: &[u32], rank: u64) -> (u32, u64, u64) {
     (key, below, equal)
 }
 
-/// The bin holding the `rank`-th (1-based) smallest, and the count before
-/// it.
-fn locate(bins: &[u64], rank: u64) -> (usize, u64) {
-    let mut before = 0u64;
-    for (i, &c) in bins.iter().enumerate() {
-        if before + c >= rank {
-            return (i, before);
-        }
-        before += c;
-    }
-    (bins.len() - 1, before)
-}
-
 /// The bucket range `[lo, hi]` that a sample of keys says holds the `k`-th
-/// smallest of `n`, with a margin of four standard deviations of the sample
-/// quantile (as core's Gather plan); `None` when the sample is too small,
-/// or the range would hold more than 1/64 of the elements or more than
-/// `max_buckets` buckets.
+/// smallest of `n` (core's [`sample_buckets`], as its Gather plan uses it);
+/// `None` also when the range spans `max_buckets` buckets or more.
 fn sample_range(sample: &[u32], n: u64, k: u64, max_buckets: u32) -> Option<(u16, u16)> {
-    let s = sample.len();
-    if s < 1024 {
-        return None;
-    }
-    let mut bins = vec![0u32; BINS];
-    for &key in sample {
-        bins[(key >> 16) as usize] += 1;
-    }
-    let q = k as f64 / n as f64;
-    let margin = 4.0 * (s as f64 * q * (1.0 - q)).sqrt() + 8.0;
-    let first = (q * s as f64 - margin).floor();
-    let last = (q * s as f64 + margin).ceil();
-    let bucket_of = |r: f64| {
-        let mut seen = 0u64;
-        bins.iter()
-            .position(|&c| {
-                seen += c as u64;
-                seen as f64 > r
-            })
-            .unwrap_or(BINS - 1)
-    };
-    let lo = if first < 0.0 { 0 } else { bucket_of(first) };
-    let hi = if last >= s as f64 {
-        BINS - 1
-    } else {
-        bucket_of(last)
-    };
-    let inside: u64 = bins[lo..=hi].iter().map(|&c| c as u64).sum();
-    if inside * 64 > s as u64 || (hi - lo) as u32 >= max_buckets {
-        return None;
-    }
-    Some((lo as u16, hi as u16))
+    sample_buckets(sample, n, k).filter(|&(lo, hi)| ((hi - lo) as u32) < max_buckets)
 }
 
 /// `a + b`, bin by bin (histograms of the same window add).
