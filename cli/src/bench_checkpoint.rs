@@ -115,7 +115,15 @@ struct Spec {
     norm: bool,
 }
 
-fn decoder(layers: usize, hidden: usize, inter: usize, vocab: usize) -> Vec<Spec> {
+/// A LLaMA-style decoder with a dense MLP per layer (`experts` = `None`),
+/// or a mixture of experts: a router and `experts` small MLPs per layer.
+fn decoder(
+    layers: usize,
+    hidden: usize,
+    inter: usize,
+    vocab: usize,
+    experts: Option<usize>,
+) -> Vec<Spec> {
     let w = |name: String, shape: Vec<usize>| Spec {
         name,
         shape,
@@ -126,38 +134,10 @@ fn decoder(layers: usize, hidden: usize, inter: usize, vocab: usize) -> Vec<Spec
         shape: vec![hidden],
         norm: true,
     };
-    let mut v = vec![w("model.embed_tokens.weight".into(), vec![vocab, hidden])];
-    for l in 0..layers {
-        let p = format!("model.layers.{l}");
-        for proj in ["q_proj", "k_proj", "v_proj", "o_proj"] {
-            v.push(w(
-                format!("{p}.self_attn.{proj}.weight"),
-                vec![hidden, hidden],
-            ));
-        }
-        v.push(w(format!("{p}.mlp.gate_proj.weight"), vec![inter, hidden]));
-        v.push(w(format!("{p}.mlp.up_proj.weight"), vec![inter, hidden]));
-        v.push(w(format!("{p}.mlp.down_proj.weight"), vec![hidden, inter]));
-        v.push(n(format!("{p}.input_layernorm.weight")));
-        v.push(n(format!("{p}.post_attention_layernorm.weight")));
-    }
-    v.push(n("model.norm.weight".into()));
-    v.push(w("lm_head.weight".into(), vec![vocab, hidden]));
-    v
-}
-
-/// A mixture-of-experts decoder: attention, a router and `experts` small
-/// MLPs per layer.
-fn moe(layers: usize, hidden: usize, inter: usize, vocab: usize, experts: usize) -> Vec<Spec> {
-    let w = |name: String, shape: Vec<usize>| Spec {
-        name,
-        shape,
-        norm: false,
-    };
-    let n = |name: String| Spec {
-        name,
-        shape: vec![hidden],
-        norm: true,
+    let mlp = |v: &mut Vec<Spec>, q: &str| {
+        v.push(w(format!("{q}.gate_proj.weight"), vec![inter, hidden]));
+        v.push(w(format!("{q}.up_proj.weight"), vec![inter, hidden]));
+        v.push(w(format!("{q}.down_proj.weight"), vec![hidden, inter]));
     };
     let mut v = vec![w("model.embed_tokens.weight".into(), vec![vocab, hidden])];
     for l in 0..layers {
@@ -168,12 +148,14 @@ fn moe(layers: usize, hidden: usize, inter: usize, vocab: usize, experts: usize)
                 vec![hidden, hidden],
             ));
         }
-        v.push(w(format!("{p}.mlp.gate.weight"), vec![experts, hidden]));
-        for e in 0..experts {
-            let q = format!("{p}.mlp.experts.{e}");
-            v.push(w(format!("{q}.gate_proj.weight"), vec![inter, hidden]));
-            v.push(w(format!("{q}.up_proj.weight"), vec![inter, hidden]));
-            v.push(w(format!("{q}.down_proj.weight"), vec![hidden, inter]));
+        match experts {
+            None => mlp(&mut v, &format!("{p}.mlp")),
+            Some(experts) => {
+                v.push(w(format!("{p}.mlp.gate.weight"), vec![experts, hidden]));
+                for e in 0..experts {
+                    mlp(&mut v, &format!("{p}.mlp.experts.{e}"));
+                }
+            }
         }
         v.push(n(format!("{p}.input_layernorm.weight")));
         v.push(n(format!("{p}.post_attention_layernorm.weight")));
@@ -193,8 +175,8 @@ fn specs(args: &CheckpointArgs, layers: usize) -> Vec<Spec> {
     let inter = pick(args.intermediate, 11008, 64);
     let vocab = pick(args.vocab, 32000, 8192);
     match args.layout {
-        Layout::Decoder => decoder(layers, hidden, inter, vocab),
-        Layout::Moe => moe(layers, hidden, inter, vocab, args.experts),
+        Layout::Decoder => decoder(layers, hidden, inter, vocab, None),
+        Layout::Moe => decoder(layers, hidden, inter, vocab, Some(args.experts)),
     }
 }
 
