@@ -1,7 +1,8 @@
 //! Prune `ndarray` arrays in place.
 
 use ndarray::{ArrayViewMut, Dimension};
-use prunus_core::{Backend, Layer, Mask, PruneConfig, Shape, prune};
+use prunus_core::prune;
+use prunus_core::{Backend, Layer, Mask, PruneConfig, Shape};
 use prunus_cpu::{CpuBackend, CpuTensor};
 
 use crate::error::{Error, Result};

@@ -225,7 +225,7 @@ proptest! {
                 prop_assert!(got.iter().all(|&x| x == 0));
             }
         }
-        prop_assert_eq!(mask.count_pruned(), prunus_core::select::units_to_prune(sparsity, 32));
+        prop_assert_eq!(mask.count_pruned(), prunus_core::selection::select::units_to_prune(sparsity, 32));
         prop_assert_eq!(st.tensor("b").unwrap().data(), &encode("F32", &[1.0, 2.0, 3.0, 4.0])[..]);
         let zeros_after = report.tensors.iter().find(|t| t.name == "w").unwrap().zeros_after.unwrap();
         let zeros: u64 = (0..32).filter(|&i| !mask.get(i) || values[i] == 0.0).count() as u64;

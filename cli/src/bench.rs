@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use prunus_core::{
-    Backend, HostTensor, Layer, PruneConfig, ReferenceBackend, SelectionPlan, prune,
-};
+use prunus_core::prune;
+use prunus_core::{Backend, HostTensor, Layer, PruneConfig, ReferenceBackend, SelectionPlan};
 use prunus_cpu::{CpuBackend, CpuTensor, Par};
 use prunus_lab::{Report, Row, synthetic_layers, write_atomic};
 use prunus_wgpu::{AdapterChoice, WgpuBackend, WgpuTensor};

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use prunus_adapters::safetensors::Dtype;
-use prunus_core::random::uniform;
+use prunus_core::contract::random::uniform;
 use prunus_lab::{Report, Row, write_atomic};
 use rayon::prelude::*;
 
@@ -383,7 +383,7 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
     let (cp_s, cp_sync_s, prune_s, report) = result?;
     let n = report["pruned_elements"].as_u64().unwrap_or(0);
     let zeros = report["zeros_after"].as_u64().unwrap_or(0);
-    let k = prunus_core::select::units_to_prune(args.sparsity, n);
+    let k = prunus_core::selection::select::units_to_prune(args.sparsity, n);
     if zeros < k {
         return Err(Error::Check(format!(
             "the pruned file has {zeros} zeros among {n} pruned elements, fewer than the {k} asked"

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use prunus_core::fisher::{Blocks, Fisher, FisherConfig};
-use prunus_core::random::uniform;
-use prunus_core::surgeon::{SearchConfig, cbs_select, magnitude, pruned_count, woodfisher};
+use prunus_core::contract::random::uniform;
+use prunus_core::methods::second_order::fisher::{Blocks, Fisher, FisherConfig};
+use prunus_core::methods::second_order::surgeon::{
+    SearchConfig, cbs_select, magnitude, pruned_count, woodfisher,
+};
 use prunus_lab::{Report, Row, write_atomic};
 
 use crate::bench::check_output;

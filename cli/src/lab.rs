@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use prunus_core::forward::Sampling;
+use prunus_core::methods::forward::Sampling;
 use prunus_core::{Backend, Dense, ReferenceBackend};
 use prunus_cpu::{CpuBackend, Par};
 use prunus_lab::cbs::{CbsConfig, run_cbs};

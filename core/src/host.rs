@@ -17,9 +17,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::error::{Error, Result};
-use crate::mask::Mask;
-use crate::shape::Shape;
+use crate::contract::error::{Error, Result};
+use crate::contract::mask::Mask;
+use crate::contract::shape::Shape;
 
 /// Which part of the host's data a request is about. Calibration (gradients,
 /// Fisher, activations) uses [`Split::Train`]; stopping rules and model
@@ -380,7 +380,7 @@ pub trait Host {
     /// Puts back a snapshot's values (a host with an optimiser also resets
     /// its state, as when training restarts from those weights).
     fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
-        crate::check::same_len(
+        crate::contract::check::same_len(
             "snapshot parameters",
             self.parameters().len(),
             snapshot.weights.len(),
@@ -424,9 +424,9 @@ pub fn finite_difference_hvp<H: Host + ?Sized>(
 ) -> Result<Vec<Vec<f32>>> {
     require(host, &[Capability::Gradient])?;
     let params = host.parameters().to_vec();
-    crate::check::same_len("vector parameters", params.len(), v.len())?;
+    crate::contract::check::same_len("vector parameters", params.len(), v.len())?;
     for (p, vi) in params.iter().zip(v) {
-        crate::check::same_len("vector entries", p.shape.numel(), vi.len())?;
+        crate::contract::check::same_len("vector entries", p.shape.numel(), vi.len())?;
     }
     let theta = host.snapshot()?;
     let norm = |x: &[Vec<f32>]| {
@@ -513,10 +513,10 @@ pub fn masks_with_biases(
     parameters: &[Parameter],
     mut masks: Vec<Option<Mask>>,
 ) -> Result<Vec<Option<Mask>>> {
-    crate::check::same_len("masks", parameters.len(), masks.len())?;
+    crate::contract::check::same_len("masks", parameters.len(), masks.len())?;
     for (i, p) in parameters.iter().enumerate() {
         if let Some(m) = &masks[i] {
-            crate::check::same_shape("mask", &p.shape, crate::HasShape::shape(m))?;
+            crate::contract::check::same_shape("mask", &p.shape, crate::HasShape::shape(m))?;
         }
     }
     for (b, bias) in parameters.iter().enumerate() {

@@ -6,7 +6,8 @@
 
 use std::time::Instant;
 
-use prunus_core::{Backend, KeyRule, Layer, PruneConfig, ScoreView, Shape, prune};
+use prunus_core::prune;
+use prunus_core::{Backend, KeyRule, Layer, PruneConfig, ScoreView, Shape};
 use prunus_cpu::{CpuBackend, CpuTensor, Par, SimdLevel};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -39,7 +40,7 @@ fn main() -> Result<(), prunus_core::Error> {
             (0..per as u64)
                 .map(|i| {
                     (0..4)
-                        .map(|s| prunus_core::random::uniform(l as u64, s, i))
+                        .map(|s| prunus_core::contract::random::uniform(l as u64, s, i))
                         .sum::<f32>()
                         - 2.0
                 })
@@ -80,8 +81,12 @@ fn main() -> Result<(), prunus_core::Error> {
         });
         let hist_ms = time(reps, || {
             std::hint::black_box(
-                b.histogram(&views, KeyRule::ABS, prunus_core::radix::KeyWindow::High)
-                    .unwrap(),
+                b.histogram(
+                    &views,
+                    KeyRule::ABS,
+                    prunus_core::contract::histogram::KeyWindow::High,
+                )
+                .unwrap(),
             );
         });
         let prune_ms = time(reps, || {

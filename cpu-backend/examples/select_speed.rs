@@ -19,9 +19,11 @@
 
 use std::time::{Duration, Instant};
 
-use prunus_core::radix::{KeyWindow, RadixSelect};
-use prunus_core::random::uniform;
-use prunus_core::{Backend, KeyRule, Layer, Mask, PruneConfig, ScoreView, Shape, select};
+use prunus_core::contract::histogram::KeyWindow;
+use prunus_core::contract::random::uniform;
+use prunus_core::select;
+use prunus_core::selection::radix::RadixSelect;
+use prunus_core::{Backend, KeyRule, Layer, Mask, PruneConfig, ScoreView, Shape};
 use prunus_cpu::{CpuBackend, Par};
 use rayon::prelude::*;
 
@@ -184,13 +186,13 @@ fn main() -> prunus_core::Result<()> {
     if let Some(cut) = found {
         let mode = match cut.threshold().ties {
             0 => "no tie pruned",
-            prunus_core::radix::TensorCut::ALL => "every tie pruned",
+            prunus_core::contract::histogram::TensorCut::ALL => "every tie pruned",
             _ => "partial tie budget, ranked across tensors",
         };
         println!(
             "threshold key {:#010x} (|w| = {:e}): {} of {} tied weights pruned ({mode})",
             cut.key,
-            prunus_core::key::key_to_f32(cut.key),
+            prunus_core::contract::key::key_to_f32(cut.key),
             cut.ties,
             cut.tied
         );

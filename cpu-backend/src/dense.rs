@@ -8,7 +8,9 @@ use faer::linalg::triangular_solve::{
     solve_lower_triangular_in_place, solve_upper_triangular_in_place,
 };
 use faer::{Accum, MatMut, MatRef, Spec};
-use prunus_core::dense::{Matrix, check_gram, check_matmul, check_solve_rows, check_square};
+use prunus_core::contract::dense::{
+    Matrix, check_gram, check_matmul, check_solve_rows, check_square,
+};
 use prunus_core::{Dense, Error, Result, Transpose};
 
 use crate::CpuBackend;

@@ -2,8 +2,8 @@
 //! each output element (or unit) is computed exactly as the reference
 //! backend computes it, so splitting the work cannot change a bit.
 
-use prunus_core::check;
-use prunus_core::granularity::REDUCE_CHUNK;
+use prunus_core::contract::check;
+use prunus_core::contract::granularity::REDUCE_CHUNK;
 use prunus_core::{BinaryOp, Grouping, HasShape, Mask, Reduction, Result, Shape, UnaryOp};
 
 use crate::exec::Exec;
@@ -60,7 +60,7 @@ pub(crate) fn random_uniform<'a>(
 ) -> CpuTensor<'a> {
     generate(exec, shape, |start, out| {
         for (i, o) in out.iter_mut().enumerate() {
-            *o = prunus_core::random::uniform(seed, stream, (start + i) as u64);
+            *o = prunus_core::contract::random::uniform(seed, stream, (start + i) as u64);
         }
     })
 }

@@ -3,7 +3,7 @@
 //! at a time, specialised at compile time for the transform and for the
 //! presence of a survivors mask.
 
-use prunus_core::key::{KEY_NAN_HIGHEST, KEY_NAN_LOWEST};
+use prunus_core::contract::key::{KEY_NAN_HIGHEST, KEY_NAN_LOWEST};
 use prunus_core::{KeyRule, NanPolicy, Transform};
 
 use crate::lanes::{Lanes, Portable};
@@ -106,7 +106,7 @@ impl IdentityKey {
 /// into the vectorised key loop): `f(block, mapped)` gets the block's index
 /// within the chunk and its mapped keys (64 of them, fewer in the last
 /// block). `survivors` are the chunk's survivor words, when there is a mask;
-/// pruned elements get the key [`prunus_core::key::KEY_PRUNED`]. Returns the
+/// pruned elements get the key [`prunus_core::contract::key::KEY_PRUNED`]. Returns the
 /// number of alive NaN scores.
 #[inline(always)]
 pub(crate) fn scan<K: KeyFn, T: Copy + Default>(
@@ -410,7 +410,7 @@ pub(crate) fn pack(flags: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prunus_core::key::KEY_PRUNED;
+    use prunus_core::contract::key::KEY_PRUNED;
 
     fn specials() -> Vec<f32> {
         let mut v = vec![
@@ -431,7 +431,7 @@ mod tests {
             f32::from_bits(0x7F80_0001),
             f32::from_bits(0xFFC0_1234),
         ];
-        v.extend((0..200).map(|i| prunus_core::random::uniform(3, 0, i) * 4.0 - 2.0));
+        v.extend((0..200).map(|i| prunus_core::contract::random::uniform(3, 0, i) * 4.0 - 2.0));
         v
     }
 
@@ -482,7 +482,7 @@ mod tests {
         assert_eq!(at_least(1, 3), 0b110);
         for seed in 0..20 {
             let flags: Vec<u8> = (0..64)
-                .map(|i| (prunus_core::random::uniform(seed, 1, i) < 0.5) as u8)
+                .map(|i| (prunus_core::contract::random::uniform(seed, 1, i) < 0.5) as u8)
                 .collect();
             let want = flags
                 .iter()

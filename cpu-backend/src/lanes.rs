@@ -191,7 +191,7 @@ mod tests {
         for seed in 0..40u64 {
             let mut xs = [0f32; BLOCK];
             for (i, x) in xs.iter_mut().enumerate() {
-                let u = prunus_core::random::uniform(seed, 0, i as u64);
+                let u = prunus_core::contract::random::uniform(seed, 0, i as u64);
                 *x = if seed % 4 == 0 && i % 7 == 0 {
                     specials[i % specials.len()]
                 } else {

@@ -13,7 +13,7 @@ mod tensor;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use prunus_core::radix::{Histogram, KeyCount, KeyWindow, TensorCut};
+use prunus_core::contract::histogram::{Histogram, KeyCount, KeyWindow, TensorCut};
 use prunus_core::{
     Backend, BinaryOp, CutMasks, Error, Grouping, KeyRule, Mask, MaskBatch, NofM, RangeMasks,
     Reduction, Result, ScoreView, SelectionPlan, Shape, Transpose, UnaryOp,

@@ -3,7 +3,7 @@
 //! order, so the result does not depend on the thread count; the orders are
 //! the reference backend's wherever that costs nothing.
 
-use prunus_core::check;
+use prunus_core::contract::check;
 use prunus_core::{Error, HasShape, Result, Shape, Transpose};
 
 use crate::exec::Exec;

@@ -8,10 +8,10 @@
 //! split depends only on the input sizes, and all results are integer counts
 //! or per-element decisions, so every thread count gives the same answer.
 
-use prunus_core::check;
-use prunus_core::key::KeyRule;
-use prunus_core::mask::words_for;
-use prunus_core::radix::{BINS, Histogram, KeyCount, KeyWindow, TensorCut};
+use prunus_core::contract::check;
+use prunus_core::contract::histogram::{BINS, Histogram, KeyCount, KeyWindow, TensorCut};
+use prunus_core::contract::key::KeyRule;
+use prunus_core::contract::mask::words_for;
 use prunus_core::{
     Candidate, CutMasks, HasShape, Mask, MaskBatch, NanPolicy, NofM, RangeMasks, Result, ScoreView,
     Transform,

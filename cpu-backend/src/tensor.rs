@@ -1,6 +1,6 @@
 //! Host tensors of the CPU backend: owned, or borrowed without a copy.
 
-use prunus_core::check;
+use prunus_core::contract::check;
 use prunus_core::{HasShape, Result, Shape};
 
 /// Where the elements of a [`CpuTensor`] live.

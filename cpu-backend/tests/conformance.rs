@@ -5,9 +5,10 @@
 //! must give the reference's answer (dense linear algebra: up to rounding,
 //! and then the same bits on every setting).
 
-use prunus_core::key::{KEY_NAN_HIGHEST, KEY_NAN_LOWEST, KEY_PRUNED, order_key};
-use prunus_core::radix::{Cut, KeyWindow, RadixSelect, TensorCut};
-use prunus_core::random::uniform;
+use prunus_core::contract::histogram::{KeyWindow, TensorCut};
+use prunus_core::contract::key::{KEY_NAN_HIGHEST, KEY_NAN_LOWEST, KEY_PRUNED, order_key};
+use prunus_core::contract::random::uniform;
+use prunus_core::selection::radix::{Cut, RadixSelect};
 use prunus_core::{
     Backend, BinaryOp, Error, Grouping, HasShape, KeyRule, Layer, Mask, NanPolicy, NofM,
     PruneConfig, Reduction, ReferenceBackend, ScoreView, Shape, Transform, Transpose, UnaryOp,
@@ -165,7 +166,7 @@ fn input_sets(nan: bool, with_masks: bool) -> Vec<Inputs> {
 
 /// Windows worth asking for: the fullest bins of a High histogram, and
 /// edge windows.
-fn windows(h: &prunus_core::radix::Histogram) -> Vec<KeyWindow> {
+fn windows(h: &prunus_core::contract::histogram::Histogram) -> Vec<KeyWindow> {
     let mut bins: Vec<usize> = (0..h.bins.len()).filter(|&b| h.bins[b] > 0).collect();
     bins.sort_by_key(|&b| std::cmp::Reverse(h.bins[b]));
     let mut w: Vec<KeyWindow> = bins

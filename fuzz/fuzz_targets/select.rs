@@ -3,10 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use prunus_core::{
-    Backend, Granularity, Grouping, Layer, NanPolicy, NofM, PruneConfig, ReferenceBackend, Shape,
-    prune, units_to_prune,
-};
+use prunus_core::{Backend, Granularity, Grouping, Layer, NanPolicy, NofM, PruneConfig, ReferenceBackend, Shape, units_to_prune};
+use prunus_core::prune;
 
 #[derive(arbitrary::Arbitrary, Debug)]
 struct Case {

@@ -14,8 +14,8 @@
 use faer::linalg::matmul::triangular::BlockStructure;
 use faer::linalg::solvers::SolveCore;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
-use prunus_core::fisher::{Fisher, FisherConfig};
 use prunus_core::host::{Host, Objective, Samples, Split};
+use prunus_core::methods::second_order::fisher::{Fisher, FisherConfig};
 use prunus_cpu::{CpuBackend, Par as CPar};
 use prunus_lab::data::Dataset;
 use prunus_lab::host::{LabHost, Sgd};
@@ -122,19 +122,20 @@ fn main() {
         errs[d - 1]
     );
     // ranking agreement at 0.9: WF-S sets
-    let theta: Vec<f64> = prunus_core::surgeon::flat_weights(&host, &[0, 1, 2]).unwrap();
-    let k90 = prunus_core::surgeon::pruned_count(0.9, d).unwrap();
+    let theta: Vec<f64> =
+        prunus_core::methods::second_order::surgeon::flat_weights(&host, &[0, 1, 2]).unwrap();
+    let k90 = prunus_core::methods::second_order::surgeon::pruned_count(0.9, d).unwrap();
     let d32: Vec<f64> = (0..d)
         .map(|q| ((1.0 - norms[q] as f64) / lambda).max(1e-30))
         .collect();
-    let a = prunus_core::surgeon::woodfisher(&theta, &diag64, k90).unwrap();
-    let b = prunus_core::surgeon::woodfisher(&theta, &d32, k90).unwrap();
+    let a = prunus_core::methods::second_order::surgeon::woodfisher(&theta, &diag64, k90).unwrap();
+    let b = prunus_core::methods::second_order::surgeon::woodfisher(&theta, &d32, k90).unwrap();
     let diff = a.iter().zip(&b).filter(|(x, y)| x != y).count();
     println!("WF-S at 0.9: {diff} of {d} weights differ between the f32 and f64 diagonals");
 
     for s in [0.5f64, 0.9] {
-        let kk = prunus_core::surgeon::pruned_count(s, d).unwrap();
-        let pr = prunus_core::surgeon::magnitude(&theta, kk).unwrap();
+        let kk = prunus_core::methods::second_order::surgeon::pruned_count(s, d).unwrap();
+        let pr = prunus_core::methods::second_order::surgeon::magnitude(&theta, kk).unwrap();
         let d64 = fisher.obs_update(&theta, &pr).unwrap();
         let rset: Vec<usize> = (0..d).filter(|&q| !pr[q]).collect();
         let pset: Vec<usize> = (0..d).filter(|&q| pr[q]).collect();

@@ -14,10 +14,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use prunus_core::dense::Dense;
-use prunus_core::fisher::{Fisher, FisherConfig, scale_update};
+use prunus_core::contract::dense::Dense;
 use prunus_core::host::{Host, Objective, ParameterKind, Samples, Split};
-use prunus_core::surgeon::{
+use prunus_core::methods::second_order::fisher::{Fisher, FisherConfig, scale_update};
+use prunus_core::methods::second_order::surgeon::{
     SearchConfig, cbs_select, flat_weights, magnitude, pruned_count, pruned_loss, woodfisher,
     write_pruned,
 };

@@ -73,7 +73,11 @@ impl Dataset {
                 expected: "at least 5 samples of a non-empty input and one class".into(),
             });
         }
-        prunus_core::check::same_len("dataset input values", labels.len() * d, inputs.len())?;
+        prunus_core::contract::check::same_len(
+            "dataset input values",
+            labels.len() * d,
+            inputs.len(),
+        )?;
         if let Some(&bad) = labels.iter().find(|&&y| usize::from(y) >= classes) {
             return Err(Error::InvalidSetting {
                 name: "label",
@@ -297,7 +301,9 @@ impl TeacherStudent {
             .filter(|_| self.inputs == Inputs::SmoothImages)
         {
             let noise: Vec<f32> = (0..d as u64)
-                .map(|j| prunus_core::random::uniform(self.seed, 0, s as u64 * d as u64 + j))
+                .map(|j| {
+                    prunus_core::contract::random::uniform(self.seed, 0, s as u64 * d as u64 + j)
+                })
                 .collect();
             for ch in 0..c {
                 for i in 0..h {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prunus_core::host::{Host, Objective, Samples, masks_with_biases};
-use prunus_core::measure::{Measure, MeasureConfig, prune_host};
+use prunus_core::methods::flow::{Measure, MeasureConfig, prune_host};
 use prunus_core::{Backend, Granularity, Mask, PruneConfig, Split};
 
 use crate::data::Dataset;

@@ -38,11 +38,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use prunus_core::compaction::Fold;
-use prunus_core::forward::{
+use prunus_core::host::{Evaluation, Host, Objective, Samples};
+use prunus_core::methods::forward::compaction::Fold;
+use prunus_core::methods::forward::{
     ForwardConfig, ForwardRun, LayerRecord, Observer, Sampling, Stop, run_backward, run_forward,
 };
-use prunus_core::host::{Evaluation, Host, Objective, Samples};
 use prunus_core::{Backend, Split};
 use serde_json::json;
 

@@ -170,7 +170,7 @@ impl LabHost {
     /// Replaces the network by its compacted form ([`Network::compacted`]):
     /// the units its unit scales remove are gone, the scales folded. The
     /// momentum is cleared (its buffers change shape).
-    pub fn compact(&mut self, fold: prunus_core::compaction::Fold) -> Result<()> {
+    pub fn compact(&mut self, fold: prunus_core::methods::forward::compaction::Fold) -> Result<()> {
         let network = self.network.compacted(fold)?;
         self.velocity = network
             .values()
@@ -253,7 +253,7 @@ impl LabHost {
 fn permutation(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
-        let r = prunus_core::random::hash(seed, epoch as u32 ^ 0x5EED, i as u64) as u64;
+        let r = prunus_core::contract::random::hash(seed, epoch as u32 ^ 0x5EED, i as u64) as u64;
         let j = ((r * (i as u64 + 1)) >> 32) as usize;
         order.swap(i, j);
     }
@@ -314,7 +314,11 @@ impl Host for LabHost {
         v: &[Vec<f32>],
     ) -> prunus_core::Result<Vec<Vec<f32>>> {
         let (x, y) = self.batch(&objective.samples).map_err(Self::core)?;
-        prunus_core::check::same_len("vector parameters", self.network.values().len(), v.len())?;
+        prunus_core::contract::check::same_len(
+            "vector parameters",
+            self.network.values().len(),
+            v.len(),
+        )?;
         let mut v = v.to_vec();
         self.network.mask_buffers(&mut v);
         let r = self
@@ -450,7 +454,7 @@ impl Host for LabHost {
     /// Puts the weights back and clears the momentum: training restarts
     /// from the snapshot.
     fn restore(&mut self, snapshot: &Snapshot) -> prunus_core::Result<()> {
-        prunus_core::check::same_len(
+        prunus_core::contract::check::same_len(
             "snapshot parameters",
             self.network.values().len(),
             snapshot.weights.len(),

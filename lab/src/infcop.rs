@@ -31,10 +31,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use prunus_core::consistency::Flow;
 use prunus_core::host::Samples;
-use prunus_core::imp::{ImpConfig, ImpRun, Observer, Rewind, Round, Step, StopRule, run_imp};
-use prunus_core::pq_index::PqIndex;
+use prunus_core::methods::imp::consistency::Flow;
+use prunus_core::methods::imp::pq_index::PqIndex;
+use prunus_core::methods::imp::{
+    ImpConfig, ImpRun, Observer, Rewind, Round, Step, StopRule, run_imp,
+};
 use prunus_core::{Backend, PruneConfig, Split};
 use serde_json::json;
 
@@ -262,9 +264,9 @@ fn worst_drop(rounds: &[Round], flow: Flow, epsilon: f64) -> f64 {
 /// never fires and loses nothing, so a threshold always exists.
 ///
 /// ```
-/// use prunus_core::consistency::Flow;
+/// use prunus_core::methods::imp::consistency::Flow;
 /// use prunus_core::host::Evaluation;
-/// use prunus_core::imp::{EpochRecord, Ending, Round};
+/// use prunus_core::methods::imp::{EpochRecord, Ending, Round};
 /// use prunus_lab::infcop::calibrate;
 /// let epoch = |e, acc, d| EpochRecord {
 ///     round: 1, epoch: e, train_loss: 0.0,

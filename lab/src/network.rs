@@ -15,8 +15,8 @@
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
-use prunus_core::compaction::{CompactionPlan, Fold, UnitSelection};
 use prunus_core::host::{Coupling, Parameter, ParameterKind};
+use prunus_core::methods::forward::compaction::{CompactionPlan, Fold, UnitSelection};
 use prunus_core::{Mask, Shape, Tap};
 use rayon::prelude::*;
 
@@ -445,7 +445,11 @@ impl Network {
     /// Non-finite values are refused.
     pub fn set_param(&mut self, index: usize, values: &[f32]) -> Result<()> {
         self.check_index(index)?;
-        prunus_core::check::same_len("parameter values", self.params[index].len(), values.len())?;
+        prunus_core::contract::check::same_len(
+            "parameter values",
+            self.params[index].len(),
+            values.len(),
+        )?;
         if values.iter().any(|v| !v.is_finite()) {
             return Err(prunus_core::Error::NonFinite {
                 what: "parameter values",
@@ -460,10 +464,14 @@ impl Network {
     /// Sets one keep-mask per parameter (`None` keeps all) and zeroes the
     /// pruned weights.
     pub fn set_masks(&mut self, masks: &[Option<Mask>]) -> Result<()> {
-        prunus_core::check::same_len("masks", self.params.len(), masks.len())?;
+        prunus_core::contract::check::same_len("masks", self.params.len(), masks.len())?;
         for (p, m) in self.info.iter().zip(masks) {
             if let Some(m) = m {
-                prunus_core::check::same_shape("mask", &p.shape, prunus_core::HasShape::shape(m))?;
+                prunus_core::contract::check::same_shape(
+                    "mask",
+                    &p.shape,
+                    prunus_core::HasShape::shape(m),
+                )?;
             }
         }
         self.masks = masks.to_vec();
@@ -490,7 +498,7 @@ impl Network {
             });
         }
         if let Some(s) = scales {
-            prunus_core::check::same_len("unit scales", p.units(), s.len())?;
+            prunus_core::contract::check::same_len("unit scales", p.units(), s.len())?;
             if s.iter().any(|v| !v.is_finite()) {
                 return Err(prunus_core::Error::NonFinite {
                     what: "unit scales",
@@ -505,7 +513,7 @@ impl Network {
     /// The smaller dense network this one computes: every layer with unit
     /// scales loses the units whose scale is 0 (and their inputs to the
     /// next layer), and the other scales are folded as `fold` says
-    /// ([`prunus_core::compaction`]). Masks are compacted alike; the result
+    /// ([`prunus_core::methods::forward::compaction`]). Masks are compacted alike; the result
     /// has no unit scales. Its outputs equal this network's up to float
     /// rounding ([`Fold::Consumer`] needs scales `>= 0`, which ReLU and max
     /// pooling commute with).
@@ -565,7 +573,7 @@ impl Network {
                 Op::Linear {
                     inputs, outputs, ..
                 } => {
-                    prunus_core::check::same_len(
+                    prunus_core::contract::check::same_len(
                         "compacted layer inputs",
                         dims.iter().product(),
                         inputs,
@@ -579,7 +587,11 @@ impl Network {
                     width,
                     ..
                 } => {
-                    prunus_core::check::same_len("compacted conv channels", dims[0], channels_in)?;
+                    prunus_core::contract::check::same_len(
+                        "compacted conv channels",
+                        dims[0],
+                        channels_in,
+                    )?;
                     [channels_out, height, width]
                 }
                 Op::MaxPool2 {
@@ -629,7 +641,7 @@ impl Network {
 
     fn check_batch(&self, x: &[f32], labels: &[u8]) -> Result<()> {
         let n = labels.len();
-        prunus_core::check::same_len("input values", n * self.input_len(), x.len())?;
+        prunus_core::contract::check::same_len("input values", n * self.input_len(), x.len())?;
         if let Some(&bad) = labels.iter().find(|&&y| usize::from(y) >= self.classes) {
             return Err(Error::InvalidSetting {
                 name: "label",
@@ -658,9 +670,13 @@ impl Network {
             .into());
         }
         if let Want::HessianVector(v) = what {
-            prunus_core::check::same_len("vector parameters", self.params.len(), v.len())?;
+            prunus_core::contract::check::same_len(
+                "vector parameters",
+                self.params.len(),
+                v.len(),
+            )?;
             for (p, vi) in self.params.iter().zip(v) {
-                prunus_core::check::same_len("vector entries", p.len(), vi.len())?;
+                prunus_core::contract::check::same_len("vector entries", p.len(), vi.len())?;
             }
         }
         let d = self.input_len();
@@ -826,7 +842,7 @@ impl Network {
         };
         let units = self.info[weight].units();
         for c in candidates {
-            prunus_core::check::same_len("unit scales", units, c.len())?;
+            prunus_core::contract::check::same_len("unit scales", units, c.len())?;
             if c.iter().any(|v| !v.is_finite()) {
                 return Err(prunus_core::Error::NonFinite {
                     what: "unit scales",

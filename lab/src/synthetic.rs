@@ -7,7 +7,7 @@
 //! matrix with Gaussian values of the Kaiming scale `sqrt(2 / fan_in)`.
 //!
 //! Values are counter-based: element `j` of layer `i` depends only on
-//! `(seed, i, j)` (Box-Muller over [`prunus_core::random::uniform`]), so a
+//! `(seed, i, j)` (Box-Muller over [`prunus_core::contract::random::uniform`]), so a
 //! seed gives the same bits on any thread count and in any order, and a
 //! caller can generate a tensor in pieces ([`fill_gaussian`] with an offset)
 //! without ever holding all of it.
@@ -231,22 +231,22 @@ pub fn gaussian(seed: u64, stream: u32, index: u64) -> f32 {
     StreamKey::new(seed, stream).pair(index / 2)[(index % 2) as usize]
 }
 
-/// [`prunus_core::random::hash`] with the seed and stream rounds done once.
+/// [`prunus_core::contract::random::hash`] with the seed and stream rounds done once.
 #[derive(Clone, Copy)]
 struct StreamKey(u32);
 
 impl StreamKey {
     fn new(seed: u64, stream: u32) -> Self {
-        use prunus_core::random::mix32;
+        use prunus_core::contract::random::mix32;
         let h = mix32(seed as u32 ^ 0x9E37_79B9);
         let h = mix32(h ^ (seed >> 32) as u32);
         StreamKey(mix32(h ^ stream))
     }
 
-    /// [`prunus_core::random::uniform`] at `index`.
+    /// [`prunus_core::contract::random::uniform`] at `index`.
     #[inline(always)]
     fn uniform(self, index: u64) -> f32 {
-        use prunus_core::random::mix32;
+        use prunus_core::contract::random::mix32;
         let h = mix32(mix32(self.0 ^ index as u32) ^ (index >> 32) as u32);
         (h >> 8) as f32 * (1.0 / 16_777_216.0)
     }
@@ -370,7 +370,7 @@ mod tests {
         for i in [0, 1, 99, 1 << 33, u64::MAX] {
             assert_eq!(
                 key.uniform(i),
-                prunus_core::random::uniform(0xDEAD_BEEF_0123, 17, i)
+                prunus_core::contract::random::uniform(0xDEAD_BEEF_0123, 17, i)
             );
         }
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use prunus_core::ReferenceBackend;
-use prunus_core::imp::Ending;
+use prunus_core::methods::imp::Ending;
 use prunus_cpu::{CpuBackend, Par};
 use prunus_lab::Error;
 use prunus_lab::data::{Dataset, TeacherStudent};

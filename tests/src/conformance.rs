@@ -17,16 +17,18 @@
 //!
 //! [`crate::conformance_tests!`] turns every function here into a `#[test]`.
 
-use prunus_core::granularity::REDUCE_CHUNK;
-use prunus_core::key::{
+use prunus_core::contract::granularity::REDUCE_CHUNK;
+use prunus_core::contract::histogram::{Histogram, KeyCount, KeyWindow, TensorCut};
+use prunus_core::contract::key::{
     KEY_NAN_HIGHEST, KEY_NAN_LOWEST, KEY_PRUNED, KeyRule, NanPolicy, Transform, order_key,
 };
-use prunus_core::radix::{Cut, Histogram, KeyCount, KeyWindow, RadixSelect, TensorCut};
-use prunus_core::random::uniform;
+use prunus_core::contract::random::uniform;
+use prunus_core::prune;
+use prunus_core::selection::radix::{Cut, RadixSelect};
 use prunus_core::{
     Backend, BinaryOp, Candidate, Error, Granularity, Grouping, HasShape, Importance, Layer, Mask,
     NofM, PruneConfig, Reduction, ReferenceBackend, Result, Schedule, ScoreView, Shape, Transpose,
-    UnaryOp, apply, prune,
+    UnaryOp, apply,
 };
 
 use crate::compare::{
@@ -1132,7 +1134,7 @@ fn check_cut<B: Backend>(
 
 /// The same `cut` applied one input at a time, carrying the budget left on
 /// from each call's tie count (how a caller streaming tensors uses it), and
-/// as per-input cuts from [`prunus_core::radix::Cut::distribute`] over the
+/// as per-input cuts from [`prunus_core::selection::radix::Cut::distribute`] over the
 /// backend's key counts: each gives the masks and tie counts of `whole`,
 /// the selection over all inputs in one call.
 fn check_cut_streamed<B: Backend>(

@@ -1,9 +1,11 @@
 //! Host-side test data: named layers kept in host memory, deterministic value
 //! generators, and the glue that uploads layers to a backend and prunes them.
 
-use prunus_core::key::Transform;
-use prunus_core::random::uniform;
-use prunus_core::{Backend, Layer, Mask, PruneConfig, Result, Shape, prune, select};
+use prunus_core::contract::key::Transform;
+use prunus_core::contract::random::uniform;
+use prunus_core::prune;
+use prunus_core::select;
+use prunus_core::{Backend, Layer, Mask, PruneConfig, Result, Shape};
 
 /// A named layer in host memory: weights (or scores), their shape and the
 /// mask of an earlier round, if any.
@@ -99,7 +101,7 @@ pub fn uniform_values(seed: u64, n: usize) -> Vec<f32> {
 pub fn quantised_values(seed: u64, n: usize, levels: u32) -> Vec<f32> {
     (0..n as u64)
         .map(|i| {
-            let h = prunus_core::random::hash(seed, 0x0A17, i);
+            let h = prunus_core::contract::random::hash(seed, 0x0A17, i);
             let j = (h % (2 * levels + 1)) as i64 - levels as i64;
             let v = j as f32 / levels as f32;
             // The top bit decides the sign of zero.
@@ -128,7 +130,7 @@ pub fn distinct_values(seed: u64, n: usize) -> Vec<f32> {
     let mut v: Vec<(u32, f32)> = (0..n)
         .map(|i| {
             (
-                prunus_core::random::hash(seed, 0xD157, i as u64),
+                prunus_core::contract::random::hash(seed, 0xD157, i as u64),
                 (i as f32 - (n / 2) as f32) / 8.0,
             )
         })

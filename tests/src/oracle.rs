@@ -5,12 +5,12 @@
 //! each other.
 //!
 //! Group scores use [`Reduction::reduce`], which defines the canonical
-//! summation order, and random scores [`prunus_core::random::uniform`], which
+//! summation order, and random scores [`prunus_core::contract::random::uniform`], which
 //! defines the random stream; both are definitions, not algorithms under test.
 
 use std::cmp::Ordering;
 
-use prunus_core::random::uniform;
+use prunus_core::contract::random::uniform;
 use prunus_core::{
     Error, Granularity, Grouping, Importance, Mask, NanPolicy, NofM, PruneConfig, Reduction, Scope,
     Shape,

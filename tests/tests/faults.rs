@@ -5,8 +5,8 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use prunus_core::backend::{CutMasks, MaskBatch, RangeMasks};
-use prunus_core::radix::{Histogram, KeyCount, KeyWindow, TensorCut};
+use prunus_core::contract::backend::{CutMasks, MaskBatch, RangeMasks};
+use prunus_core::contract::histogram::{Histogram, KeyCount, KeyWindow, TensorCut};
 use prunus_core::{
     Backend, BinaryOp, Grouping, HasShape, HostTensor, KeyRule, Mask, NanPolicy, NofM, Reduction,
     ReferenceBackend, Result, ScoreView, Shape, Transpose, UnaryOp,
@@ -354,7 +354,7 @@ impl Backend for Faulty {
         if self.0 != Fault::ApplyByMultiplying {
             return R.apply_mask(weights, mask);
         }
-        prunus_core::check::same_shape("apply mask", weights.shape(), mask.shape())?;
+        prunus_core::contract::check::same_shape("apply mask", weights.shape(), mask.shape())?;
         for (i, w) in weights.data_mut().iter_mut().enumerate() {
             *w *= mask.get(i) as u8 as f32;
         }

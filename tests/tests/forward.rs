@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use prunus_core::compaction::{CompactionPlan, Fold, UnitSelection, compact};
-use prunus_core::forward::{
-    ForwardConfig, LayerEnding, Observer, Sampling, StepRecord, Stop, run_backward, run_forward,
-};
 use prunus_core::host::{
     Capability, Coupling, Evaluation, Host, Objective, Parameter, ParameterKind, Samples,
+};
+use prunus_core::methods::forward::compaction::{CompactionPlan, Fold, UnitSelection, compact};
+use prunus_core::methods::forward::{
+    ForwardConfig, LayerEnding, Observer, Sampling, StepRecord, Stop, run_backward, run_forward,
 };
 use prunus_core::{Error, Mask, ReferenceBackend, Shape, Split, Tap};
 use prunus_cpu::{CpuBackend, Par};
@@ -25,7 +25,7 @@ fn scales(n: usize, salt: u64) -> Vec<f32> {
             if (i as u64 + salt).is_multiple_of(3) {
                 0.0
             } else {
-                0.25 + 1.75 * prunus_core::random::uniform(salt, 7, i as u64)
+                0.25 + 1.75 * prunus_core::contract::random::uniform(salt, 7, i as u64)
             }
         })
         .collect()
@@ -51,7 +51,7 @@ fn assert_close(a: &[f32], b: &[f32], what: &str) {
 
 fn inputs(n: usize, d: usize) -> Vec<f32> {
     (0..n * d)
-        .map(|j| prunus_core::random::uniform(3, 1, j as u64) - 0.3)
+        .map(|j| prunus_core::contract::random::uniform(3, 1, j as u64) - 0.3)
         .collect()
 }
 

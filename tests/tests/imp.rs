@@ -9,15 +9,17 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use prunus_core::consistency::{Flow, STD_FLOOR, distance, gradient_flow_of, information_flow_of};
 use prunus_core::host::{
     Activation, Capability, Evaluation, Host, Objective, Parameter, ParameterKind, Samples,
     Snapshot, Split,
 };
-use prunus_core::imp::{
+use prunus_core::methods::imp::consistency::{
+    Flow, STD_FLOOR, distance, gradient_flow_of, information_flow_of,
+};
+use prunus_core::methods::imp::pq_index::PqIndex;
+use prunus_core::methods::imp::{
     Ending, EpochRecord, ImpConfig, Observer, Rewind, Round, Step, StopRule, run_imp,
 };
-use prunus_core::pq_index::PqIndex;
 use prunus_core::{
     Error, Granularity, Mask, NofM, PruneConfig, ReferenceBackend, Schedule, Shape, units_to_prune,
 };

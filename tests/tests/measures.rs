@@ -7,7 +7,7 @@ use std::sync::Arc;
 use prunus_core::host::{
     Capability, Host, Objective, Parameter, ParameterKind, Samples, finite_difference_hvp,
 };
-use prunus_core::measure::{Measure, MeasureConfig, prune_host, score};
+use prunus_core::methods::flow::{Measure, MeasureConfig, prune_host, score};
 use prunus_core::{
     Backend, Error, Granularity, Grouping, Mask, PruneConfig, ReferenceBackend, Shape, Split,
 };

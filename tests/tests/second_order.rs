@@ -7,8 +7,8 @@
 
 use proptest::prelude::*;
 
-use prunus_core::fisher::{Blocks, Fisher, FisherConfig, Path};
-use prunus_core::surgeon::{
+use prunus_core::methods::second_order::fisher::{Blocks, Fisher, FisherConfig, Path};
+use prunus_core::methods::second_order::surgeon::{
     SearchConfig, cbs_select, lowest, magnitude, perturbed_start, pruned_count,
 };
 use prunus_core::{Dense, Error, Matrix, ReferenceBackend, Transpose};
@@ -1377,12 +1377,12 @@ fn selections_reject_nan_scores_and_k_above_d() {
         "perturbed_start k > d"
     );
     assert_err!(
-        prunus_core::surgeon::woodfisher(&[1.0, 2.0], &[1.0], 1),
+        prunus_core::methods::second_order::surgeon::woodfisher(&[1.0, 2.0], &[1.0], 1),
         Error::LengthMismatch { .. },
         "woodfisher with a short diagonal"
     );
     assert_err!(
-        prunus_core::surgeon::woodfisher(&[1.0, 2.0], &[1.0, 1.0], 3),
+        prunus_core::methods::second_order::surgeon::woodfisher(&[1.0, 2.0], &[1.0, 1.0], 3),
         Error::LengthMismatch { .. },
         "woodfisher k > d"
     );
@@ -1397,7 +1397,7 @@ fn selections_reject_nan_scores_and_k_above_d() {
 
 #[test]
 fn scale_update_scales_kept_weights_only_and_rejects_mismatched_lengths() {
-    use prunus_core::fisher::scale_update;
+    use prunus_core::methods::second_order::fisher::scale_update;
     let mut delta = vec![1.0, -2.0, 3.0];
     scale_update(&mut delta, &[false, true, false], 0.5).unwrap();
     assert_eq!(delta, [0.5, -2.0, 1.5]);

@@ -8,8 +8,9 @@ use prunus_tests::gpu::{wgpu_backend, wgpu_small_windows};
 prunus_tests::conformance_tests!(wgpu_whole, maybe: wgpu_backend());
 prunus_tests::conformance_tests!(wgpu_windows, maybe: wgpu_small_windows());
 
-use prunus_core::radix::TensorCut;
-use prunus_core::{Backend, KeyRule, NofM, ReferenceBackend, ScoreView, Shape, key::order_key};
+use prunus_core::contract::histogram::TensorCut;
+use prunus_core::contract::key::order_key;
+use prunus_core::{Backend, KeyRule, NofM, ReferenceBackend, ScoreView, Shape};
 
 /// Ties that straddle windows, tie blocks and inputs, with every partial
 /// budget: the first `ties` tied elements of the sequence are pruned, on the
@@ -119,7 +120,8 @@ fn oversized_requests_are_errors() {
 /// scores, in every path.
 #[test]
 fn selection_never_reads_the_scores_back() {
-    use prunus_core::{Granularity, Grouping, Layer, PruneConfig, SelectionPlan, prune};
+    use prunus_core::prune;
+    use prunus_core::{Granularity, Grouping, Layer, PruneConfig, SelectionPlan};
     if wgpu_backend().is_none() {
         return;
     }

@@ -5,8 +5,10 @@
 //! with a printed reason when there is no adapter, unless
 //! `PRUNUS_REQUIRE_GPU=1`.
 
-use prunus_core::fisher::{Blocks, Fisher, FisherConfig, Path};
-use prunus_core::surgeon::{SearchConfig, cbs_select, magnitude, woodfisher};
+use prunus_core::methods::second_order::fisher::{Blocks, Fisher, FisherConfig, Path};
+use prunus_core::methods::second_order::surgeon::{
+    SearchConfig, cbs_select, magnitude, woodfisher,
+};
 use prunus_core::{Dense, Error, Matrix, ReferenceBackend, Transpose};
 use prunus_tests::dense::{Rng, assert_close, rel_diff};
 use prunus_tests::gpu::wgpu_backend;

@@ -21,7 +21,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use prunus_core::dense::{Matrix, check_gram, check_matmul, check_solve_rows, check_square};
+use prunus_core::contract::dense::{
+    Matrix, check_gram, check_matmul, check_solve_rows, check_square,
+};
 use prunus_core::{Dense, Error, Result, Transpose};
 
 use crate::WgpuBackend;

@@ -1,8 +1,9 @@
 //! Elementwise maps, seeded random tensors and mask application, window by
 //! window.
 
-use prunus_core::random::mix32;
-use prunus_core::{BinaryOp, HasShape, Result, Shape, UnaryOp, check};
+use prunus_core::contract::check;
+use prunus_core::contract::random::mix32;
+use prunus_core::{BinaryOp, HasShape, Result, Shape, UnaryOp};
 
 use crate::context::{Access, Kernel, Shader};
 use crate::window::WINDOW_ALIGN;
@@ -79,7 +80,7 @@ impl WgpuBackend {
     }
 
     pub(crate) fn random(&self, shape: &Shape, seed: u64, stream: u32) -> Result<WgpuTensor> {
-        // The first rounds of prunus_core::random::hash depend on the seed
+        // The first rounds of prunus_core::contract::random::hash depend on the seed
         // and stream only.
         let mut h = mix32(seed as u32 ^ 0x9E37_79B9);
         h = mix32(h ^ (seed >> 32) as u32);

@@ -11,10 +11,11 @@ mod window;
 
 use std::sync::Arc;
 
-use prunus_core::radix::{Histogram, KeyCount, KeyWindow, TensorCut};
+use prunus_core::contract::check;
+use prunus_core::contract::histogram::{Histogram, KeyCount, KeyWindow, TensorCut};
 use prunus_core::{
     Backend, BinaryOp, CutMasks, Grouping, HasShape, KeyRule, Mask, MaskBatch, NofM, RangeMasks,
-    Reduction, Result, ScoreView, SelectionPlan, Shape, Transpose, UnaryOp, check,
+    Reduction, Result, ScoreView, SelectionPlan, Shape, Transpose, UnaryOp,
 };
 
 pub use crate::context::{AdapterChoice, AdapterSummary};

@@ -1,9 +1,8 @@
 //! Dense linear algebra for the second-order methods: gemv, gemm, rank-1
 //! update and dot on the device; the Cholesky solve on the host.
 
-use prunus_core::{
-    Backend, HasShape, HostTensor, ReferenceBackend, Result, Shape, Transpose, check,
-};
+use prunus_core::contract::check;
+use prunus_core::{Backend, HasShape, HostTensor, ReferenceBackend, Result, Shape, Transpose};
 
 use crate::context::{Access, Kernel, Shader, backend_error};
 use crate::window::WINDOW_ALIGN;

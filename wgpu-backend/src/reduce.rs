@@ -1,7 +1,7 @@
 //! Grouped reductions (rows, columns, blocks) in the canonical chunked
 //! order, window by window.
 
-use prunus_core::granularity::REDUCE_CHUNK;
+use prunus_core::contract::granularity::REDUCE_CHUNK;
 use prunus_core::{Grouping, HasShape, Reduction, Result};
 
 use crate::context::{Access, Kernel, Shader, backend_error};

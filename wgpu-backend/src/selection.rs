@@ -2,10 +2,11 @@
 //! masks, key samples. Each covers every input in one submission, window by
 //! window, and reads back only counts, samples, candidates and histograms.
 
-use prunus_core::radix::{BINS, Histogram, KeyCount, KeyWindow, TensorCut};
+use prunus_core::contract::check;
+use prunus_core::contract::histogram::{BINS, Histogram, KeyCount, KeyWindow, TensorCut};
 use prunus_core::{
     Candidate, CutMasks, KeyRule, MaskBatch, NanPolicy, NofM, RangeMasks, Result, ScoreView,
-    Transform, check,
+    Transform,
 };
 
 use crate::context::{Access, Batch, Buf, Kernel, Shader, Slice, backend_error};

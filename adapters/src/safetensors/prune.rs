@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use prunus_core::radix::TensorCut;
-use prunus_core::select::{prunable_units, units_to_prune};
+use prunus_core::contract::histogram::TensorCut;
+use prunus_core::selection::select::{prunable_units, units_to_prune};
 use prunus_core::{Backend, Granularity, Importance, Layer, Mask, NofM, PruneConfig, Scope, Shape};
 use rayon::prelude::*;
 use regex::Regex;

@@ -33,11 +33,10 @@
 
 use std::sync::OnceLock;
 
-use prunus_core::key::KeyRule;
-use prunus_core::radix::{
-    BINS, Cut, Histogram, KeyWindow, RadixSelect, TensorCut, locate, sample_buckets,
-};
-use prunus_core::random::uniform;
+use prunus_core::contract::histogram::{BINS, Histogram, KeyWindow, TensorCut};
+use prunus_core::contract::key::KeyRule;
+use prunus_core::contract::random::uniform;
+use prunus_core::selection::radix::{Cut, RadixSelect, locate, sample_buckets};
 use rayon::prelude::*;
 
 use super::checkpoint::Checkpoint;

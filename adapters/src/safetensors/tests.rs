@@ -94,7 +94,7 @@ fn core(bytes: &[u8], config: &PruneConfig) -> Vec<Vec<u8>> {
 fn values(n: usize, seed: u32, levels: f32) -> Vec<f32> {
     (0..n as u64)
         .map(|i| {
-            let u = prunus_core::random::uniform(7, seed, i) * 2.0 - 1.0;
+            let u = prunus_core::contract::random::uniform(7, seed, i) * 2.0 - 1.0;
             (u * levels).round() / levels
         })
         .collect()
@@ -227,14 +227,14 @@ proptest! {
         let cap: u64 = c
             .tensors()
             .iter()
-            .map(|t| prunus_core::select::prunable_units(t.numel(), &config.guards))
+            .map(|t| prunus_core::selection::select::prunable_units(t.numel(), &config.guards))
             .sum();
         let local_ok = c.tensors().iter().all(|t| {
-            prunus_core::select::units_to_prune(sparsity, t.numel())
-                <= prunus_core::select::prunable_units(t.numel(), &config.guards)
+            prunus_core::selection::select::units_to_prune(sparsity, t.numel())
+                <= prunus_core::selection::select::prunable_units(t.numel(), &config.guards)
         });
         let ok = if global {
-            prunus_core::select::units_to_prune(sparsity, n) <= cap
+            prunus_core::selection::select::units_to_prune(sparsity, n) <= cap
         } else {
             local_ok
         };

@@ -17,17 +17,17 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::error::Result;
-use crate::granularity::{Grouping, NofM, Reduction};
-use crate::key::KeyRule;
-use crate::mask::Mask;
-use crate::op::{BinaryOp, Transpose, UnaryOp};
-use crate::radix::{Histogram, KeyCount, KeyWindow, TensorCut};
-use crate::shape::{HasShape, Shape};
+use crate::contract::error::Result;
+use crate::contract::granularity::{Grouping, NofM, Reduction};
+use crate::contract::histogram::{Histogram, KeyCount, KeyWindow, TensorCut};
+use crate::contract::key::KeyRule;
+use crate::contract::mask::Mask;
+use crate::contract::op::{BinaryOp, Transpose, UnaryOp};
+use crate::contract::shape::{HasShape, Shape};
 
 /// One input of a selection op: scores on the backend and, optionally, the
 /// mask of an earlier round. Elements that mask prunes get the key
-/// [`crate::key::KEY_PRUNED`] and so are pruned again first.
+/// [`crate::contract::key::KEY_PRUNED`] and so are pruned again first.
 pub struct ScoreView<'a, B: Backend + ?Sized> {
     /// The scores (or the weights, ranked through a [`KeyRule`]).
     pub scores: &'a B::Tensor,
@@ -86,7 +86,7 @@ pub struct RangeMasks<M> {
     pub masks: Vec<M>,
     /// The elements whose key is in the range, in sequence order (input
     /// order, then flat index). Elements an earlier mask prunes have the key
-    /// [`crate::key::KEY_PRUNED`], as in histograms.
+    /// [`crate::contract::key::KEY_PRUNED`], as in histograms.
     pub candidates: Vec<Candidate>,
     /// NaN scores per input (counted whatever the policy), as in
     /// [`Histogram::nan`].
@@ -195,7 +195,7 @@ pub trait Backend {
         reduction: Reduction,
     ) -> Result<Self::Tensor>;
 
-    /// A tensor whose element `i` is [`crate::random::uniform`]`(seed, stream, i)`.
+    /// A tensor whose element `i` is [`crate::contract::random::uniform`]`(seed, stream, i)`.
     fn random_uniform(&self, shape: &Shape, seed: u64, stream: u32) -> Result<Self::Tensor>;
 
     /// The key histogram of all `inputs` together in `window`, with NaN
@@ -209,7 +209,7 @@ pub trait Backend {
 
     /// Per input, how many keys are below `key` and equal to it. Core's own
     /// selection does not need it; callers that select shard by shard use it
-    /// with [`crate::radix::Cut::distribute`].
+    /// with [`crate::selection::radix::Cut::distribute`].
     fn count_keys(
         &self,
         inputs: &[ScoreView<'_, Self>],

@@ -22,7 +22,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::error::{Error, Result};
+use crate::contract::error::{Error, Result};
 use crate::host::{
     Activation, Capability, Host, Objective, Parameter, ParameterKind, Samples, Tap,
 };
@@ -90,7 +90,7 @@ pub fn information_flow<H: Host + ?Sized>(host: &mut H, samples: &Samples) -> Re
 /// error).
 ///
 /// ```
-/// use prunus_core::consistency::information_flow_of;
+/// use prunus_core::methods::imp::consistency::information_flow_of;
 /// use prunus_core::host::{Activation, Parameter, ParameterKind};
 /// use prunus_core::Shape;
 /// let p = |dims: &[usize]| Parameter {
@@ -123,7 +123,7 @@ pub fn information_flow_of(
     let mut flow = Vec::with_capacity(sums.len().saturating_sub(1));
     for pair in sums.windows(2) {
         let ((s, a), (t, b)) = (&pair[0], &pair[1]);
-        crate::check::same_len("samples of consecutive layers", s.len(), t.len())?;
+        crate::contract::check::same_len("samples of consecutive layers", s.len(), t.len())?;
         // mean(C) = E[Σ_i z_i · Σ_j z'_j] / (a b).
         let products: f64 = s.iter().zip(t).map(|(x, y)| x * y).sum();
         flow.push(products / (s.len() as f64 * (*a as f64) * (*b as f64)));
@@ -210,7 +210,7 @@ pub fn gradient_flow<H: Host + ?Sized>(host: &mut H, objective: &Objective) -> R
 /// parameter), flattened in parameter order; biases are left out.
 ///
 /// ```
-/// use prunus_core::consistency::gradient_flow_of;
+/// use prunus_core::methods::imp::consistency::gradient_flow_of;
 /// use prunus_core::host::{Parameter, ParameterKind};
 /// use prunus_core::Shape;
 /// let p = |dims: &[usize], kind| Parameter {
@@ -223,13 +223,13 @@ pub fn gradient_flow<H: Host + ?Sized>(host: &mut H, objective: &Objective) -> R
 /// # Ok::<(), prunus_core::Error>(())
 /// ```
 pub fn gradient_flow_of(parameters: &[Parameter], gradient: &[Vec<f32>]) -> Result<Vec<f64>> {
-    crate::check::same_len("gradient buffers", parameters.len(), gradient.len())?;
+    crate::contract::check::same_len("gradient buffers", parameters.len(), gradient.len())?;
     let mut flow = Vec::new();
     for (p, g) in parameters.iter().zip(gradient) {
         if p.kind != ParameterKind::Weight {
             continue;
         }
-        crate::check::same_len("gradient entries", p.shape.numel(), g.len())?;
+        crate::contract::check::same_len("gradient entries", p.shape.numel(), g.len())?;
         if g.is_empty() {
             return Err(Error::InvalidArgument {
                 what: "weight tensor",
@@ -249,7 +249,7 @@ pub fn gradient_flow_of(parameters: &[Parameter], gradient: &[Vec<f32>]) -> Resu
 
 /// `‖a − b‖₂`, the distance the stopping rule compares with `ε`.
 pub fn distance(a: &[f64], b: &[f64]) -> Result<f64> {
-    crate::check::same_len("flow vector entries", a.len(), b.len())?;
+    crate::contract::check::same_len("flow vector entries", a.len(), b.len())?;
     Ok(libm::sqrt(
         a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum(),
     ))

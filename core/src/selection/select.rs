@@ -11,13 +11,14 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::backend::{Backend, Candidate, GATHER_MOST, ScoreView, SelectionPlan};
-use crate::config::{Guards, PruneConfig, Scope};
-use crate::error::{Error, Result};
-use crate::key::{KeyRule, NanPolicy, Transform};
-use crate::mask::Mask;
-use crate::radix::{Cut, Histogram, KeyWindow, RadixSelect};
-use crate::shape::HasShape;
+use crate::contract::backend::{Backend, Candidate, GATHER_MOST, ScoreView, SelectionPlan};
+use crate::contract::error::{Error, Result};
+use crate::contract::histogram::{Histogram, KeyWindow};
+use crate::contract::key::{KeyRule, NanPolicy, Transform};
+use crate::contract::mask::Mask;
+use crate::contract::shape::HasShape;
+use crate::selection::config::{Guards, PruneConfig, Scope};
+use crate::selection::radix::{Cut, RadixSelect};
 
 /// A named tensor taking part in a pruning call: the weights for
 /// [`crate::prune()`], the scores for [`select`]; with the mask of an earlier
@@ -90,7 +91,8 @@ fn floor_units(density: f64, n: u64) -> u64 {
 /// to honour the same guards.
 ///
 /// ```
-/// use prunus_core::{Guards, select::prunable_units};
+/// use prunus_core::Guards;
+/// use prunus_core::selection::select::prunable_units;
 /// let mut g = Guards::default();
 /// assert_eq!(prunable_units(10, &g), 9);
 /// g.min_density = 0.25;
@@ -240,7 +242,7 @@ pub fn select<B: Backend + ?Sized>(
     let host_masks: Vec<Option<&Mask>> = layers.iter().map(|l| l.mask).collect();
     for l in layers {
         if let Some(m) = l.mask {
-            crate::check::same_shape("earlier mask", l.tensor.shape(), m.shape())?;
+            crate::contract::check::same_shape("earlier mask", l.tensor.shape(), m.shape())?;
         }
     }
     let plan = plan(&names, &units, &host_masks, config)?;
@@ -326,9 +328,9 @@ const SAMPLE_RUN: usize = 64;
 const SAMPLE_EVERY: usize = 64;
 
 /// The key range `[lo, hi]` (whole 16-bit buckets) that a sample of keys
-/// says holds the `k`-th smallest of `n` ([`crate::radix::sample_buckets`]).
+/// says holds the `k`-th smallest of `n` ([`crate::selection::radix::sample_buckets`]).
 fn sample_range(sample: &[u32], n: u64, k: u64) -> Option<(u32, u32)> {
-    let (lo, hi) = crate::radix::sample_buckets(sample, n, k)?;
+    let (lo, hi) = crate::selection::radix::sample_buckets(sample, n, k)?;
     Some(((lo as u32) << 16, ((hi as u32) << 16) | 0xFFFF))
 }
 

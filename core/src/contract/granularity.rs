@@ -1,8 +1,8 @@
 //! What a pruning decision removes: single weights, N of every M, or whole
 //! units (rows, columns, blocks) of a weight tensor's matrix view.
 
-use crate::error::{Error, Result};
-use crate::shape::Shape;
+use crate::contract::error::{Error, Result};
+use crate::contract::shape::Shape;
 
 /// The unit of pruning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

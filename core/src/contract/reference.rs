@@ -6,15 +6,15 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::backend::{Backend, Candidate, CutMasks, MaskBatch, RangeMasks, ScoreView};
-use crate::check;
-use crate::error::{Error, Result};
-use crate::granularity::{Grouping, NofM, Reduction};
-use crate::key::KeyRule;
-use crate::mask::Mask;
-use crate::op::{BinaryOp, Transpose, UnaryOp};
-use crate::radix::{Histogram, KeyCount, KeyWindow, TensorCut};
-use crate::shape::{HasShape, Shape};
+use crate::contract::backend::{Backend, Candidate, CutMasks, MaskBatch, RangeMasks, ScoreView};
+use crate::contract::check;
+use crate::contract::error::{Error, Result};
+use crate::contract::granularity::{Grouping, NofM, Reduction};
+use crate::contract::histogram::{Histogram, KeyCount, KeyWindow, TensorCut};
+use crate::contract::key::KeyRule;
+use crate::contract::mask::Mask;
+use crate::contract::op::{BinaryOp, Transpose, UnaryOp};
+use crate::contract::shape::{HasShape, Shape};
 
 /// A host tensor of the reference backend.
 #[derive(Clone, Debug, PartialEq)]
@@ -141,7 +141,7 @@ impl Backend for ReferenceBackend {
 
     fn random_uniform(&self, shape: &Shape, seed: u64, stream: u32) -> Result<HostTensor> {
         let data = (0..shape.numel() as u64)
-            .map(|i| crate::random::uniform(seed, stream, i))
+            .map(|i| crate::contract::random::uniform(seed, stream, i))
             .collect();
         HostTensor::new(data, shape.clone())
     }

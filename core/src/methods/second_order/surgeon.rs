@@ -46,13 +46,13 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::dense::Dense;
-use crate::error::{Error, Result};
-use crate::fisher::{Fisher, dot, restrict};
+use crate::contract::dense::Dense;
+use crate::contract::error::{Error, Result};
+use crate::contract::mask::Mask;
+use crate::contract::random::hash;
 use crate::host::{Capability, Host, Objective, require};
-use crate::mask::Mask;
-use crate::random::hash;
-use crate::select::units_to_prune;
+use crate::methods::second_order::fisher::{Fisher, dot, restrict};
+use crate::selection::select::units_to_prune;
 
 /// The `k` lowest `scores`, ties to the lowest index: `true` = pruned.
 /// Fails on NaN.
@@ -81,7 +81,7 @@ pub fn lowest(scores: &[f64], k: usize) -> Result<Vec<bool>> {
 }
 
 /// The number of weights a sparsity prunes, by the crate's counting rule
-/// ([`crate::select::units_to_prune`]).
+/// ([`crate::selection::select::units_to_prune`]).
 pub fn pruned_count(sparsity: f64, dim: usize) -> Result<usize> {
     if !(0.0..=1.0).contains(&sparsity) {
         return Err(Error::SparsityOutOfRange { value: sparsity });
@@ -452,7 +452,7 @@ pub fn flat_masks<H: Host + ?Sized>(
         masks[p] = Some(Mask::from_fn(info.shape.clone(), |i| !part[i]));
         offset += n;
     }
-    crate::check::same_len("pruned flags of the parameters", offset, pruned.len())?;
+    crate::contract::check::same_len("pruned flags of the parameters", offset, pruned.len())?;
     Ok(masks)
 }
 
@@ -486,9 +486,9 @@ pub fn write_pruned<H: Host + ?Sized>(
 ) -> Result<()> {
     require(host, &[Capability::Masks])?;
     let masks = flat_masks(host, parameters, pruned)?;
-    crate::check::same_len("weights of the parameters", pruned.len(), theta.len())?;
+    crate::contract::check::same_len("weights of the parameters", pruned.len(), theta.len())?;
     if let Some(d) = delta {
-        crate::check::same_len("update of the parameters", theta.len(), d.len())?;
+        crate::contract::check::same_len("update of the parameters", theta.len(), d.len())?;
     }
     let mut offset = 0;
     for &p in parameters {

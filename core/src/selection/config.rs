@@ -3,8 +3,8 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::granularity::{Granularity, Reduction};
-use crate::key::NanPolicy;
+use crate::contract::granularity::{Granularity, Reduction};
+use crate::contract::key::NanPolicy;
 
 /// Where the sparsity target applies.
 #[derive(Clone, Debug, PartialEq, Default)]

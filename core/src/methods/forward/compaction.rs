@@ -20,7 +20,7 @@
 //! to float rounding (tested on the lab's MLPs and CNNs).
 //!
 //! ```
-//! use prunus_core::compaction::{compact, Fold, UnitSelection};
+//! use prunus_core::methods::forward::compaction::{compact, Fold, UnitSelection};
 //! use prunus_core::host::{Coupling, Parameter, ParameterKind};
 //! use prunus_core::{Mask, Shape};
 //! let p = |name: &str, dims: &[usize], kind, layer, coupling| Parameter {
@@ -47,10 +47,10 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::error::{Error, Result};
+use crate::contract::error::{Error, Result};
+use crate::contract::mask::Mask;
+use crate::contract::shape::{HasShape, Shape};
 use crate::host::{Coupling, Parameter, ParameterKind};
-use crate::mask::Mask;
-use crate::shape::{HasShape, Shape};
 
 /// Where a kept unit's scale goes when the network is compacted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -100,7 +100,7 @@ impl UnitSelection {
     /// host's [`crate::Host::set_unit_scales`] vector means.
     ///
     /// ```
-    /// use prunus_core::compaction::UnitSelection;
+    /// use prunus_core::methods::forward::compaction::UnitSelection;
     /// let s = UnitSelection::from_scales(4, vec![0.0, 2.0, 0.0, 2.0]);
     /// assert_eq!(s.keep.kept().collect::<Vec<_>>(), [1, 3]);
     /// ```
@@ -179,7 +179,11 @@ impl CompactionPlan {
                 });
             }
             let units = p.units();
-            crate::check::same_shape("unit selection", &Shape::vector(units), s.keep.shape())?;
+            crate::contract::check::same_shape(
+                "unit selection",
+                &Shape::vector(units),
+                s.keep.shape(),
+            )?;
             let kept: Vec<usize> = s.keep.kept().collect();
             if kept.is_empty() {
                 return Err(Error::EmptyTensor {
@@ -188,7 +192,7 @@ impl CompactionPlan {
             }
             let scale = match &s.scales {
                 Some(v) => {
-                    crate::check::same_len("unit scales", units, v.len())?;
+                    crate::contract::check::same_len("unit scales", units, v.len())?;
                     if v.iter().any(|x| !x.is_finite()) {
                         return Err(Error::NonFinite {
                             what: "unit scales",
@@ -222,7 +226,7 @@ impl CompactionPlan {
             }
             for (b, bias) in parameters.iter().enumerate() {
                 if bias.kind == ParameterKind::Bias && bias.layer == p.layer {
-                    crate::check::same_shape(
+                    crate::contract::check::same_shape(
                         "bias of a compacted layer",
                         &Shape::vector(units),
                         &bias.shape,
@@ -271,7 +275,7 @@ impl CompactionPlan {
     /// The parameters with their compacted shapes (names, kinds, layers and
     /// couplings unchanged).
     pub fn parameters(&self, parameters: &[Parameter]) -> Result<Vec<Parameter>> {
-        crate::check::same_len("parameters", self.plans.len(), parameters.len())?;
+        crate::contract::check::same_len("parameters", self.plans.len(), parameters.len())?;
         Ok(parameters
             .iter()
             .zip(&self.plans)
@@ -313,7 +317,7 @@ impl CompactionPlan {
 
     /// Every parameter's values compacted ([`CompactionPlan::weights`]).
     pub fn apply(&self, weights: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
-        crate::check::same_len("parameters", self.plans.len(), weights.len())?;
+        crate::contract::check::same_len("parameters", self.plans.len(), weights.len())?;
         weights
             .iter()
             .enumerate()
@@ -347,7 +351,7 @@ impl CompactionPlan {
     /// the length of a buffer given for it.
     fn source_view(&self, index: usize, len: usize) -> Result<(usize, usize)> {
         let (r, c) = self.sources[index];
-        crate::check::same_len("parameter values", r * c, len)?;
+        crate::contract::check::same_len("parameter values", r * c, len)?;
         Ok((r, c))
     }
 }

@@ -22,20 +22,23 @@
 //! Core has no clock: an [`Observer`] may supply one ([`Observer::now`]) for
 //! the rounds' wall times, and sees every epoch and round as it ends.
 
+pub mod consistency;
+pub mod pq_index;
+
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::backend::Backend;
-use crate::config::PruneConfig;
-use crate::consistency::{Flow, distance};
-use crate::error::{Error, Result};
-use crate::granularity::Granularity;
+use crate::contract::backend::Backend;
+use crate::contract::error::{Error, Result};
+use crate::contract::granularity::Granularity;
+use crate::contract::mask::Mask;
 use crate::host::{Capability, Evaluation, Host, Objective, Samples, Snapshot, Split, require};
-use crate::mask::Mask;
-use crate::pq_index::PqIndex;
-use crate::prune::prune;
-use crate::schedule::Schedule;
-use crate::select::Layer;
+use crate::methods::imp::consistency::{Flow, distance};
+use crate::methods::imp::pq_index::PqIndex;
+use crate::selection::config::PruneConfig;
+use crate::selection::prune::prune;
+use crate::selection::schedule::Schedule;
+use crate::selection::select::Layer;
 
 /// Which weights the survivors go back to after each pruning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -86,8 +89,8 @@ pub enum StopRule {
 /// The settings of an IMP run.
 ///
 /// ```
-/// use prunus_core::consistency::Flow;
-/// use prunus_core::imp::{ImpConfig, StopRule};
+/// use prunus_core::methods::imp::consistency::Flow;
+/// use prunus_core::methods::imp::{ImpConfig, StopRule};
 /// let classic = ImpConfig::classic(0.9);
 /// assert_eq!(classic.stop, StopRule::Epochs);
 /// let incop = ImpConfig::incop(0.9, Flow::Information, 0.05).epochs(20, 10);

@@ -33,16 +33,16 @@
 //!
 //! Everything goes through a [`Dense`] implementation: f64 on the reference
 //! and CPU backends, f32 for the calls the wgpu backend takes (see
-//! [`crate::dense`] for the choice of f64 and what f32 was measured to give;
+//! [`crate::contract::dense`] for the choice of f64 and what f32 was measured to give;
 //! [`Dense::unit_roundoff`] says which).
 
 use alloc::vec;
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use crate::dense::{Dense, Matrix};
-use crate::error::{Error, Result};
-use crate::op::Transpose;
+use crate::contract::dense::{Dense, Matrix};
+use crate::contract::error::{Error, Result};
+use crate::contract::op::Transpose;
 
 /// How `F̂` is split into diagonal blocks (weights in different blocks are
 /// treated as uncorrelated).
@@ -378,11 +378,11 @@ impl<'d, D: Dense + ?Sized> Fisher<'d, D> {
     /// `G_bᵀ y_b / N` for every block, concatenated: with `y` from
     /// [`Fisher::sample_products`] of `v`, this is `F v`.
     pub fn gradient_products(&self, y: &[Vec<f64>]) -> Result<Vec<f64>> {
-        crate::check::same_len("blocks of sample products", self.blocks.len(), y.len())?;
+        crate::contract::check::same_len("blocks of sample products", self.blocks.len(), y.len())?;
         let n = self.samples as f64;
         let mut out = vec![0.0; self.dim];
         for (b, y) in self.blocks.iter().zip(y) {
-            crate::check::same_len("sample products", self.samples, y.len())?;
+            crate::contract::check::same_len("sample products", self.samples, y.len())?;
             let mut z = Matrix::zeros(1, b.a.rows());
             let y = Matrix::row_vector(y.clone());
             self.dense
@@ -672,7 +672,7 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// that overshoots far from the trained weights. Fails when the lengths
 /// differ.
 pub fn scale_update(delta: &mut [f64], pruned: &[bool], scale: f64) -> Result<()> {
-    crate::check::same_len("pruned flags of the update", delta.len(), pruned.len())?;
+    crate::contract::check::same_len("pruned flags of the update", delta.len(), pruned.len())?;
     for (d, &p) in delta.iter_mut().zip(pruned) {
         if !p {
             *d *= scale;

@@ -3,9 +3,9 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::error::{Error, Result};
-use crate::granularity::{Grouping, NofM};
-use crate::shape::{HasShape, Shape};
+use crate::contract::error::{Error, Result};
+use crate::contract::granularity::{Grouping, NofM};
+use crate::contract::shape::{HasShape, Shape};
 
 /// Which elements of a tensor survive: bit `i` (flat row-major index) is `1`
 /// when element `i` is kept and `0` when it is pruned, packed little-endian

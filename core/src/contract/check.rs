@@ -1,11 +1,11 @@
 //! Argument checks shared by every backend, so that all of them reject the
 //! same inputs with the same errors.
 
-use crate::backend::{Backend, ScoreView};
-use crate::error::{Error, Result};
-use crate::granularity::NofM;
-use crate::op::Transpose;
-use crate::shape::{HasShape, Shape};
+use crate::contract::backend::{Backend, ScoreView};
+use crate::contract::error::{Error, Result};
+use crate::contract::granularity::NofM;
+use crate::contract::op::Transpose;
+use crate::contract::shape::{HasShape, Shape};
 
 /// Fails unless `found == expected`.
 pub fn same_shape(op: &'static str, expected: &Shape, found: &Shape) -> Result<()> {

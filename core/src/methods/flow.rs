@@ -27,16 +27,16 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::backend::Backend;
-use crate::config::PruneConfig;
-use crate::error::{Error, Result};
-use crate::granularity::{Granularity, Grouping, Reduction};
+use crate::contract::backend::Backend;
+use crate::contract::error::{Error, Result};
+use crate::contract::granularity::{Granularity, Grouping, Reduction};
+use crate::contract::mask::Mask;
+use crate::contract::op::{BinaryOp, UnaryOp};
+use crate::contract::shape::HasShape;
 use crate::host::{Capability, Host, Objective, Samples, Split, require};
-use crate::mask::Mask;
-use crate::op::{BinaryOp, UnaryOp};
-use crate::prune::prune_with_scores;
-use crate::select::Layer;
-use crate::shape::HasShape;
+use crate::selection::config::PruneConfig;
+use crate::selection::prune::prune_with_scores;
+use crate::selection::select::Layer;
 
 /// An importance measure of the gradient-flow family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -91,7 +91,7 @@ impl Measure {
     /// `random` only.
     ///
     /// ```
-    /// use prunus_core::measure::Measure;
+    /// use prunus_core::methods::flow::Measure;
     /// assert_eq!(Measure::from_name("grad-norm", 0), Some(Measure::GradNorm));
     /// assert_eq!(Measure::from_name("random", 7), Some(Measure::Random { seed: 7 }));
     /// assert_eq!(Measure::from_name("obs", 0), None);
@@ -209,14 +209,14 @@ pub fn signals<H: Host + ?Sized>(
         return Err(Error::UnknownParameter { index, count });
     }
     if !masks.is_empty() {
-        crate::check::same_len("masks", parameters.len(), masks.len())?;
+        crate::contract::check::same_len("masks", parameters.len(), masks.len())?;
     }
     let mut weights = Vec::with_capacity(parameters.len());
     for (j, &i) in parameters.iter().enumerate() {
         let mut w = host.weights(i)?;
-        crate::check::same_len("weights", host.parameters()[i].shape.numel(), w.len())?;
+        crate::contract::check::same_len("weights", host.parameters()[i].shape.numel(), w.len())?;
         if let Some(Some(m)) = masks.get(j) {
-            crate::check::same_shape("mask", &host.parameters()[i].shape, m.shape())?;
+            crate::contract::check::same_shape("mask", &host.parameters()[i].shape, m.shape())?;
             for (k, x) in w.iter_mut().enumerate() {
                 if !m.get(k) {
                     *x = 0.0;
@@ -277,7 +277,7 @@ fn pick(all: &[Vec<f32>], parameters: &[usize]) -> Vec<Vec<f32>> {
 /// `stream` tells apart the tensors of one random draw.
 ///
 /// ```
-/// use prunus_core::measure::{Measure, score};
+/// use prunus_core::methods::flow::{Measure, score};
 /// use prunus_core::{Backend, Grouping, ReferenceBackend, Shape};
 /// let b = ReferenceBackend;
 /// let s = Shape::matrix(2, 2)?;
@@ -300,7 +300,7 @@ pub fn score<B: Backend + ?Sized>(
     let shape = theta.shape();
     let needed = |t: Option<&B::Tensor>, what: &'static str| -> Result<B::Tensor> {
         let t = t.ok_or(Error::MissingInput { what })?;
-        crate::check::same_shape(what, shape, t.shape())?;
+        crate::contract::check::same_shape(what, shape, t.shape())?;
         backend.binary(BinaryOp::Mul, theta, t)
     };
     // Per weight: |θ|, θg, θ²g or θHg before the absolute value or sum.
@@ -363,7 +363,7 @@ pub fn scores<B: Backend + ?Sized>(
     weights: &[B::Tensor],
     grouping: Option<Grouping>,
 ) -> Result<Vec<B::Tensor>> {
-    crate::check::same_len("weight tensors", signals.weights.len(), weights.len())?;
+    crate::contract::check::same_len("weight tensors", signals.weights.len(), weights.len())?;
     let upload = |x: Option<&Vec<Vec<f32>>>, j: usize| -> Result<Option<B::Tensor>> {
         x.map(|x| backend.upload(&x[j], weights[j].shape()))
             .transpose()

@@ -9,7 +9,7 @@
 //! `clamp(γ (1 − m/d), 0, β)` of the survivors: the more compressible the
 //! weights look, the more a round removes.
 
-use crate::error::{Error, Result};
+use crate::contract::error::{Error, Result};
 
 /// The PQ-index's settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -85,7 +85,7 @@ impl PqIndex {
     /// empty, all-zero or non-finite vector.
     ///
     /// ```
-    /// use prunus_core::pq_index::PqIndex;
+    /// use prunus_core::methods::imp::pq_index::PqIndex;
     /// let pq = PqIndex::default();
     /// assert!(pq.index([2.0f32, -2.0, 2.0]).unwrap().abs() < 1e-12);
     /// // One weight of four carries everything: M_0.5 = 1/16, M_1 = 1/4.
@@ -119,7 +119,7 @@ impl PqIndex {
     /// `clamp(γ (1 − m/d), 0, β)`.
     ///
     /// ```
-    /// use prunus_core::pq_index::PqIndex;
+    /// use prunus_core::methods::imp::pq_index::PqIndex;
     /// // With p = 1/2 and q = 1 the exponent pq/(q−p) is 1, so m/d = 1 − I.
     /// assert!((PqIndex::default().rate(0.15) - 0.15).abs() < 1e-12);
     /// assert_eq!(PqIndex::default().rate(0.99), 0.9);

@@ -22,26 +22,28 @@
 //! same order, keeps its units of largest L2 norm (weight rows), with the
 //! same fine-tuning. Both leave the host with its selected unit scales
 //! set, and return [`ForwardRun`], whose [`ForwardRun::selections`] feed
-//! [`crate::compaction`].
+//! [`crate::methods::forward::compaction`].
 //!
 //! Mini-batches and candidates come from counter-based random numbers of
 //! the seed and the global step, so a run is the same on every host that
 //! evaluates the same way.
 
+pub mod compaction;
+
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::backend::Backend;
-use crate::compaction::UnitSelection;
-use crate::config::PruneConfig;
-use crate::error::{Error, Result};
-use crate::granularity::Granularity;
+use crate::contract::backend::Backend;
+use crate::contract::error::{Error, Result};
+use crate::contract::granularity::Granularity;
+use crate::contract::random::hash;
 use crate::host::{
     Capability, Evaluation, Host, Objective, ParameterKind, Samples, Split, require,
 };
-use crate::prune::prune;
-use crate::random::hash;
-use crate::select::Layer;
+use crate::methods::forward::compaction::UnitSelection;
+use crate::selection::config::PruneConfig;
+use crate::selection::prune::prune;
+use crate::selection::select::Layer;
 
 /// Whether a unit can be chosen more than once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -87,7 +89,7 @@ impl Stop {
 /// A greedy forward selection run.
 ///
 /// ```
-/// use prunus_core::forward::{ForwardConfig, Sampling, Stop};
+/// use prunus_core::methods::forward::{ForwardConfig, Sampling, Stop};
 /// let c = ForwardConfig::default().widths(vec![30, 10]).fine_tune_steps(5);
 /// assert_eq!(c.candidates, 50);
 /// assert_eq!(c.sampling, Sampling::WithoutReplacement);
@@ -266,7 +268,7 @@ pub struct ForwardRun {
 
 impl ForwardRun {
     /// The pruned layers' selections (units with a non-zero scale stay,
-    /// scales folded), for [`crate::compaction`].
+    /// scales folded), for [`crate::methods::forward::compaction`].
     pub fn selections(&self) -> Vec<UnitSelection> {
         self.layers
             .iter()
@@ -368,7 +370,11 @@ where
                 .collect();
             let evals =
                 host.evaluate_unit_scales(parameter, &scale_sets, &Objective::new(samples))?;
-            crate::check::same_len("candidate evaluations", candidates.len(), evals.len())?;
+            crate::contract::check::same_len(
+                "candidate evaluations",
+                candidates.len(),
+                evals.len(),
+            )?;
             let mut best = 0;
             for (k, e) in evals.iter().enumerate() {
                 if !e.loss.is_finite() {
@@ -601,7 +607,7 @@ fn checked_layers<H: Host + ?Sized>(host: &H, config: &ForwardConfig) -> Result<
             }
         }
         Stop::Width(w) => {
-            crate::check::same_len("layer widths", layers.len(), w.len())?;
+            crate::contract::check::same_len("layer widths", layers.len(), w.len())?;
             for (&i, &w) in layers.iter().zip(w) {
                 if w == 0 || w > params[i].units() {
                     return Err(Error::InvalidArgument {

@@ -21,15 +21,15 @@
 //!
 //! Vectors are rows: a "rows" operation treats every row of its argument as
 //! one vector, which is how a per-weight gradient (one row of `Gᵀ`) is laid
-//! out in [`crate::fisher::Fisher`].
+//! out in [`crate::methods::second_order::fisher::Fisher`].
 
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::error::{Error, Result};
-use crate::op::Transpose;
-use crate::reference::ReferenceBackend;
-use crate::shape::Shape;
+use crate::contract::error::{Error, Result};
+use crate::contract::op::Transpose;
+use crate::contract::reference::ReferenceBackend;
+use crate::contract::shape::Shape;
 
 /// A dense row-major `rows x cols` f64 matrix.
 #[derive(Clone, Debug, PartialEq)]

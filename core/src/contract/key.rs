@@ -18,7 +18,7 @@ pub const KEY_NAN_HIGHEST: u32 = u32::MAX;
 /// inverted.
 ///
 /// ```
-/// use prunus_core::key::order_key;
+/// use prunus_core::contract::key::order_key;
 /// assert!(order_key(-1.0) < order_key(-0.5));
 /// assert!(order_key(-0.5) < order_key(0.0));
 /// assert_eq!(order_key(-0.0), order_key(0.0));

@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use crate::error::{Error, Result};
+use crate::contract::error::{Error, Result};
 
 /// The largest rank a [`Shape`] can hold.
 pub const MAX_RANK: usize = 8;

@@ -4,7 +4,7 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use core::fmt;
 
-use crate::shape::Shape;
+use crate::contract::shape::Shape;
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -44,7 +44,7 @@ pub enum Error {
         /// The length it got.
         found: usize,
     },
-    /// More dimensions than [`crate::shape::MAX_RANK`].
+    /// More dimensions than [`crate::contract::shape::MAX_RANK`].
     RankTooLarge {
         /// The rank given.
         rank: usize,
@@ -75,7 +75,7 @@ pub enum Error {
         /// The layer's name.
         layer: String,
     },
-    /// Scores that are NaN while the NaN policy is [`crate::key::NanPolicy::Error`].
+    /// Scores that are NaN while the NaN policy is [`crate::contract::key::NanPolicy::Error`].
     NanScores {
         /// The layer's name.
         layer: String,
@@ -211,7 +211,7 @@ impl fmt::Display for Error {
             Error::RankTooLarge { rank } => write!(
                 f,
                 "a tensor of rank {rank} has more than the {} dimensions prunus supports",
-                crate::shape::MAX_RANK
+                crate::contract::shape::MAX_RANK
             ),
             Error::ShapeOverflow => f.write_str("shape element count overflows usize"),
             Error::EmptyTensor { layer } => {

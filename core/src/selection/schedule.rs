@@ -7,7 +7,7 @@
 
 use alloc::vec::Vec;
 
-use crate::error::{Error, Result};
+use crate::contract::error::{Error, Result};
 
 /// The longest schedule any variant may produce.
 pub const MAX_ROUNDS: usize = 100_000;

@@ -27,7 +27,7 @@ pub fn hash(seed: u64, stream: u32, index: u64) -> u32 {
 /// A uniform value in `[0, 1)` with 24 random bits.
 ///
 /// ```
-/// use prunus_core::random::uniform;
+/// use prunus_core::contract::random::uniform;
 /// let u = uniform(7, 0, 12345);
 /// assert!((0.0..1.0).contains(&u));
 /// assert_eq!(u, uniform(7, 0, 12345));

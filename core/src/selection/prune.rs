@@ -2,14 +2,14 @@
 
 use alloc::vec::Vec;
 
-use crate::backend::{Backend, ScoreView};
-use crate::config::{Importance, PruneConfig};
-use crate::error::{Error, Result};
-use crate::granularity::{Granularity, Grouping, NofM};
-use crate::key::{KeyRule, NanPolicy, Transform};
-use crate::mask::Mask;
-use crate::select::{Layer, plan, select};
-use crate::shape::HasShape;
+use crate::contract::backend::{Backend, ScoreView};
+use crate::contract::error::{Error, Result};
+use crate::contract::granularity::{Granularity, Grouping, NofM};
+use crate::contract::key::{KeyRule, NanPolicy, Transform};
+use crate::contract::mask::Mask;
+use crate::contract::shape::HasShape;
+use crate::selection::config::{Importance, PruneConfig};
+use crate::selection::select::{Layer, plan, select};
 
 /// Computes the weight masks that `config` asks for. `layers` hold the
 /// weights (and the masks of an earlier round, which the result never
@@ -61,7 +61,7 @@ pub fn prune<B: Backend + ?Sized>(
 /// per layer, of the weights' shape for unstructured and N:M pruning, of
 /// shape `[units]` for groups ([`Grouping::unit_shape`]). `layers` give the
 /// names, weight shapes and earlier masks. This is how data-dependent
-/// measures ([`crate::measure`]) select.
+/// measures ([`crate::methods::flow`]) select.
 ///
 /// ```
 /// use prunus_core::{prune_with_scores, Backend, Granularity, Layer, PruneConfig, ReferenceBackend, Shape};
@@ -81,11 +81,11 @@ pub fn prune_with_scores<B: Backend + ?Sized>(
     config: &PruneConfig,
 ) -> Result<Vec<Mask>> {
     config.granularity.validate()?;
-    crate::check::same_len("score tensors", layers.len(), scores.len())?;
+    crate::contract::check::same_len("score tensors", layers.len(), scores.len())?;
     match config.granularity {
         Granularity::Unstructured => {
             for (l, s) in layers.iter().zip(scores) {
-                crate::check::same_shape("scores", l.tensor.shape(), s.shape())?;
+                crate::contract::check::same_shape("scores", l.tensor.shape(), s.shape())?;
             }
             let scored = rebind(layers, scores, |l| l.mask.cloned());
             let scored: Vec<Layer<'_, B>> = scored
@@ -105,7 +105,7 @@ pub fn prune_with_scores<B: Backend + ?Sized>(
         Granularity::Groups(g) => {
             check_not_empty(layers)?;
             for (l, s) in layers.iter().zip(scores) {
-                crate::check::same_shape(
+                crate::contract::check::same_shape(
                     "unit scores",
                     &g.unit_shape(l.tensor.shape()),
                     s.shape(),
@@ -122,7 +122,7 @@ pub fn apply<B: Backend + ?Sized>(
     weights: &mut [&mut B::Tensor],
     masks: &[Mask],
 ) -> Result<()> {
-    crate::check::same_len("masks", weights.len(), masks.len())?;
+    crate::contract::check::same_len("masks", weights.len(), masks.len())?;
     for (w, m) in weights.iter_mut().zip(masks) {
         let m = backend.upload_mask(m)?;
         backend.apply_mask(w, &m)?;
@@ -180,7 +180,7 @@ fn group_norms<B: Backend + ?Sized>(
             // A unit is scored by its surviving weights only, whether or
             // not the caller has zeroed the pruned ones already.
             Some(m) => {
-                crate::check::same_shape("earlier mask", l.tensor.shape(), m.shape())?;
+                crate::contract::check::same_shape("earlier mask", l.tensor.shape(), m.shape())?;
                 let mut w = backend.unary(crate::UnaryOp::Scale(1.0), l.tensor)?;
                 backend.apply_mask(&mut w, &backend.upload_mask(m)?)?;
                 backend.reduce_groups(&w, g, config.group_norm)
@@ -201,7 +201,7 @@ fn select_units<B: Backend + ?Sized>(
 ) -> Result<Vec<Mask>> {
     for l in layers {
         if let Some(m) = l.mask {
-            crate::check::same_shape("earlier mask", l.tensor.shape(), m.shape())?;
+            crate::contract::check::same_shape("earlier mask", l.tensor.shape(), m.shape())?;
         }
     }
     let unit_masks: Vec<Option<Mask>> = layers
@@ -252,12 +252,20 @@ fn n_of_m<B: Backend + ?Sized>(
     for &i in &plan.active {
         p.check_shape(names[i], layers[i].tensor.shape())?;
         if let Some(m) = layers[i].mask {
-            crate::check::same_shape("earlier mask", layers[i].tensor.shape(), m.shape())?;
+            crate::contract::check::same_shape(
+                "earlier mask",
+                layers[i].tensor.shape(),
+                m.shape(),
+            )?;
         }
     }
     if let Some(scores) = scores {
         for &i in &plan.active {
-            crate::check::same_shape("scores", layers[i].tensor.shape(), scores[i].shape())?;
+            crate::contract::check::same_shape(
+                "scores",
+                layers[i].tensor.shape(),
+                scores[i].shape(),
+            )?;
         }
     }
     let survivors: Vec<Option<B::Mask>> = plan

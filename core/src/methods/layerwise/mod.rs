@@ -1,0 +1,1 @@
+//! Layer-wise calibrated pruning (METHODS.md §5).
