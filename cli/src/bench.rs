@@ -2,31 +2,18 @@
 //! memory-bandwidth floor of the same weights.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use prunus_core::prune;
-use prunus_core::{Backend, HostTensor, Layer, PruneConfig, ReferenceBackend, SelectionPlan};
-use prunus_cpu::{CpuBackend, CpuTensor, Par};
-use prunus_lab::{Report, Row, synthetic_layers, write_atomic};
-use prunus_wgpu::{AdapterChoice, WgpuBackend, WgpuTensor};
+use prunus_core::{Layer, PruneConfig, SelectionPlan};
+use prunus_lab::{Report, Row, SyntheticLayer, synthetic_layers, write_atomic};
 
+use crate::args::{check_output, parse_sparsity};
+use crate::backend::{BackendJob, BackendKind, BackendSpec, Device, dispatch};
 use crate::error::Error;
 use crate::memory::peak_rss_mib;
-
-/// The backend to measure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum BackendKind {
-    /// The rayon CPU backend, on --threads threads.
-    Cpu,
-    /// The scalar reference backend of prunus-core (sequential, the oracle).
-    Reference,
-    /// The wgpu compute-shader backend, on the adapter `WGPU_ADAPTER_NAME`
-    /// names (else the first discrete GPU; `WGPU_BACKEND` restricts the
-    /// graphics APIs searched).
-    Wgpu,
-}
 
 /// A selection plan ([`SelectionPlan`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -96,17 +83,6 @@ pub(crate) struct SelectArgs {
     pub(crate) json: Option<PathBuf>,
 }
 
-/// A sparsity in `[0, 1]`, with core's message otherwise.
-pub(crate) fn parse_sparsity(s: &str) -> Result<f64, String> {
-    let value: f64 = s.trim().parse().map_err(|_| {
-        format!("'{s}' is not a number; give the fraction of weights to remove, e.g. 0.9")
-    })?;
-    if !(0.0..=1.0).contains(&value) {
-        return Err(prunus_core::Error::SparsityOutOfRange { value }.to_string());
-    }
-    Ok(value)
-}
-
 /// Per-repeat measurements of one backend.
 struct Measurements {
     /// Milliseconds of each read pass.
@@ -122,13 +98,10 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
     let started = Instant::now();
     // Settings are checked before minutes of work, not after.
     prunus_lab::layer_specs(args.params, args.tensors)?;
-    if args.adapter.is_some() && args.backend != BackendKind::Wgpu {
-        return Err(Error::Lab(prunus_lab::Error::InvalidSetting {
-            name: "--adapter",
-            value: args.adapter.clone().unwrap_or_default(),
-            expected: "to be given with --backend wgpu only".into(),
-        }));
-    }
+    let spec = BackendSpec::new(args.backend, args.threads)
+        .adapter(args.adapter.clone())
+        .plan(args.plan.map(SelectionPlan::from));
+    spec.check()?;
     if let Some(path) = &args.json {
         check_output("--json", path)?;
     }
@@ -142,99 +115,22 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
     let layers = synthetic_layers(args.params, args.tensors, args.seed)?;
     let generate_s = t.elapsed().as_secs_f64();
     eprintln!("generated in {generate_s:.2} s");
-    let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
     let mask_bytes: u64 = layers
         .iter()
         .map(|l| l.data.len().div_ceil(64) as u64 * 8)
         .sum();
-
-    let mut adapter = None;
-    let mut plan = SelectionPlan::Gather;
-    let (backend, threads, m) = match args.backend {
-        BackendKind::Cpu => {
-            let par = match args.threads {
-                1 => Par::Seq,
-                n => Par::Rayon(n),
-            };
-            let mut b = CpuBackend::new(par)?;
-            eprintln!("cpu kernels: {} (PRUNUS_SIMD forces a level)", b.simd());
-            if let Some(p) = args.plan {
-                b = b.with_selection_plan(p.into());
-            }
-            // Zero-copy: the backend reads the generated buffers in place.
-            let tensors = layers
-                .iter()
-                .map(|l| b.borrow(&l.data, &l.shape).map_err(Error::from))
-                .collect::<Result<Vec<CpuTensor<'_>>, Error>>()?;
-            let refs: Vec<&CpuTensor<'_>> = tensors.iter().collect();
-            let m = measure(
-                &b,
-                &names,
-                &tensors,
-                || Ok(b.read_pass(&refs)),
-                args,
-                expected,
-            )?;
-            plan = b.selection_plan();
-            (b.name(), b.threads(), m)
-        }
-        BackendKind::Wgpu => {
-            let choice = match args.adapter.as_deref() {
-                None => AdapterChoice::Auto,
-                Some(a) => a
-                    .parse()
-                    .map_or_else(|_| AdapterChoice::Named(a.into()), AdapterChoice::Index),
-            };
-            let mut b = WgpuBackend::with_adapter(&choice)?;
-            if let Some(p) = args.plan {
-                b = b.with_selection_plan(p.into());
-            }
-            eprintln!("uploading to {}...", b.name());
-            let t = Instant::now();
-            let tensors = layers
-                .iter()
-                .map(|l| b.upload(&l.data, &l.shape).map_err(Error::from))
-                .collect::<Result<Vec<WgpuTensor>, Error>>()?;
-            eprintln!("uploaded in {:.2} s", t.elapsed().as_secs_f64());
-            let refs: Vec<&WgpuTensor> = tensors.iter().collect();
-            // The floor is one device read pass of every weight, waited for.
-            let m = measure(
-                &b,
-                &names,
-                &tensors,
-                || Ok(b.read_pass(&refs)? as u64),
-                args,
-                expected,
-            )?;
-            adapter = Some((b.adapter().clone(), b.flushes_subnormals()));
-            plan = b.selection_plan();
-            (b.name(), 1, m)
-        }
-        BackendKind::Reference => {
-            if args.plan.is_some_and(|p| p != PlanKind::Gather) {
-                return Err(Error::Lab(prunus_lab::Error::InvalidSetting {
-                    name: "--plan",
-                    value: "histograms".into(),
-                    expected: "gather (the reference backend has no other plan)".into(),
-                }));
-            }
-            let b = ReferenceBackend;
-            // The generated buffers move into the tensors: no copy either.
-            let tensors = layers
-                .into_iter()
-                .map(|l| HostTensor::new(l.data, l.shape).map_err(Error::from))
-                .collect::<Result<Vec<HostTensor>, Error>>()?;
-            let m = measure(
-                &b,
-                &names,
-                &tensors,
-                || Ok(sequential_sum(&tensors)),
-                args,
-                expected,
-            )?;
-            (b.name(), 1, m)
-        }
+    let job = SelectJob {
+        args,
+        layers: &layers,
+        expected,
     };
+    let Selected {
+        backend,
+        threads,
+        plan,
+        describe,
+        m,
+    } = dispatch(&spec, job)?;
     let peak = peak_rss_mib();
 
     let bytes = args.params as f64 * 4.0;
@@ -303,11 +199,8 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
     report.set_config("backend", backend);
     report.set_config("threads", threads);
     report.set_config("plan", format!("{plan:?}").to_lowercase());
-    if let Some((a, flushes)) = &adapter {
-        report.set_config("flushes_subnormals", *flushes);
-        report.set_config("adapter", a.name.clone());
-        report.set_config("adapter_api", a.api.clone());
-        report.set_config("adapter_kind", a.kind.clone());
+    for (key, value) in describe {
+        report.set_config(key, value);
     }
     report.set_config("repeat", args.repeat);
     let row = |metric: &str, values: Vec<f64>| -> Result<Row, Error> {
@@ -332,34 +225,93 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Times `floor` and `prune` alternately, `args.repeat` times after one
-/// warm-up, checking that every call prunes exactly `expected` weights.
-fn measure<B: Backend>(
+/// `prunus bench select` on one backend: the weights made resident there
+/// (in place on the CPU), then the floor and the selection timed.
+struct SelectJob<'a, 'd> {
+    args: &'a SelectArgs,
+    layers: &'d [SyntheticLayer],
+    expected: u64,
+}
+
+/// What [`SelectJob`] measured and where.
+struct Selected {
+    /// The backend's name.
+    backend: String,
+    /// Its host threads.
+    threads: usize,
+    /// The selection plan it used.
+    plan: SelectionPlan,
+    /// The device's entries of the report's config.
+    describe: Vec<(&'static str, serde_json::Value)>,
+    /// The timings.
+    m: Measurements,
+}
+
+impl<'d> BackendJob<'d> for SelectJob<'_, 'd> {
+    type Output = Selected;
+
+    fn run<B: Device<'d>>(self, backend: &B) -> Result<Selected, Error> {
+        if let Some(kernels) = backend.kernels() {
+            eprintln!("cpu kernels: {kernels} (PRUNUS_SIMD forces a level)");
+        }
+        let t = Instant::now();
+        let tensors = self
+            .layers
+            .iter()
+            .map(|l| backend.resident(&l.data, &l.shape))
+            .collect::<Result<Vec<B::Tensor>, Error>>()?;
+        eprintln!(
+            "{} resident in {:.2} s",
+            backend.name(),
+            t.elapsed().as_secs_f64()
+        );
+        let refs: Vec<&B::Tensor> = tensors.iter().collect();
+        let m = measure(
+            backend,
+            self.layers,
+            &tensors,
+            &refs,
+            self.args,
+            self.expected,
+        )?;
+        Ok(Selected {
+            backend: backend.name(),
+            threads: backend.host_threads(),
+            plan: backend.selection_plan(),
+            describe: backend.describe(),
+            m,
+        })
+    }
+}
+
+/// Times one read pass and `prune` alternately, `args.repeat` times after
+/// one warm-up, checking that every call prunes exactly `expected` weights.
+fn measure<'d, B: Device<'d>>(
     backend: &B,
-    names: &[String],
+    synthetic: &[SyntheticLayer],
     tensors: &[B::Tensor],
-    floor: impl Fn() -> Result<u64, Error>,
+    refs: &[&B::Tensor],
     args: &SelectArgs,
     expected: u64,
 ) -> Result<Measurements, Error> {
-    let layers: Vec<Layer<'_, B>> = names
+    let layers: Vec<Layer<'_, B>> = synthetic
         .iter()
         .zip(tensors)
-        .map(|(n, t)| Layer::new(n, t))
+        .map(|(l, t)| Layer::new(&l.name, t))
         .collect();
     // Plain global selection: with the never-empty guard off, every
     // sparsity in [0, 1] is reachable and the count is exactly `expected`.
     let config = PruneConfig::new(args.sparsity).global().allow_empty(true);
     let run = || -> Result<(f64, f64, u64), Error> {
         let t = Instant::now();
-        black_box(floor()?);
+        black_box(backend.read_pass(refs)?);
         let floor_ms = t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
         let masks = prune(backend, &layers, &config)?;
         let prunus_ms = t.elapsed().as_secs_f64() * 1e3;
         let pruned: u64 = masks.iter().map(|m| m.count_pruned()).sum();
         if pruned != expected {
-            return Err(Error::Check(format!(
+            return Err(Error::SelfCheck(format!(
                 "global selection pruned {pruned} weights, expected exactly round({} * {}) = {expected}",
                 args.sparsity, args.params
             )));
@@ -387,50 +339,6 @@ fn measure<B: Backend>(
     Ok(m)
 }
 
-/// The floor of the reference backend: one sequential pass summing every
-/// element (independent lanes, so the loop vectorises instead of waiting
-/// on one chain of additions).
-fn sequential_sum(tensors: &[HostTensor]) -> u64 {
-    const LANES: usize = 16;
-    let mut acc = [0f32; LANES];
-    for t in tensors {
-        let mut chunks = t.data().chunks_exact(LANES);
-        for c in &mut chunks {
-            for (a, x) in acc.iter_mut().zip(c) {
-                *a += x;
-            }
-        }
-        for (a, x) in acc.iter_mut().zip(chunks.remainder()) {
-            *a += x;
-        }
-    }
-    acc.iter().sum::<f32>().to_bits() as u64
-}
-
-/// Fails early when the report could not be written at the end.
-/// Checks, before any work, that `path` (given with `flag`) can be written:
-/// not a directory, in a directory that exists.
-pub(crate) fn check_output(flag: &'static str, path: &Path) -> Result<(), Error> {
-    let invalid = |expected: &str| {
-        Error::Lab(prunus_lab::Error::InvalidSetting {
-            name: flag,
-            value: path.display().to_string(),
-            expected: expected.into(),
-        })
-    };
-    if path.is_dir() {
-        return Err(invalid("a file name, not a directory"));
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(invalid("a file in an existing directory"));
-    }
-    Ok(())
-}
-
 /// The median (mean of the two middle values for an even count).
 fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
@@ -453,32 +361,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sparsity_parser() {
-        assert_eq!(parse_sparsity("0.37"), Ok(0.37));
-        assert_eq!(parse_sparsity("1"), Ok(1.0));
-        assert!(
-            parse_sparsity("1.5")
-                .unwrap_err()
-                .contains("outside [0, 1]")
-        );
-        assert!(parse_sparsity("NaN").is_err());
-        assert!(
-            parse_sparsity("ninety")
-                .unwrap_err()
-                .contains("not a number")
-        );
-    }
-
-    #[test]
     fn medians() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(min(&[4.0, 1.0, 2.0]), 1.0);
-    }
-
-    #[test]
-    fn sequential_sum_covers_every_element() {
-        let t = HostTensor::new(vec![1.0; 37], prunus_core::Shape::vector(37)).unwrap();
-        assert_eq!(f32::from_bits(sequential_sum(&[t]) as u32), 37.0);
     }
 }

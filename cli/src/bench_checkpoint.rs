@@ -94,7 +94,7 @@ pub(crate) struct CheckpointArgs {
     #[arg(long, value_enum, default_value_t = DtypeArg::Bf16)]
     pub(crate) dtype: DtypeArg,
     /// Global sparsity to prune to.
-    #[arg(long, default_value_t = 0.5, value_parser = crate::bench::parse_sparsity)]
+    #[arg(long, default_value_t = 0.5, value_parser = crate::args::parse_sparsity)]
     pub(crate) sparsity: f64,
     /// Folder for the files (it needs about twice the checkpoint's size).
     #[arg(long, default_value = ".")]
@@ -267,9 +267,9 @@ fn timed(program: &str, args: &[&Path]) -> Result<f64, Error> {
     let status = Command::new(program)
         .args(args)
         .status()
-        .map_err(|e| Error::Check(format!("cannot run {program}: {e}")))?;
+        .map_err(|e| Error::system(format!("run {program}"), e))?;
     if !status.success() {
-        return Err(Error::Check(format!("{program} failed: {status}")));
+        return Err(Error::system(format!("run {program}"), status));
     }
     Ok(t.elapsed().as_secs_f64())
 }
@@ -290,11 +290,14 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
             layers -= 1;
         }
         if size(layers) * 204 / 100 > free {
-            return Err(Error::Check(format!(
-                "{} has {:.1} GB free, too little for even one layer",
+            return Err(Error::argument(
+                "--dir",
                 args.dir.display(),
-                free as f64 / 1e9
-            )));
+                format!(
+                    "a folder with room for two copies of one layer ({:.1} GB free there)",
+                    free as f64 / 1e9
+                ),
+            ));
         }
     }
     if layers < asked {
@@ -350,8 +353,8 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
         let cp_s = timed("cp", &[&input, &copy])?;
         let sync_s = timed("sync", &[&copy])?;
         cleanup(&[&copy]);
-        let exe = std::env::current_exe()
-            .map_err(|e| Error::Check(format!("cannot find the prunus binary: {e}")))?;
+        let exe =
+            std::env::current_exe().map_err(|e| Error::system("find the prunus binary", e))?;
         let t = Instant::now();
         let out = Command::new(exe)
             .arg("prune")
@@ -365,16 +368,16 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
                 "--quiet",
             ])
             .output()
-            .map_err(|e| Error::Check(format!("cannot run prunus prune: {e}")))?;
+            .map_err(|e| Error::system("run prunus prune", e))?;
         let prune_s = t.elapsed().as_secs_f64();
         if !out.status.success() {
-            return Err(Error::Check(format!(
-                "prunus prune failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )));
+            return Err(Error::system(
+                "prune the synthetic checkpoint",
+                String::from_utf8_lossy(&out.stderr).trim(),
+            ));
         }
         let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| Error::Check(format!("prunus prune printed no JSON: {e}")))?;
+            .map_err(|e| Error::SelfCheck(format!("prunus prune printed no JSON: {e}")))?;
         Ok((cp_s, cp_s + sync_s, prune_s, report))
     })();
     if !args.keep {
@@ -385,7 +388,7 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
     let zeros = report["zeros_after"].as_u64().unwrap_or(0);
     let k = prunus_core::selection::select::units_to_prune(args.sparsity, n);
     if zeros < k {
-        return Err(Error::Check(format!(
+        return Err(Error::SelfCheck(format!(
             "the pruned file has {zeros} zeros among {n} pruned elements, fewer than the {k} asked"
         )));
     }

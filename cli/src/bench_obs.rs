@@ -13,9 +13,9 @@ use prunus_core::methods::second_order::surgeon::{
 };
 use prunus_lab::{Report, Row, write_atomic};
 
-use crate::bench::check_output;
+use crate::args::check_output;
+use crate::backend::{BackendJob, BackendKind, BackendSpec, Device, dispatch};
 use crate::error::Error;
-use crate::lab::{DenseKind, with_dense};
 use crate::memory::peak_rss_mib;
 
 /// Arguments of `prunus bench obs`.
@@ -56,8 +56,8 @@ pub(crate) struct ObsArgs {
     #[arg(long, value_name = "P", default_value_t = 20)]
     pub(crate) passes: usize,
     /// Dense linear algebra.
-    #[arg(long, value_enum, default_value_t = DenseKind::Cpu)]
-    pub(crate) backend: DenseKind,
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub(crate) backend: BackendKind,
     /// Threads of the CPU backend (0 = all cores).
     #[arg(long, value_name = "T", default_value_t = 0)]
     pub(crate) threads: usize,
@@ -73,8 +73,7 @@ pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
     }
     let (d, n) = (args.params as usize, args.samples as usize);
     let k = pruned_count(args.sparsity, d)?;
-    let backend = format!("{:?}", args.backend).to_lowercase();
-    let mut stages: Vec<(&str, f64)> = Vec::new();
+    let backend = args.backend.name();
     let t = Instant::now();
     let gradients = synthetic_gradients(n, d);
     let theta: Vec<f64> = (0..d)
@@ -84,45 +83,20 @@ pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
         "generated G ({n} x {d}) in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let blocks = args.block.map_or(Blocks::Whole, Blocks::Size);
-    let config = FisherConfig::default().damping(args.damping).blocks(blocks);
-    let mut time = |name: &'static str, t: Instant| {
-        let s = t.elapsed().as_secs_f64();
-        eprintln!("{name:<11} {s:>8.3} s");
-        stages.push((name, s));
+    let job = ObsJob {
+        args,
+        gradients,
+        theta,
+        k,
     };
-    let (fisher_blocks, ratio, passes, threads) =
-        with_dense(args.backend, args.threads, |dense, threads| {
-            let t = Instant::now();
-            let fisher = Fisher::new(dense, &gradients, n, &[d], &config)?;
-            time("build", t);
-            drop(gradients);
-            let t = Instant::now();
-            let diagonal = fisher.inverse_diagonal()?;
-            time("diag", t);
-            let t = Instant::now();
-            let mp = magnitude(&theta, k)?;
-            time("select-mp", t);
-            let t = Instant::now();
-            let wf = woodfisher(&theta, &diagonal, k)?;
-            time("select-wf", t);
-            let t = Instant::now();
-            let search = SearchConfig::default()
-                .trials(args.trials)
-                .passes(args.passes);
-            let chosen = cbs_select(&fisher, &theta, k, &search, &mut |p| {
-                fisher.objective(&theta, p)
-            })?;
-            time("select-cbs", t);
-            let t = Instant::now();
-            fisher.woodfisher_update(&theta, &wf, &diagonal)?;
-            time("update-wf", t);
-            let t = Instant::now();
-            fisher.obs_update(&theta, &chosen.pruned)?;
-            time("update-obs", t);
-            let ratio = chosen.objective / fisher.objective(&theta, &mp)?;
-            Ok((fisher.blocks().count(), ratio, chosen.passes, threads))
-        })?;
+    let spec = BackendSpec::new(args.backend, args.threads);
+    let Stages {
+        times: stages,
+        blocks: fisher_blocks,
+        ratio,
+        passes,
+        threads,
+    } = dispatch(&spec, job)?;
     let peak = peak_rss_mib();
     println!(
         "d = {d}, N = {n}, {fisher_blocks} block(s), sparsity {}, {backend} ({threads} CPU threads): \
@@ -141,7 +115,7 @@ pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
         report.set_config("damping", args.damping);
         report.set_config("sparsity", args.sparsity);
         report.set_config("threads", threads as u64);
-        report.set_config("backend", backend.as_str());
+        report.set_config("backend", backend);
         for (name, s) in &stages {
             report.push(Row::new(*name, "wall_s", vec![*s])?);
             report.set_timing(*name, *s);
@@ -153,6 +127,92 @@ pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The stages of `prunus bench obs`, on one backend's dense linear algebra.
+struct ObsJob<'a> {
+    args: &'a ObsArgs,
+    /// The `N x d` gradient matrix, dropped once the Fisher is built.
+    gradients: Vec<f32>,
+    /// The weights.
+    theta: Vec<f64>,
+    /// Weights to prune.
+    k: usize,
+}
+
+/// What the stages measured.
+struct Stages {
+    /// Seconds per stage, in order.
+    times: Vec<(&'static str, f64)>,
+    /// Fisher blocks.
+    blocks: usize,
+    /// CBS-S's objective over magnitude's.
+    ratio: f64,
+    /// CBS-S passes.
+    passes: usize,
+    /// Host threads of the dense linear algebra.
+    threads: usize,
+}
+
+impl<'d> BackendJob<'d> for ObsJob<'_> {
+    type Output = Stages;
+
+    fn run<B: Device<'d>>(self, backend: &B) -> Result<Stages, Error> {
+        let ObsJob {
+            args,
+            gradients,
+            theta,
+            k,
+        } = self;
+        let (d, n) = (args.params as usize, args.samples as usize);
+        let blocks = args.block.map_or(Blocks::Whole, Blocks::Size);
+        let config = FisherConfig::default().damping(args.damping).blocks(blocks);
+        let mut times = Vec::new();
+        let mut time = |name: &'static str, t: Instant| {
+            let s = t.elapsed().as_secs_f64();
+            eprintln!("{name:<11} {s:>8.3} s");
+            times.push((name, s));
+        };
+        let (blocks, ratio, passes, threads) =
+            backend.with_dense(args.threads, |dense, threads| {
+                let t = Instant::now();
+                let fisher = Fisher::new(dense, &gradients, n, &[d], &config)?;
+                time("build", t);
+                drop(gradients);
+                let t = Instant::now();
+                let diagonal = fisher.inverse_diagonal()?;
+                time("diag", t);
+                let t = Instant::now();
+                let mp = magnitude(&theta, k)?;
+                time("select-mp", t);
+                let t = Instant::now();
+                let wf = woodfisher(&theta, &diagonal, k)?;
+                time("select-wf", t);
+                let t = Instant::now();
+                let search = SearchConfig::default()
+                    .trials(args.trials)
+                    .passes(args.passes);
+                let chosen = cbs_select(&fisher, &theta, k, &search, &mut |p| {
+                    fisher.objective(&theta, p)
+                })?;
+                time("select-cbs", t);
+                let t = Instant::now();
+                fisher.woodfisher_update(&theta, &wf, &diagonal)?;
+                time("update-wf", t);
+                let t = Instant::now();
+                fisher.obs_update(&theta, &chosen.pruned)?;
+                time("update-obs", t);
+                let ratio = chosen.objective / fisher.objective(&theta, &mp)?;
+                Ok((fisher.blocks().count(), ratio, chosen.passes, threads))
+            })?;
+        Ok(Stages {
+            times,
+            blocks,
+            ratio,
+            passes,
+            threads,
+        })
+    }
 }
 
 /// The synthetic `N x d` gradient matrix of the after-help text.

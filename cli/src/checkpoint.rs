@@ -1,22 +1,22 @@
 //! `prunus prune` and `prunus inspect`: safetensors checkpoints from the
 //! command line.
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use prunus_adapters::safetensors::{
-    Checkpoint, Filter, Options, Progress, Report, Request, TensorStats, inspect, prune_file,
+    Checkpoint, Filter, Options, Progress, Report, Request, TensorReport, TensorStats, inspect,
+    prune_file,
 };
 use prunus_core::{Granularity, Importance, NofM, PruneConfig};
-use prunus_cpu::{CpuBackend, Par};
-use prunus_wgpu::WgpuBackend;
 use serde_json::json;
 
-use crate::bench::parse_sparsity;
+use crate::args::{check_output, parse_fraction, parse_pattern, parse_sparsity};
+use crate::backend::{BackendJob, BackendKind, BackendSpec, Device, dispatch};
 use crate::error::Error;
 use crate::memory::peak_rss_mib;
+use crate::progress::Bars;
 
 /// How weights are scored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -37,15 +37,6 @@ pub(crate) enum ScopeKind {
     Local,
 }
 
-/// Where N:M patterns are chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum BackendChoice {
-    /// The rayon CPU backend.
-    Cpu,
-    /// The wgpu GPU backend (`WGPU_ADAPTER_NAME` picks the adapter).
-    Wgpu,
-}
-
 /// Arguments of `prunus prune`.
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
@@ -57,7 +48,12 @@ renamed when complete, so OUT is never left half-written; IN is only read.
 
 Unstructured selection is exact and streamed: the file is read tensor by tensor \
 (twice for F16/BF16, up to three times for F32), so checkpoints larger than memory \
-can be pruned with memory bounded by the largest tensor.")]
+can be pruned with memory bounded by the largest tensor.
+
+The output lists the totals and the pruned tensors that stand out: fully \
+pruned, untouched (no weight removed), or more than 20 percentage points \
+from the target sparsity. --verbose lists every tensor; --json gives every \
+tensor as JSON.")]
 pub(crate) struct PruneArgs {
     /// The checkpoint to prune (.safetensors); only read.
     #[arg(value_name = "IN")]
@@ -89,7 +85,7 @@ pub(crate) struct PruneArgs {
     #[arg(long, value_name = "REGEX")]
     pub(crate) exclude: Option<String>,
     /// Each pruned tensor keeps at least this fraction of its weights.
-    #[arg(long, value_name = "D", default_value_t = 0.0, value_parser = parse_density)]
+    #[arg(long, value_name = "D", default_value_t = 0.0, value_parser = parse_fraction)]
     pub(crate) min_density: f64,
     /// Also write each pruned tensor's mask as `<name>.mask` (U8, packed
     /// bits, bit i%8 of byte i/8 set where weight i is kept).
@@ -97,8 +93,8 @@ pub(crate) struct PruneArgs {
     pub(crate) masks: bool,
     /// Where N:M patterns are chosen (unstructured selection streams on the
     /// CPU, bound by reading the file).
-    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
-    pub(crate) backend: BackendChoice,
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub(crate) backend: BackendKind,
     /// CPU threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub(crate) threads: usize,
@@ -108,6 +104,9 @@ pub(crate) struct PruneArgs {
     /// Replace OUT if it exists.
     #[arg(long)]
     pub(crate) force: bool,
+    /// List every tensor, not only the totals and the tensors that stand out.
+    #[arg(long, short)]
+    pub(crate) verbose: bool,
     #[command(flatten)]
     pub(crate) show: Show,
 }
@@ -133,7 +132,7 @@ pub(crate) struct InspectArgs {
     /// against.
     #[arg(long, value_name = "N:M", default_value = "2:4", value_parser = parse_pattern)]
     pub(crate) pattern: NofM,
-    /// Fail (exit status 2) unless every float tensor of rank 2 or more
+    /// Fail with exit status 1 unless every float tensor of rank 2 or more
     /// conforms to --pattern.
     #[arg(long)]
     pub(crate) check: bool,
@@ -141,107 +140,24 @@ pub(crate) struct InspectArgs {
     pub(crate) show: Show,
 }
 
-/// `N:M` with `0 < N < M`.
-fn parse_pattern(s: &str) -> Result<NofM, String> {
-    let bad = || format!("'{s}' is not an N:M pattern such as 2:4");
-    let (n, m) = s.split_once(':').ok_or_else(bad)?;
-    let n: usize = n.trim().parse().map_err(|_| bad())?;
-    let m: usize = m.trim().parse().map_err(|_| bad())?;
-    NofM::new(n, m).map_err(|e| e.to_string())
-}
-
-/// A fraction in [0, 1].
-fn parse_density(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number"))?;
-    if !(0.0..=1.0).contains(&v) {
-        return Err(format!("{v} is not a fraction in [0, 1]"));
-    }
-    Ok(v)
-}
-
-/// A progress bar on stderr, drawn only on a terminal and only when the
-/// percentage changes.
-struct Bar {
-    on: bool,
-    last: Option<(&'static str, u64)>,
-}
-
-impl Bar {
-    fn new(quiet: bool) -> Bar {
-        Bar {
-            on: !quiet && std::io::stderr().is_terminal(),
-            last: None,
-        }
-    }
-
-    fn update(&mut self, p: Progress) {
-        if !self.on || p.total == 0 {
-            return;
-        }
-        let pct = p.done * 100 / p.total;
-        if self.last == Some((p.stage, pct)) {
-            return;
-        }
-        self.last = Some((p.stage, pct));
-        let filled = (pct / 4) as usize;
-        eprint!(
-            "\r{:>5} [{}{}] {:>3}% {:.2} / {:.2} GB",
-            p.stage,
-            "#".repeat(filled),
-            ".".repeat(25 - filled),
-            pct,
-            p.done as f64 / 1e9,
-            p.total as f64 / 1e9
-        );
-    }
-
-    fn finish(&self) {
-        if self.on && self.last.is_some() {
-            eprint!("\r{}\r", " ".repeat(60));
-        }
-    }
-}
-
 /// Runs `prunus prune`.
 pub(crate) fn prune(args: &PruneArgs) -> Result<(), Error> {
     let started = Instant::now();
     let request = request(args)?;
+    let spec = BackendSpec::new(args.backend, args.threads);
+    spec.check()?;
     let checkpoint = Checkpoint::open(&args.input)?;
-    let options = Options {
-        in_place: args.in_place,
-        overwrite: args.force,
+    let job = PruneJob {
+        checkpoint: &checkpoint,
+        output: &args.output,
+        options: Options {
+            in_place: args.in_place,
+            overwrite: args.force,
+        },
+        request: &request,
+        quiet: args.show.quiet || args.show.json,
     };
-    let mut bar = Bar::new(args.show.quiet || args.show.json);
-    let mut progress = |p: Progress| bar.update(p);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads)
-        .build()
-        .map_err(|e| Error::Check(format!("cannot start threads: {e}")))?;
-    let report = pool.install(|| match args.backend {
-        BackendChoice::Cpu => prune_file(
-            &CpuBackend::new(Par::Rayon(args.threads))?,
-            &checkpoint,
-            &args.output,
-            options,
-            &request,
-            &mut progress,
-        )
-        .map_err(Error::from),
-        BackendChoice::Wgpu => prune_file(
-            &WgpuBackend::new()?,
-            &checkpoint,
-            &args.output,
-            options,
-            &request,
-            &mut progress,
-        )
-        .map_err(Error::from),
-    });
-    bar.finish();
-    let report = report?;
+    let report = dispatch(&spec, job)?;
     let wall = started.elapsed().as_secs_f64();
     if args.show.json {
         println!("{}", prune_json(args, &report, wall));
@@ -251,15 +167,37 @@ pub(crate) fn prune(args: &PruneArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// Pruning one checkpoint on one backend, with a bar per pass over the file.
+struct PruneJob<'a> {
+    checkpoint: &'a Checkpoint,
+    output: &'a Path,
+    options: Options,
+    request: &'a Request,
+    quiet: bool,
+}
+
+impl<'d> BackendJob<'d> for PruneJob<'_> {
+    type Output = Report;
+
+    fn run<B: Device<'d>>(self, backend: &B) -> Result<Report, Error> {
+        let mut bars = Bars::new(self.quiet);
+        let report = prune_file(
+            backend,
+            self.checkpoint,
+            self.output,
+            self.options,
+            self.request,
+            &mut |p| bars.bytes(p),
+        );
+        bars.clear();
+        Ok(report?)
+    }
+}
+
 /// The library request for `args`, checked.
 fn request(args: &PruneArgs) -> Result<Request, Error> {
-    let invalid = |name: &'static str, value: String, expected: &str| {
-        Error::Lab(prunus_lab::Error::InvalidSetting {
-            name,
-            value,
-            expected: expected.into(),
-        })
-    };
+    let invalid =
+        |flag: &'static str, value: String, expected: &str| Error::argument(flag, value, expected);
     let mut config = match (args.sparsity, args.pattern) {
         (Some(s), None) => PruneConfig::new(s),
         (None, Some(p)) => PruneConfig::new(0.0).granularity(Granularity::NofM(p)),
@@ -289,7 +227,7 @@ fn request(args: &PruneArgs) -> Result<Request, Error> {
         config = config.importance(Importance::Random { seed: args.seed });
     }
     config = config.min_density(args.min_density);
-    crate::bench::check_output("--output", &args.output)?;
+    check_output("--output", &args.output)?;
     Ok(Request {
         config,
         filter: Filter::new(args.include.as_deref(), args.exclude.as_deref())?,
@@ -309,11 +247,52 @@ fn shape(s: &[usize]) -> String {
     format!("[{}]", dims.join(", "))
 }
 
-fn print_prune(args: &PruneArgs, report: &Report, wall: f64) {
-    let width = report
-        .tensors
+/// A pruned tensor whose sparsity is further than this from the target
+/// stands out.
+const FAR_FROM_TARGET: f64 = 0.2;
+
+/// Standouts listed by default; --verbose lists every tensor.
+const STANDOUTS_SHOWN: usize = 20;
+
+/// The sparsity `args` aim at: --sparsity, or 1 - N/M for a pattern.
+fn target(args: &PruneArgs) -> f64 {
+    match (args.sparsity, args.pattern) {
+        (Some(s), _) => s,
+        (None, Some(p)) => 1.0 - p.n as f64 / p.m as f64,
+        (None, None) => 0.0,
+    }
+}
+
+/// Why a tensor stands out of a run aiming at `target`, with the rank of
+/// that reason (fully pruned first) and how far it is from the target.
+fn standout(t: &TensorReport, target: f64) -> Option<(u8, f64, String)> {
+    if t.kept.is_some() || t.numel == 0 {
+        return None;
+    }
+    let (before, after) = (t.zeros_before?, t.zeros_after?);
+    let sparsity = after as f64 / t.numel as f64;
+    let off = sparsity - target;
+    if after == t.numel && target < 1.0 {
+        Some((0, off.abs(), "fully pruned".into()))
+    } else if after == before && target > 0.0 {
+        Some((1, off.abs(), "untouched (no weight removed)".into()))
+    } else if off.abs() > FAR_FROM_TARGET {
+        let side = if off > 0.0 { "above" } else { "below" };
+        Some((
+            2,
+            off.abs(),
+            format!("{:.1} points {side} target", 100.0 * off.abs()),
+        ))
+    } else {
+        None
+    }
+}
+
+/// Prints `rows` (a tensor and its note) as a table.
+fn print_tensor_table(rows: &[(&TensorReport, String)]) {
+    let width = rows
         .iter()
-        .map(|t| t.name.len())
+        .map(|(t, _)| t.name.len())
         .max()
         .unwrap_or(4)
         .max(6);
@@ -321,10 +300,7 @@ fn print_prune(args: &PruneArgs, report: &Report, wall: f64) {
         "{:<width$}  {:<18} {:<5} {:>9} {:>9}  note",
         "tensor", "shape", "dtype", "before %", "after %"
     );
-    for t in &report.tensors {
-        let note = t
-            .kept
-            .map_or("pruned".to_string(), |k| format!("kept ({k})"));
+    for (t, note) in rows {
         println!(
             "{:<width$}  {:<18} {:<5} {:>9} {:>9}  {note}",
             t.name,
@@ -334,15 +310,84 @@ fn print_prune(args: &PruneArgs, report: &Report, wall: f64) {
             percent(t.zeros_after, t.numel),
         );
     }
+}
+
+fn print_prune(args: &PruneArgs, report: &Report, wall: f64) {
+    let target = target(args);
     let (n, before, after) = report.pruned_totals();
     let pruned = report.tensors.iter().filter(|t| t.kept.is_none()).count();
     let all: u64 = report.tensors.iter().map(|t| t.numel).sum();
+    if args.verbose {
+        let rows: Vec<(&TensorReport, String)> = report
+            .tensors
+            .iter()
+            .map(|t| {
+                let note = match (t.kept, standout(t, target)) {
+                    (Some(k), _) => format!("kept ({k})"),
+                    (None, Some((_, _, why))) => format!("pruned: {why}"),
+                    (None, None) => "pruned".into(),
+                };
+                (t, note)
+            })
+            .collect();
+        print_tensor_table(&rows);
+        println!();
+    }
     println!(
-        "\npruned {pruned} of {} tensors ({n} of {all} elements): sparsity {}% -> {}%",
+        "pruned {pruned} of {} tensors ({n} of {all} elements): sparsity {}% -> {}%",
         report.tensors.len(),
         percent(Some(before), n),
         percent(Some(after), n)
     );
+    let mut kept: Vec<(String, usize)> = Vec::new();
+    for k in report.tensors.iter().filter_map(|t| t.kept) {
+        let k = k.to_string();
+        match kept.iter_mut().find(|(name, _)| *name == k) {
+            Some((_, count)) => *count += 1,
+            None => kept.push((k, 1)),
+        }
+    }
+    if !kept.is_empty() {
+        let reasons: Vec<String> = kept.iter().map(|(k, c)| format!("{c} {k}")).collect();
+        println!(
+            "kept {} tensors as they were: {}",
+            report.tensors.len() - pruned,
+            reasons.join(", ")
+        );
+    }
+    if !args.verbose {
+        let mut stand: Vec<(u8, f64, &TensorReport, String)> = report
+            .tensors
+            .iter()
+            .filter_map(|t| standout(t, target).map(|(rank, off, why)| (rank, off, t, why)))
+            .collect();
+        // Fully pruned, then untouched, then furthest from the target; ties
+        // in file order (the sort is stable).
+        stand.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+        if stand.is_empty() {
+            println!(
+                "no pruned tensor stands out: none fully pruned or untouched, all within {:.0} \
+                 points of the {:.2}% target (--verbose lists every tensor)",
+                100.0 * FAR_FROM_TARGET,
+                100.0 * target
+            );
+        } else {
+            println!(
+                "{} of the {pruned} pruned tensors stand out (--verbose lists every tensor):\n",
+                stand.len()
+            );
+            let rows: Vec<(&TensorReport, String)> = stand
+                .iter()
+                .take(STANDOUTS_SHOWN)
+                .map(|(_, _, t, why)| (*t, why.clone()))
+                .collect();
+            print_tensor_table(&rows);
+            if stand.len() > STANDOUTS_SHOWN {
+                println!("... and {} more", stand.len() - STANDOUTS_SHOWN);
+            }
+            println!();
+        }
+    }
     println!(
         "wrote {} ({:.3} GB) in {wall:.2} s; read {:.3} GB; peak memory {}",
         args.output.display(),
@@ -385,7 +430,7 @@ fn prune_json(args: &PruneArgs, report: &Report, wall: f64) -> serde_json::Value
 /// Runs `prunus inspect`.
 pub(crate) fn inspect_file(args: &InspectArgs) -> Result<(), Error> {
     let checkpoint = Checkpoint::open(&args.file)?;
-    let mut bar = Bar::new(args.show.quiet || args.show.json);
+    let mut bars = Bars::new(args.show.quiet || args.show.json);
     let total: u64 = checkpoint
         .tensors()
         .iter()
@@ -393,13 +438,13 @@ pub(crate) fn inspect_file(args: &InspectArgs) -> Result<(), Error> {
         .map(|t| t.len())
         .sum();
     let stats = inspect(&checkpoint, Some(args.pattern), &mut |done| {
-        bar.update(Progress {
+        bars.bytes(Progress {
             stage: "read",
             done,
             total,
         })
     });
-    bar.finish();
+    bars.clear();
     let stats = stats?;
     let p = args.pattern;
     let label = format!("{}:{}", p.n, p.m);
@@ -428,18 +473,16 @@ pub(crate) fn inspect_file(args: &InspectArgs) -> Result<(), Error> {
             .filter(|s| s.dtype.is_prunable() && s.shape.len() >= 2 && s.violations != Some(0))
             .collect();
         if let Some(first) = failing.first() {
-            return Err(Error::Adapters(prunus_adapters::Error::Request {
-                reason: format!(
-                    "{} of the float tensors of rank 2 or more do not conform to {label}; the \
-                     first is '{}' ({})",
-                    failing.len(),
-                    first.name,
-                    first.violations.map_or(
-                        format!("its rows are not a multiple of {}", p.m),
-                        |v| format!("{v} groups hold more than {} non-zeros", p.n)
-                    )
-                ),
-            }));
+            return Err(Error::Nonconforming(format!(
+                "{} of the float tensors of rank 2 or more do not conform to {label}; the first \
+                 is '{}' ({})",
+                failing.len(),
+                first.name,
+                first.violations.map_or(
+                    format!("its rows are not a multiple of {}", p.m),
+                    |v| format!("{v} groups hold more than {} non-zeros", p.n)
+                )
+            )));
         }
     }
     Ok(())

@@ -1,23 +1,21 @@
 //! `prunus lab ...`: the founding papers' protocols on the lab's networks.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
 use prunus_core::methods::forward::Sampling;
-use prunus_core::{Backend, Dense, ReferenceBackend};
-use prunus_cpu::{CpuBackend, Par};
-use prunus_lab::cbs::{CbsConfig, run_cbs};
+use prunus_lab::cbs::{CbsConfig, CbsResult, run_cbs};
 use prunus_lab::data::{Dataset, TeacherStudent};
-use prunus_lab::flow::{FlowConfig, Progress, run_flow};
-use prunus_lab::forward::{ForwardLabConfig, Task, run_forward_lab};
-use prunus_lab::infcop::{InfcopConfig, StepKind, run_infcop};
+use prunus_lab::flow::{FlowConfig, FlowResult, Progress, run_flow};
+use prunus_lab::forward::{ForwardLabConfig, ForwardResult, Task, run_forward_lab};
+use prunus_lab::infcop::{InfcopConfig, InfcopResult, StepKind, run_infcop};
 use prunus_lab::{Report, write_atomic, write_text_atomic};
-use prunus_wgpu::{Offload, WgpuBackend};
 
-use crate::bench::{BackendKind, check_output};
+use crate::args::check_output;
+use crate::backend::{BackendJob, BackendKind, BackendSpec, Device, dispatch};
 use crate::error::Error;
+use crate::progress::Bars;
 
 /// Arguments of `prunus lab flow`.
 #[derive(Debug, Args)]
@@ -85,93 +83,53 @@ pub(crate) fn flow(args: &FlowArgs) -> Result<(), Error> {
     config.epochs = args.epochs;
     config.channels = args.channels.clone();
     let data = load(&args.data)?;
-    let pool = thread_pool(args.threads)?;
-    let result = pool.install(|| match args.backend {
-        BackendKind::Cpu => run(&CpuBackend::new(Par::Rayon(args.threads))?, &data, &config),
-        BackendKind::Reference => run(&ReferenceBackend, &data, &config),
-        BackendKind::Wgpu => run(&WgpuBackend::new()?, &data, &config),
-    })?;
+    let job = FlowJob {
+        data: &data,
+        config: &config,
+    };
+    let result = dispatch(&BackendSpec::new(args.backend, args.threads), job)?;
     println!("{}", result.table());
     args.outputs.write(
         || Ok(result.report()?),
-        &format!("{:?}", args.backend).to_lowercase(),
+        args.backend,
         || result.chart().to_svg(),
     )
 }
 
-fn run<B: Backend + ?Sized>(
-    backend: &B,
-    data: &Arc<Dataset>,
-    config: &FlowConfig,
-) -> Result<prunus_lab::flow::FlowResult, Error> {
-    let terminal = std::io::stderr().is_terminal();
-    let started = std::time::Instant::now();
-    let mut report = |p: &Progress<'_>| {
-        let line = format!(
-            "[{:>2}/{}] {:<11} seed {} epoch {:>2}/{} loss {:.4}  ({:.0} s)",
-            p.run + 1,
-            p.runs,
-            p.measure,
-            p.seed,
-            p.epoch,
-            p.epochs,
-            p.loss,
-            started.elapsed().as_secs_f64()
-        );
-        if terminal {
-            eprint!("\r{line}");
-            if p.epoch == p.epochs {
-                eprintln!();
-            }
-        } else if p.epoch == p.epochs {
-            eprintln!("{line}");
-        }
-    };
-    Ok(run_flow(backend, Arc::clone(data), config, &mut report)?)
+/// `prunus lab flow` on one backend, with a bar over its epochs.
+struct FlowJob<'a> {
+    data: &'a Arc<Dataset>,
+    config: &'a FlowConfig,
 }
 
-/// The dense linear algebra of `prunus lab cbs`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum DenseKind {
-    /// The CPU backend (faer: blocked f64 GEMM and Cholesky) on --threads threads.
-    Cpu,
-    /// The scalar reference loops of prunus-core (slow; the oracle).
-    Reference,
-    /// The wgpu device, in f32, for the compute-bound calls (Gram products,
-    /// Cholesky factors, many-row triangular solves) and the CPU backend for
-    /// the rest (`prunus_wgpu::Offload`), on the adapter WGPU_ADAPTER_NAME
-    /// names, else the first discrete GPU.
-    Wgpu,
-}
+impl<'d> BackendJob<'d> for FlowJob<'_> {
+    type Output = FlowResult;
 
-/// Runs `job` on the dense linear algebra `kind` names (`threads` for the
-/// CPU backend), telling it how many host threads that uses; for wgpu,
-/// reports afterwards how the flops were split.
-pub(crate) fn with_dense<T>(
-    kind: DenseKind,
-    threads: usize,
-    job: impl FnOnce(&dyn Dense, usize) -> Result<T, Error>,
-) -> Result<T, Error> {
-    match kind {
-        DenseKind::Cpu => {
-            let cpu = CpuBackend::new(Par::Rayon(threads))?;
-            job(&cpu, cpu.threads())
-        }
-        DenseKind::Reference => job(&ReferenceBackend, 1),
-        DenseKind::Wgpu => {
-            let gpu = WgpuBackend::new()?;
-            let cpu = CpuBackend::new(Par::Rayon(threads))?;
-            let dense = Offload::new(&gpu, &cpu);
-            let out = job(&dense, cpu.threads())?;
-            let (device, host) = dense.flops();
-            eprintln!(
-                "{}: {:.1} GFLOP on the device (f32), {:.1} GFLOP on the host (f64)",
-                gpu.name(),
-                device as f64 / 1e9,
-                host as f64 / 1e9
+    fn run<B: Device<'d>>(self, backend: &B) -> Result<FlowResult, Error> {
+        let mut bars = Bars::new(false);
+        let started = std::time::Instant::now();
+        let mut report = |p: &Progress<'_>| {
+            let line = format!(
+                "[{:>2}/{}] {:<11} seed {} epoch {:>2}/{} loss {:.4}  ({:.0} s)",
+                p.run + 1,
+                p.runs,
+                p.measure,
+                p.seed,
+                p.epoch,
+                p.epochs,
+                p.loss,
+                started.elapsed().as_secs_f64()
             );
-            Ok(out)
-        }
+            let steps = (p.runs * p.epochs) as u64;
+            let done = (p.run * p.epochs + p.epoch) as u64;
+            bars.steps("train", done, steps, line.clone());
+            if p.epoch == p.epochs {
+                bars.println(&line);
+            }
+        };
+        let result = run_flow(backend, Arc::clone(self.data), self.config, &mut report);
+        bars.clear();
+        Ok(result?)
     }
 }
 
@@ -224,8 +182,8 @@ pub(crate) struct CbsArgs {
     #[arg(long, value_name = "S", default_value_t = 1.0)]
     pub(crate) update_scale: f64,
     /// Dense linear algebra.
-    #[arg(long, value_enum, default_value_t = DenseKind::Cpu)]
-    pub(crate) backend: DenseKind,
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub(crate) backend: BackendKind,
     /// Threads (0 = all cores).
     #[arg(long, value_name = "T", default_value_t = 0)]
     pub(crate) threads: usize,
@@ -246,19 +204,41 @@ pub(crate) fn cbs(args: &CbsArgs) -> Result<(), Error> {
     config.update_scale = args.update_scale;
     config.validate()?;
     let data = load(&args.data)?;
-    let pool = thread_pool(args.threads)?;
-    let mut progress = |line: &str| eprintln!("{line}");
-    let result = pool.install(|| -> Result<_, Error> {
-        with_dense(args.backend, args.threads, |dense, _| {
-            Ok(run_cbs(dense, Arc::clone(&data), &config, &mut progress)?)
-        })
-    })?;
+    let job = CbsJob {
+        data: &data,
+        config: &config,
+        threads: args.threads,
+    };
+    let result = dispatch(&BackendSpec::new(args.backend, args.threads), job)?;
     println!("{}", result.table());
     args.outputs.write(
         || Ok(result.report()?),
-        &format!("{:?}", args.backend).to_lowercase(),
+        args.backend,
         || result.chart().to_svg(),
     )
+}
+
+/// `prunus lab cbs` on one backend's dense linear algebra.
+struct CbsJob<'a> {
+    data: &'a Arc<Dataset>,
+    config: &'a CbsConfig,
+    threads: usize,
+}
+
+impl<'d> BackendJob<'d> for CbsJob<'_> {
+    type Output = CbsResult;
+
+    fn run<B: Device<'d>>(self, backend: &B) -> Result<CbsResult, Error> {
+        let mut progress = |line: &str| eprintln!("{line}");
+        backend.with_dense(self.threads, |dense, _| {
+            Ok(run_cbs(
+                dense,
+                Arc::clone(self.data),
+                self.config,
+                &mut progress,
+            )?)
+        })
+    }
 }
 
 /// The pruning step of the global methods of `prunus lab infcop`.
@@ -379,33 +359,33 @@ pub(crate) fn infcop(args: &InfcopArgs) -> Result<(), Error> {
     config.flow_samples = args.flow_samples;
     config.validate()?;
     let data = load(&args.data)?;
-    let pool = thread_pool(args.threads)?;
-    let mut progress = |line: &str| eprintln!("{line}");
-    let result = pool.install(|| -> Result<_, Error> {
-        Ok(match args.backend {
-            BackendKind::Cpu => run_infcop(
-                &CpuBackend::new(Par::Rayon(args.threads))?,
-                Arc::clone(&data),
-                &config,
-                &mut progress,
-            )?,
-            BackendKind::Reference => {
-                run_infcop(&ReferenceBackend, Arc::clone(&data), &config, &mut progress)?
-            }
-            BackendKind::Wgpu => run_infcop(
-                &WgpuBackend::new()?,
-                Arc::clone(&data),
-                &config,
-                &mut progress,
-            )?,
-        })
-    })?;
+    let job = InfcopJob {
+        data: &data,
+        config: &config,
+    };
+    let result = dispatch(&BackendSpec::new(args.backend, args.threads), job)?;
     println!("{}", result.table());
     args.outputs.write(
         || Ok(result.report()?),
-        &format!("{:?}", args.backend).to_lowercase(),
+        args.backend,
         || result.chart().to_svg(),
     )
+}
+
+/// `prunus lab infcop` on one backend.
+struct InfcopJob<'a> {
+    data: &'a Arc<Dataset>,
+    config: &'a InfcopConfig,
+}
+
+impl<'d> BackendJob<'d> for InfcopJob<'_> {
+    type Output = InfcopResult;
+
+    fn run<B: Device<'d>>(self, backend: &B) -> Result<InfcopResult, Error> {
+        let mut progress = |line: &str| eprintln!("{line}");
+        let data = Arc::clone(self.data);
+        Ok(run_infcop(backend, data, self.config, &mut progress)?)
+    }
 }
 
 /// The tasks of `prunus lab forward`.
@@ -561,33 +541,30 @@ pub(crate) fn forward(args: &ForwardArgs) -> Result<(), Error> {
     } else {
         Arc::new(Dataset::teacher_student(&TeacherStudent::two_layer())?)
     };
-    let pool = thread_pool(args.threads)?;
-    let mut progress = |line: &str| eprintln!("{line}");
-    let result = pool.install(|| -> Result<_, Error> {
-        Ok(match args.backend {
-            BackendKind::Cpu => run_forward_lab(
-                &CpuBackend::new(Par::Rayon(args.threads))?,
-                Arc::clone(&data),
-                &config,
-                &mut progress,
-            )?,
-            BackendKind::Reference => {
-                run_forward_lab(&ReferenceBackend, Arc::clone(&data), &config, &mut progress)?
-            }
-            BackendKind::Wgpu => run_forward_lab(
-                &WgpuBackend::new()?,
-                Arc::clone(&data),
-                &config,
-                &mut progress,
-            )?,
-        })
-    })?;
+    let job = ForwardJob {
+        data: &data,
+        config: &config,
+    };
+    let result = dispatch(&BackendSpec::new(args.backend, args.threads), job)?;
     println!("{}", result.table());
-    args.outputs.write(
-        || Ok(result.report()?),
-        &format!("{:?}", args.backend).to_lowercase(),
-        || result.chart(),
-    )
+    args.outputs
+        .write(|| Ok(result.report()?), args.backend, || result.chart())
+}
+
+/// `prunus lab forward` on one backend.
+struct ForwardJob<'a> {
+    data: &'a Arc<Dataset>,
+    config: &'a ForwardLabConfig,
+}
+
+impl<'d> BackendJob<'d> for ForwardJob<'_> {
+    type Output = ForwardResult;
+
+    fn run<B: Device<'d>>(self, backend: &B) -> Result<ForwardResult, Error> {
+        let mut progress = |line: &str| eprintln!("{line}");
+        let data = Arc::clone(self.data);
+        Ok(run_forward_lab(backend, data, self.config, &mut progress)?)
+    }
 }
 
 /// MNIST from `dir`, or the synthetic task; says which on stderr.
@@ -604,16 +581,6 @@ fn load(dir: &Option<PathBuf>) -> Result<Arc<Dataset>, Error> {
         data.test.len()
     );
     Ok(data)
-}
-
-/// The rayon pool the lab's networks train on.
-fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, Error> {
-    Ok(rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| prunus_core::Error::Backend {
-            message: format!("cannot start {threads} threads: {e}"),
-        })?)
 }
 
 /// Where a protocol writes its JSON report and its SVG chart.
@@ -644,12 +611,12 @@ impl Outputs {
     fn write(
         &self,
         report: impl FnOnce() -> Result<Report, Error>,
-        backend: &str,
+        backend: BackendKind,
         svg: impl FnOnce() -> String,
     ) -> Result<(), Error> {
         if let Some(path) = &self.json {
             let mut report = report()?;
-            report.set_config("backend", backend);
+            report.set_config("backend", backend.name());
             write_atomic(path, &report)?;
             eprintln!("wrote {}", path.display());
         }

@@ -1,27 +1,36 @@
 //! `prunus`: prune neural-network weights exactly, and measure how fast.
 //!
-//! Exit status: 0 on success, 1 when a result fails its own check (a bug in
-//! prunus, please report it), 2 on any error in the request or its execution
-//! (the message starting with `error:` says what to change).
+//! Exit status: 0 on success; 1 when a check fails (a result failed
+//! prunus's own check, a bug to report, or a file failed `inspect --check`);
+//! 2 on a usage or input error (the message starting with `error:` says
+//! what to change).
+//!
+//! Every command that takes `--backend` runs through [`backend::dispatch`];
+//! a new one writes a [`backend::BackendJob`].
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
+mod args;
+mod backend;
 mod bench;
 mod bench_checkpoint;
 mod bench_obs;
 mod checkpoint;
 mod error;
 mod lab;
+mod manual;
 mod memory;
+mod progress;
 
 /// Prune neural-network weights exactly: a sparsity of 0.9 removes exactly
 /// round(0.9 * n) weights, the same ones on every backend and thread count.
 #[derive(Debug, Parser)]
 #[command(name = "prunus", version, propagate_version = true)]
 #[command(
-    after_help = "Exit status: 0 success, 1 a result failed its own check (a bug), 2 an error."
+    after_help = "Exit status: 0 success, 1 a failed check (a result failed prunus's own \
+check, or a file failed inspect --check), 2 a usage or input error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,6 +54,11 @@ enum Command {
     /// graphics APIs searched); `--backend wgpu` takes the one named by
     /// `WGPU_ADAPTER_NAME`, else the first discrete GPU.
     Adapters,
+    /// Print a shell completion script (e.g. `prunus completions bash >
+    /// ~/.local/share/bash-completion/completions/prunus`).
+    Completions(manual::CompletionsArgs),
+    /// Print the man page, or write one page per command into a folder.
+    Man(manual::ManArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +106,8 @@ fn main() -> ExitCode {
             list_adapters();
             Ok(())
         }
+        Command::Completions(args) => manual::completions(&args, Cli::command()),
+        Command::Man(args) => manual::man(&args, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,7 +140,6 @@ mod tests {
 
     #[test]
     fn command_line_is_consistent() {
-        use clap::CommandFactory;
         Cli::command().debug_assert();
     }
 

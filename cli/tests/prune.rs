@@ -18,13 +18,25 @@ fn checkpoint(dir: &Path) -> PathBuf {
         ("lm_head.weight", "F32", vec![4, 16]),
         ("position_ids", "I64", vec![4]),
     ];
+    write_checkpoint(&dir.join("model.safetensors"), &specs, |t, i| {
+        ((i * 7 + t * 13) % 97) as f32 / 10.0 - 4.85
+    })
+}
+
+/// Writes a checkpoint of `specs` (name, dtype, shape) to `path`, element
+/// `i` of tensor `t` being `value(t, i)`.
+fn write_checkpoint(
+    path: &Path,
+    specs: &[(&str, &str, Vec<usize>)],
+    value: impl Fn(usize, usize) -> f32,
+) -> PathBuf {
     let mut header = String::from("{");
     let mut data = Vec::new();
     for (t, (name, dtype, shape)) in specs.iter().enumerate() {
         let n: usize = shape.iter().product();
         let start = data.len();
         for i in 0..n {
-            let x = ((i * 7 + t * 13) % 97) as f32 / 10.0 - 4.85;
+            let x = value(t, i);
             match *dtype {
                 "BF16" => data.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes()),
                 "F32" => data.extend_from_slice(&x.to_le_bytes()),
@@ -45,9 +57,8 @@ fn checkpoint(dir: &Path) -> PathBuf {
     let mut file = (header.len() as u64).to_le_bytes().to_vec();
     file.extend_from_slice(header.as_bytes());
     file.extend_from_slice(&data);
-    let p = dir.join("model.safetensors");
-    std::fs::write(&p, file).unwrap();
-    p
+    std::fs::write(path, file).unwrap();
+    path.to_path_buf()
 }
 
 fn s(p: &Path) -> &str {
@@ -62,9 +73,13 @@ fn ok(args: &[&str]) -> String {
 }
 
 fn fails(args: &[&str], needle: &str) {
+    fails_with(2, args, needle);
+}
+
+fn fails_with(status: i32, args: &[&str], needle: &str) {
     let out = prunus(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(out.status.code(), Some(status), "{args:?}: {stderr}");
     assert!(stderr.starts_with("error:"), "{stderr}");
     assert!(stderr.contains(needle), "{args:?}: {stderr}");
 }
@@ -83,12 +98,14 @@ fn prune_reports_each_tensor_and_writes_masks() {
         "--sparsity",
         "0.75",
         "--masks",
+        "--verbose",
     ]);
     for needle in [
         "model.layers.0.attn.weight",
         "kept (1-D)",
         "kept (dtype)",
         "pruned 3 of 5 tensors (320 of 340 elements): sparsity 0.00% -> 75.00%",
+        "kept 2 tensors as they were: 1 1-D, 1 dtype",
     ] {
         assert!(table.contains(needle), "{needle}: {table}");
     }
@@ -133,13 +150,82 @@ fn prune_reports_each_tensor_and_writes_masks() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// By default only the totals and the tensors that stand out are listed;
+/// `--verbose` lists every tensor.
+#[test]
+fn prune_lists_the_tensors_that_stand_out() {
+    let dir = scratch("prune-standouts");
+    let specs: [(&str, &str, Vec<usize>); 5] = [
+        ("tiny.weight", "F32", vec![4, 16]),
+        ("huge.weight", "F32", vec![4, 16]),
+        ("spread.weight", "F32", vec![16, 16]),
+        ("low.weight", "F32", vec![8, 16]),
+        ("norm.weight", "F32", vec![16]),
+    ];
+    // Global 50% of 512 weights: the 64 zeros, all but one of the 128 low
+    // ones (a layer is never emptied), none of the huge ones, a quarter of
+    // the spread ones.
+    let input = write_checkpoint(&dir.join("odd.safetensors"), &specs, |t, i| match t {
+        0 => 0.0,
+        1 => 100.0 + i as f32,
+        3 => 0.5 + i as f32 * 1e-3,
+        _ => 1.0 + i as f32 / 256.0,
+    });
+    let out = dir.join("pruned.safetensors");
+    let args = ["prune", s(&input), "-o", s(&out), "--sparsity", "0.5"];
+    let summary = ok(&args);
+    for needle in [
+        "pruned 4 of 5 tensors (512 of 528 elements): sparsity 12.50% -> 50.20%",
+        "kept 1 tensors as they were: 1 1-D",
+        "4 of the 4 pruned tensors stand out",
+    ] {
+        assert!(summary.contains(needle), "{needle}: {summary}");
+    }
+    // Fully pruned first, then untouched, then far from the target.
+    let rows: Vec<&str> = summary.lines().filter(|l| l.contains(".weight")).collect();
+    assert_eq!(rows.len(), 4, "{summary}");
+    for (row, (name, why)) in rows.iter().zip([
+        ("tiny.weight", "fully pruned"),
+        ("huge.weight", "untouched (no weight removed)"),
+        ("low.weight", "49.2 points above target"),
+        ("spread.weight", "24.2 points below target"),
+    ]) {
+        assert!(row.starts_with(name) && row.ends_with(why), "{row}");
+    }
+    // --verbose: every tensor, the standouts noted.
+    let mut verbose = args.to_vec();
+    verbose.extend(["--force", "--verbose"]);
+    let table = ok(&verbose);
+    for needle in [
+        "norm.weight",
+        "kept (1-D)",
+        "pruned: fully pruned",
+        "pruned: untouched",
+    ] {
+        assert!(table.contains(needle), "{needle}: {table}");
+    }
+    // Local scope without the zero tensor: every tensor at the target,
+    // nothing stands out.
+    let mut local = args.to_vec();
+    local.extend(["--force", "--scope", "local", "--exclude", "tiny"]);
+    let summary = ok(&local);
+    assert!(summary.contains("no pruned tensor stands out"), "{summary}");
+    assert!(!summary.contains("tiny.weight"), "{summary}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn two_four_output_passes_the_conformance_check() {
     let dir = scratch("prune-nm");
     let input = checkpoint(&dir);
     let out = dir.join("nm.safetensors");
-    // The dense input fails the check; the 2:4 output passes it.
-    fails(&["inspect", s(&input), "--check"], "do not conform to 2:4");
+    // The dense input fails the check (status 1: a check, not an error);
+    // the 2:4 output passes it.
+    fails_with(
+        1,
+        &["inspect", s(&input), "--check"],
+        "do not conform to 2:4",
+    );
     ok(&[
         "prune",
         s(&input),
