@@ -83,29 +83,19 @@ pub(crate) fn flow(args: &FlowArgs) -> Result<(), Error> {
     config.epochs = args.epochs;
     config.channels = args.channels.clone();
     let data = load(&args.data)?;
-    let job = FlowJob {
-        data: &data,
-        config: &config,
-    };
-    let result = dispatch(&BackendSpec::new(args.backend, args.threads), job)?;
-    println!("{}", result.table());
-    args.outputs.write(
-        || Ok(result.report()?),
-        args.backend,
-        || result.chart().to_svg(),
-    )
+    run_protocol(&config, &data, args.backend, args.threads, &args.outputs)
 }
 
-/// `prunus lab flow` on one backend, with a bar over its epochs.
-struct FlowJob<'a> {
-    data: &'a Arc<Dataset>,
-    config: &'a FlowConfig,
-}
+impl Protocol for FlowConfig {
+    type Result = FlowResult;
 
-impl<'d> BackendJob<'d> for FlowJob<'_> {
-    type Output = FlowResult;
-
-    fn run<B: Device<'d>>(self, backend: &B) -> Result<FlowResult, Error> {
+    fn run<'d, B: Device<'d>>(
+        &self,
+        backend: &B,
+        data: Arc<Dataset>,
+        _threads: usize,
+    ) -> Result<FlowResult, Error> {
+        // A bar over every epoch of every run, and a line per finished run.
         let mut bars = Bars::new(false);
         let started = std::time::Instant::now();
         let mut report = |p: &Progress<'_>| {
@@ -127,9 +117,21 @@ impl<'d> BackendJob<'d> for FlowJob<'_> {
                 bars.println(&line);
             }
         };
-        let result = run_flow(backend, Arc::clone(self.data), self.config, &mut report);
+        let result = run_flow(backend, data, self, &mut report);
         bars.clear();
         Ok(result?)
+    }
+
+    fn table(result: &FlowResult) -> String {
+        result.table()
+    }
+
+    fn report(result: &FlowResult) -> Result<Report, Error> {
+        Ok(result.report()?)
+    }
+
+    fn svg(result: &FlowResult) -> Result<String, Error> {
+        Ok(result.chart().to_svg()?)
     }
 }
 
@@ -204,40 +206,34 @@ pub(crate) fn cbs(args: &CbsArgs) -> Result<(), Error> {
     config.update_scale = args.update_scale;
     config.validate()?;
     let data = load(&args.data)?;
-    let job = CbsJob {
-        data: &data,
-        config: &config,
-        threads: args.threads,
-    };
-    let result = dispatch(&BackendSpec::new(args.backend, args.threads), job)?;
-    println!("{}", result.table());
-    args.outputs.write(
-        || Ok(result.report()?),
-        args.backend,
-        || result.chart().to_svg(),
-    )
+    run_protocol(&config, &data, args.backend, args.threads, &args.outputs)
 }
 
-/// `prunus lab cbs` on one backend's dense linear algebra.
-struct CbsJob<'a> {
-    data: &'a Arc<Dataset>,
-    config: &'a CbsConfig,
-    threads: usize,
-}
+impl Protocol for CbsConfig {
+    type Result = CbsResult;
 
-impl<'d> BackendJob<'d> for CbsJob<'_> {
-    type Output = CbsResult;
-
-    fn run<B: Device<'d>>(self, backend: &B) -> Result<CbsResult, Error> {
+    fn run<'d, B: Device<'d>>(
+        &self,
+        backend: &B,
+        data: Arc<Dataset>,
+        threads: usize,
+    ) -> Result<CbsResult, Error> {
         let mut progress = |line: &str| eprintln!("{line}");
-        backend.with_dense(self.threads, |dense, _| {
-            Ok(run_cbs(
-                dense,
-                Arc::clone(self.data),
-                self.config,
-                &mut progress,
-            )?)
+        backend.with_dense(threads, |dense, _| {
+            Ok(run_cbs(dense, data, self, &mut progress)?)
         })
+    }
+
+    fn table(result: &CbsResult) -> String {
+        result.table()
+    }
+
+    fn report(result: &CbsResult) -> Result<Report, Error> {
+        Ok(result.report()?)
+    }
+
+    fn svg(result: &CbsResult) -> Result<String, Error> {
+        Ok(result.chart().to_svg()?)
     }
 }
 
@@ -359,32 +355,32 @@ pub(crate) fn infcop(args: &InfcopArgs) -> Result<(), Error> {
     config.flow_samples = args.flow_samples;
     config.validate()?;
     let data = load(&args.data)?;
-    let job = InfcopJob {
-        data: &data,
-        config: &config,
-    };
-    let result = dispatch(&BackendSpec::new(args.backend, args.threads), job)?;
-    println!("{}", result.table());
-    args.outputs.write(
-        || Ok(result.report()?),
-        args.backend,
-        || result.chart().to_svg(),
-    )
+    run_protocol(&config, &data, args.backend, args.threads, &args.outputs)
 }
 
-/// `prunus lab infcop` on one backend.
-struct InfcopJob<'a> {
-    data: &'a Arc<Dataset>,
-    config: &'a InfcopConfig,
-}
+impl Protocol for InfcopConfig {
+    type Result = InfcopResult;
 
-impl<'d> BackendJob<'d> for InfcopJob<'_> {
-    type Output = InfcopResult;
-
-    fn run<B: Device<'d>>(self, backend: &B) -> Result<InfcopResult, Error> {
+    fn run<'d, B: Device<'d>>(
+        &self,
+        backend: &B,
+        data: Arc<Dataset>,
+        _threads: usize,
+    ) -> Result<InfcopResult, Error> {
         let mut progress = |line: &str| eprintln!("{line}");
-        let data = Arc::clone(self.data);
-        Ok(run_infcop(backend, data, self.config, &mut progress)?)
+        Ok(run_infcop(backend, data, self, &mut progress)?)
+    }
+
+    fn table(result: &InfcopResult) -> String {
+        result.table()
+    }
+
+    fn report(result: &InfcopResult) -> Result<Report, Error> {
+        Ok(result.report()?)
+    }
+
+    fn svg(result: &InfcopResult) -> Result<String, Error> {
+        Ok(result.chart().to_svg()?)
     }
 }
 
@@ -541,30 +537,93 @@ pub(crate) fn forward(args: &ForwardArgs) -> Result<(), Error> {
     } else {
         Arc::new(Dataset::teacher_student(&TeacherStudent::two_layer())?)
     };
-    let job = ForwardJob {
-        data: &data,
-        config: &config,
-    };
-    let result = dispatch(&BackendSpec::new(args.backend, args.threads), job)?;
-    println!("{}", result.table());
-    args.outputs
-        .write(|| Ok(result.report()?), args.backend, || result.chart())
+    run_protocol(&config, &data, args.backend, args.threads, &args.outputs)
 }
 
-/// `prunus lab forward` on one backend.
-struct ForwardJob<'a> {
-    data: &'a Arc<Dataset>,
-    config: &'a ForwardLabConfig,
-}
+impl Protocol for ForwardLabConfig {
+    type Result = ForwardResult;
 
-impl<'d> BackendJob<'d> for ForwardJob<'_> {
-    type Output = ForwardResult;
-
-    fn run<B: Device<'d>>(self, backend: &B) -> Result<ForwardResult, Error> {
+    fn run<'d, B: Device<'d>>(
+        &self,
+        backend: &B,
+        data: Arc<Dataset>,
+        _threads: usize,
+    ) -> Result<ForwardResult, Error> {
         let mut progress = |line: &str| eprintln!("{line}");
-        let data = Arc::clone(self.data);
-        Ok(run_forward_lab(backend, data, self.config, &mut progress)?)
+        Ok(run_forward_lab(backend, data, self, &mut progress)?)
     }
+
+    fn table(result: &ForwardResult) -> String {
+        result.table()
+    }
+
+    fn report(result: &ForwardResult) -> Result<Report, Error> {
+        Ok(result.report()?)
+    }
+
+    fn svg(result: &ForwardResult) -> Result<String, Error> {
+        Ok(result.chart()?)
+    }
+}
+
+/// A lab protocol as the CLI runs it: its configuration, run once on
+/// whichever backend `--backend` names, and what its result prints and
+/// writes.
+trait Protocol: Sync {
+    /// The protocol's result.
+    type Result: Send;
+
+    /// Runs the protocol on `backend` (`threads` for a CPU helper of a GPU).
+    fn run<'d, B: Device<'d>>(
+        &self,
+        backend: &B,
+        data: Arc<Dataset>,
+        threads: usize,
+    ) -> Result<Self::Result, Error>;
+
+    /// The table printed on stdout.
+    fn table(result: &Self::Result) -> String;
+
+    /// The JSON report.
+    fn report(result: &Self::Result) -> Result<Report, Error>;
+
+    /// The chart, as an SVG document.
+    fn svg(result: &Self::Result) -> Result<String, Error>;
+}
+
+/// A [`Protocol`] as a [`BackendJob`].
+struct ProtocolJob<'a, P> {
+    protocol: &'a P,
+    data: &'a Arc<Dataset>,
+    threads: usize,
+}
+
+impl<'d, P: Protocol> BackendJob<'d> for ProtocolJob<'_, P> {
+    type Output = P::Result;
+
+    fn run<B: Device<'d>>(self, backend: &B) -> Result<P::Result, Error> {
+        self.protocol
+            .run(backend, Arc::clone(self.data), self.threads)
+    }
+}
+
+/// Runs `protocol` on `data` and `backend`, prints its table and writes
+/// its report and chart where `outputs` says.
+fn run_protocol<P: Protocol>(
+    protocol: &P,
+    data: &Arc<Dataset>,
+    backend: BackendKind,
+    threads: usize,
+    outputs: &Outputs,
+) -> Result<(), Error> {
+    let job = ProtocolJob {
+        protocol,
+        data,
+        threads,
+    };
+    let result = dispatch(&BackendSpec::new(backend, threads), job)?;
+    println!("{}", P::table(&result));
+    outputs.write(|| P::report(&result), backend, || P::svg(&result))
 }
 
 /// MNIST from `dir`, or the synthetic task; says which on stderr.
@@ -612,7 +671,7 @@ impl Outputs {
         &self,
         report: impl FnOnce() -> Result<Report, Error>,
         backend: BackendKind,
-        svg: impl FnOnce() -> String,
+        svg: impl FnOnce() -> Result<String, Error>,
     ) -> Result<(), Error> {
         if let Some(path) = &self.json {
             let mut report = report()?;
@@ -621,7 +680,7 @@ impl Outputs {
             eprintln!("wrote {}", path.display());
         }
         if let Some(path) = &self.plot {
-            write_text_atomic(path, &svg())?;
+            write_text_atomic(path, &svg()?)?;
             eprintln!("wrote {}", path.display());
         }
         Ok(())

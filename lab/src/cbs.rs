@@ -23,12 +23,12 @@ use prunus_core::methods::second_order::surgeon::{
 };
 use serde_json::json;
 
+use crate::chart::{Chart, Series};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::flow::fmt_mean;
 use crate::host::{LabHost, Sgd};
 use crate::network::Network;
-use crate::plot::{Chart, Series};
 use crate::report::{Report, Row, mean_std};
 
 /// The methods, in the paper's column order.
@@ -496,7 +496,7 @@ impl CbsResult {
     pub fn chart(&self) -> Chart {
         let mut chart = Chart::new(
             format!("{} on {}: one-shot pruning", self.network, self.dataset),
-            "sparsity",
+            "sparsity (fraction of weights removed)",
             "test accuracy (%)",
         );
         for (m, name) in METHODS.iter().enumerate() {

@@ -48,6 +48,11 @@ pub enum Error {
     Json(serde_json::Error),
     /// An error from prunus-core (boxed: it carries shapes inline).
     Core(Box<prunus_core::Error>),
+    /// A chart could not be drawn.
+    Chart {
+        /// What the plotting library reported.
+        message: String,
+    },
 }
 
 impl Error {
@@ -85,6 +90,7 @@ impl fmt::Display for Error {
             Error::Data { path, problem } => write!(f, "'{}': {problem}", path.display()),
             Error::Json(e) => write!(f, "report JSON: {e}"),
             Error::Core(e) => fmt::Display::fmt(e, f),
+            Error::Chart { message } => write!(f, "cannot draw the chart: {message}"),
         }
     }
 }

@@ -21,11 +21,11 @@ use prunus_core::host::{Host, Objective, Samples, masks_with_biases};
 use prunus_core::methods::flow::{Measure, MeasureConfig, prune_host};
 use prunus_core::{Backend, Granularity, Mask, PruneConfig, Split};
 
+use crate::chart::{Chart, Series};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::host::{LabHost, Sgd};
 use crate::network::{CnnSpec, Network};
-use crate::plot::{Chart, Series};
 use crate::report::{Report, Row, mean_std};
 
 /// The protocol's settings.
@@ -585,13 +585,16 @@ impl FlowResult {
     pub fn chart(&self) -> Chart {
         let mut chart = Chart::new(
             format!(
-                "{}: {:.0}% of filters pruned in epochs 1-{}",
+                "{}: {:.0}% of filters pruned in {}",
                 self.dataset,
                 self.config.sparsity * 100.0,
-                self.config.rounds
+                match self.config.rounds {
+                    1 => "epoch 1".to_owned(),
+                    n => format!("epochs 1-{n}"),
+                }
             ),
-            "epoch",
-            "mean training loss",
+            "training epoch",
+            "mean training loss (cross-entropy, nats; log scale)",
         )
         .log_y(true);
         for m in &self.config.measures {

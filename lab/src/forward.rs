@@ -46,12 +46,12 @@ use prunus_core::methods::forward::{
 use prunus_core::{Backend, Split};
 use serde_json::json;
 
+use crate::chart::{Chart, Series, grid};
 use crate::data::{Dataset, TeacherStudent};
 use crate::error::{Error, Result};
 use crate::flow::fmt_mean;
 use crate::host::{LabHost, Sgd};
 use crate::network::Network;
-use crate::plot::{Chart, Series, grid};
 use crate::report::{Report, Row, mean_std};
 
 /// The methods, in run order.
@@ -774,8 +774,9 @@ impl ForwardResult {
     }
 
     /// Per task, test accuracy after fine-tuning against hidden units kept
-    /// (seed means), one line per method, with the dense level.
-    pub fn chart(&self) -> String {
+    /// (seed means), one line per method, with the dense level: one panel
+    /// per task, as an SVG document.
+    pub fn chart(&self) -> Result<String> {
         let charts: Vec<Chart> = self
             .tasks
             .iter()
@@ -784,7 +785,7 @@ impl ForwardResult {
                 settings.sort_by_key(|s| s.units());
                 let mut chart = Chart::new(
                     format!("{} on {}", t.network, t.dataset),
-                    "hidden units kept",
+                    "hidden units kept (count, all layers)",
                     "test accuracy after fine-tuning (%)",
                 );
                 let mean = |v: &[f64]| mean_std(v).map_or(f64::NAN, |x| x.0);

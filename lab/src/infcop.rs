@@ -40,12 +40,12 @@ use prunus_core::methods::imp::{
 use prunus_core::{Backend, PruneConfig, Split};
 use serde_json::json;
 
+use crate::chart::{Chart, Series};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::flow::fmt_mean;
 use crate::host::{LabHost, Sgd};
 use crate::network::Network;
-use crate::plot::{Chart, Series};
 use crate::report::{Report, Row, mean_std};
 
 /// The methods, in run order.
@@ -845,7 +845,7 @@ impl InfcopResult {
     pub fn chart(&self) -> Chart {
         let mut chart = Chart::new(
             format!("{} on {}: IMP vs InCoP", self.network, self.dataset),
-            "cumulative retraining epochs",
+            "retraining epochs, cumulative",
             "test accuracy (%)",
         );
         for (m, name) in METHODS.iter().enumerate() {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod cbs;
+pub mod chart;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
@@ -10,7 +11,6 @@ pub mod host;
 pub mod idx;
 pub mod infcop;
 pub mod network;
-pub mod plot;
 pub mod report;
 pub mod synthetic;
 

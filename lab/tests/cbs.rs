@@ -79,7 +79,7 @@ fn a_tiny_protocol_runs_and_is_deterministic() {
     for needle in ["| 0.9 |", "paper: MP", "Gap to MP", "92.37"] {
         assert!(table.contains(needle), "{needle} missing from\n{table}");
     }
-    assert!(result.chart().to_svg().contains("CBS-S"));
+    assert!(result.chart().to_svg().unwrap().contains("CBS-S"));
 }
 
 #[test]

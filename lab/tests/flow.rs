@@ -98,7 +98,7 @@ fn a_tiny_protocol_runs_prunes_exactly_and_is_deterministic() {
     for needle in ["magnitude", "(i)", "(ii)", "(iii)", "test acc"] {
         assert!(table.contains(needle), "{needle} missing from\n{table}");
     }
-    let svg = result.chart().to_svg();
+    let svg = result.chart().to_svg().unwrap();
     assert!(svg.contains("grasp") && svg.contains("<polyline"));
 }
 
