@@ -60,7 +60,8 @@ shapes, 13.5 GB in bf16), syncs it, then times `cp` of the file (and `cp` plus \
 `prunus prune --sparsity S` run as a child process, whose peak resident memory is \
 reported. Where the folder lacks room for the input and one output (plus 2%), the \
 layer count is lowered to the largest that fits, and the run says so. Every file \
-is deleted at the end unless --keep.
+is written in a new folder of its own inside --dir and deleted at the end unless \
+--keep.
 
 --layout moe writes a mixture-of-experts decoder instead: per layer the four \
 attention projections, a router [experts, hidden] and, per expert, gate and up \
@@ -274,6 +275,25 @@ fn timed(program: &str, args: &[&Path]) -> Result<f64, Error> {
     Ok(t.elapsed().as_secs_f64())
 }
 
+/// Creates a new folder `prunus-bench-<pid>[-<i>]` in `dir`, never one that
+/// exists.
+fn scratch_dir(dir: &Path) -> Result<PathBuf, Error> {
+    let base = format!("prunus-bench-{}", std::process::id());
+    for i in 0..1000 {
+        let name = if i == 0 { base.clone() } else { format!("{base}-{i}") };
+        let path = dir.join(name);
+        match std::fs::create_dir(&path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::system(format!("create {}", path.display()), e)),
+        }
+    }
+    Err(Error::system(
+        format!("create a scratch folder in {}", dir.display()),
+        "a thousand names are taken",
+    ))
+}
+
 /// Runs `prunus bench checkpoint`.
 pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
     let dtype = args.dtype.dtype();
@@ -325,9 +345,13 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
     };
     let prunable = specs.iter().filter(|s| !s.norm).count();
     let params: u64 = specs.iter().map(numel).sum();
-    let input = args.dir.join("prunus-bench-decoder.safetensors");
-    let copy = args.dir.join("prunus-bench-decoder.copy.safetensors");
-    let output = args.dir.join("prunus-bench-decoder.pruned.safetensors");
+    // A folder of the benchmark's own, so that no file already in --dir
+    // (a user's, or one a killed earlier run left) is read, replaced or
+    // refused as an existing output.
+    let scratch = scratch_dir(&args.dir)?;
+    let input = scratch.join("prunus-bench-decoder.safetensors");
+    let copy = scratch.join("prunus-bench-decoder.copy.safetensors");
+    let output = scratch.join("prunus-bench-decoder.pruned.safetensors");
     let cleanup = |paths: &[&Path]| {
         for p in paths {
             let _ = std::fs::remove_file(p);
@@ -380,8 +404,11 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
             .map_err(|e| Error::SelfCheck(format!("prunus prune printed no JSON: {e}")))?;
         Ok((cp_s, cp_s + sync_s, prune_s, report))
     })();
-    if !args.keep {
+    if args.keep {
+        eprintln!("kept the files in {}", scratch.display());
+    } else {
         cleanup(&[&copy, &output, &input]);
+        let _ = std::fs::remove_dir(&scratch);
     }
     let (cp_s, cp_sync_s, prune_s, report) = result?;
     let n = report["pruned_elements"].as_u64().unwrap_or(0);
