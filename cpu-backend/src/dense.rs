@@ -1,6 +1,8 @@
 //! [`Dense`] through faer: blocked, vectorised f64 GEMM, symmetric rank-k
 //! update, Cholesky and triangular solves on the backend's thread pool.
 
+use std::any::Any;
+
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::{LltParams, LltRegularization, cholesky_in_place};
 use faer::linalg::matmul::triangular::BlockStructure;
@@ -127,6 +129,15 @@ impl Dense for CpuBackend<'_> {
             }
         });
         Ok(())
+    }
+
+    fn run_tasks(
+        &self,
+        count: usize,
+        task: &(dyn Fn(usize) -> Box<dyn Any + Send> + Sync),
+    ) -> Vec<Box<dyn Any + Send>> {
+        let indices: Vec<usize> = (0..count).collect();
+        self.exec.map(&indices, |&i| task(i))
     }
 }
 

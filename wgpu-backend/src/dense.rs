@@ -557,4 +557,12 @@ impl<H: Dense + ?Sized> Dense for Offload<'_, H> {
             self.host.solve_rows(l, t, b)
         }
     }
+
+    fn run_tasks(
+        &self,
+        count: usize,
+        task: &(dyn Fn(usize) -> Box<dyn std::any::Any + Send> + Sync),
+    ) -> Vec<Box<dyn std::any::Any + Send>> {
+        self.host.run_tasks(count, task)
+    }
 }

@@ -23,8 +23,10 @@
 //! one vector, which is how a per-weight gradient (one row of `Gᵀ`) is laid
 //! out in [`crate::methods::second_order::fisher::Fisher`].
 
+use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::any::Any;
 
 use crate::contract::error::{Error, Result};
 use crate::contract::op::Transpose;
@@ -68,6 +70,11 @@ impl Matrix {
             });
         }
         Ok(Matrix { rows, cols, data })
+    }
+
+    /// Widens row-major f32 data; fails unless `data.len() == rows · cols`.
+    pub fn from_f32(rows: usize, cols: usize, data: &[f32]) -> Result<Matrix> {
+        Matrix::new(rows, cols, data.iter().map(|&v| f64::from(v)).collect())
     }
 
     /// One row vector `1 x n`.
@@ -231,6 +238,44 @@ pub trait Dense {
     /// Replaces every row `x` of `b` by `L⁻¹ x` (`Transpose::No`) or
     /// `L⁻ᵀ x` (`Transpose::Yes`), `l` a lower triangular factor.
     fn solve_rows(&self, l: &Matrix, t: Transpose, b: &mut Matrix) -> Result<()>;
+
+    /// Runs `task(i)` for every `i` in `0..count` and returns the results
+    /// in index order: the host-side loops of the layer-wise methods (one
+    /// task per output row or group of rows) go through it. The default
+    /// runs the tasks one after another; an implementation with threads may
+    /// run them in parallel (the CPU backend does, on its own pool). Tasks
+    /// are independent, so the results are the same either way. Call it
+    /// through [`map_tasks`], which keeps the result type.
+    fn run_tasks(
+        &self,
+        count: usize,
+        task: &(dyn Fn(usize) -> Box<dyn Any + Send> + Sync),
+    ) -> Vec<Box<dyn Any + Send>> {
+        (0..count).map(task).collect()
+    }
+}
+
+/// `task(i)` for every `i` in `0..count`, in index order, run through
+/// [`Dense::run_tasks`] (in parallel where the implementation has threads).
+pub fn map_tasks<D, T>(dense: &D, count: usize, task: impl Fn(usize) -> T + Sync) -> Result<Vec<T>>
+where
+    D: Dense + ?Sized,
+    T: Send + 'static,
+{
+    let boxed = dense.run_tasks(count, &|i| Box::new(task(i)) as Box<dyn Any + Send>);
+    let results: Vec<T> = boxed
+        .into_iter()
+        .filter_map(|b| b.downcast::<T>().ok().map(|b| *b))
+        .collect();
+    if results.len() != count {
+        return Err(Error::Backend {
+            message: alloc::format!(
+                "run_tasks returned {} results of the right type for {count} tasks",
+                results.len()
+            ),
+        });
+    }
+    Ok(results)
 }
 
 /// Checks the shapes of [`Dense::matmul`].
