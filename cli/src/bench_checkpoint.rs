@@ -280,7 +280,11 @@ fn timed(program: &str, args: &[&Path]) -> Result<f64, Error> {
 fn scratch_dir(dir: &Path) -> Result<PathBuf, Error> {
     let base = format!("prunus-bench-{}", std::process::id());
     for i in 0..1000 {
-        let name = if i == 0 { base.clone() } else { format!("{base}-{i}") };
+        let name = if i == 0 {
+            base.clone()
+        } else {
+            format!("{base}-{i}")
+        };
         let path = dir.join(name);
         match std::fs::create_dir(&path) {
             Ok(()) => return Ok(path),

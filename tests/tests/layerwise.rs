@@ -154,8 +154,8 @@ fn official_sparsegpt(
                 let q = if mask1[r][i] { 0.0 } else { wv };
                 q1[r][i] = q;
                 let e = (wv - q) / d;
-                for j in i..count {
-                    w1[r][j] -= e * hinv.get(i1 + i, i1 + j);
+                for (j, x) in w1[r].iter_mut().enumerate().take(count).skip(i) {
+                    *x -= e * hinv.get(i1 + i, i1 + j);
                 }
                 err1[r][i] = e;
             }
@@ -582,9 +582,9 @@ fn exact_obs_against_brute_force() {
                     .map(|i| (0..p.len()).map(|j| inv.get(i, j) * row[p[j]]).sum())
                     .collect()
             };
-            for c in 0..cols {
+            for (c, &value) in row.iter().enumerate() {
                 let delta: f64 = -(0..p.len()).map(|i| a[i] * g.get(p[i], c)).sum::<f64>();
-                let want = if p.contains(&c) { 0.0 } else { row[c] + delta };
+                let want = if p.contains(&c) { 0.0 } else { value + delta };
                 let got = swapped.weights.get(r, c);
                 assert!(
                     (got - want).abs() <= 1e-9 * (1.0 + want.abs()),

@@ -13,8 +13,8 @@
 //! |---|---|---|---|
 //! | [`wanda()`] | scores `\|W_ij\| · ‖X_j‖₂`, the lowest removed per row (or layer, or across layers; N:M per group); no update | `O(out · in)` through [`Backend`](crate::Backend) | the scores |
 //! | [`sparsegpt()`] | the official algorithm: column blocks, adaptive masks, OBS error fed forward, lazy block updates; exact counts | Cholesky and solve `≈ 0.8 in³`, updates `≈ out · in²` multiply-adds | `3 · 8 in²` + `8 · out · in` bytes |
-//! | [`obs()`] exact (`block: None`) | per row, greedy exact OBS (remove the weight of least `w_q²/[H⁻¹]_qq`, downdate `H⁻¹`), rows' costs allocated across the layer as OBC does, then CBS-style swaps | `≈ out · in³ / 3` multiply-adds | `8 in²` per thread, plus SparseGPT's |
-//! | [`obs()`] blocked (`block: Some(b)`) | the same within column blocks of `b`, compensating on every column from the block on | `≈ out · in · b² / 3` plus SparseGPT's | as SparseGPT's |
+//! | [`obs()`] exact (`block: None`) | per row, greedy exact OBS (remove the weight of least `w_q²/[H⁻¹]_qq`, downdate `H⁻¹`), rows' costs allocated across the layer as OBC does, then CBS-style swaps | `≈ out · in³ / 2` multiply-adds (greedy `in³/3`, swaps `≈ in³/8` per row) | `16 in²` per thread, plus SparseGPT's |
+//! | [`obs()`] blocked (`block: Some(b)`) | the same within column blocks of `b`, compensating on every column from the block on | `≈ out · in · b² / 2` plus SparseGPT's | as SparseGPT's |
 //!
 //! All of them prune exactly the count asked: `round(s · n)` per layer (or
 //! per row where the scope says so), exactly `m − n` of every `m` for N:M,
