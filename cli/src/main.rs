@@ -16,6 +16,7 @@ mod args;
 mod backend;
 mod bench;
 mod bench_checkpoint;
+mod bench_layerwise;
 mod bench_obs;
 mod checkpoint;
 mod error;
@@ -72,6 +73,10 @@ enum BenchCommand {
     /// Prune a synthetic decoder-only transformer checkpoint (7B shapes in
     /// bf16 by default) and compare with copying the file.
     Checkpoint(bench_checkpoint::CheckpointArgs),
+    /// Time and reconstruction error of magnitude, Wanda, SparseGPT and
+    /// layer-wise OBS on one layer of each 7B and MiniLM shape, with
+    /// synthetic correlated calibration inputs.
+    Layerwise(bench_layerwise::LayerwiseArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +103,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Select(args)) => bench::select(&args),
         Command::Bench(BenchCommand::Obs(args)) => bench_obs::obs(&args),
         Command::Bench(BenchCommand::Checkpoint(args)) => bench_checkpoint::checkpoint(&args),
+        Command::Bench(BenchCommand::Layerwise(args)) => bench_layerwise::layerwise(&args),
         Command::Lab(LabCommand::Flow(args)) => lab::flow(&args),
         Command::Lab(LabCommand::Cbs(args)) => lab::cbs(&args),
         Command::Lab(LabCommand::Infcop(args)) => lab::infcop(&args),
