@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
@@ -13,9 +13,11 @@ use prunus_core::methods::layerwise::{
     LayerStats, ObsConfig, SparseGptConfig, Target, WandaLayer, WandaScope, obs,
     reconstruction_error, sparsegpt, wanda,
 };
-use prunus_core::{Dense, Granularity, Layer, Mask, Matrix, PruneConfig, Shape, Transpose, prune};
+use prunus_core::{Dense, Granularity, Layer, Mask, Matrix, PruneConfig, Shape, prune};
 use prunus_lab::calibration::{correlated_inputs, layer_weights};
 use prunus_lab::{Report, Row, write_atomic};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
 
 use crate::args::check_output;
 use crate::backend::{BackendJob, BackendKind, BackendSpec, Device, dispatch};
@@ -56,6 +58,13 @@ pub(crate) struct LayerwiseArgs {
     /// three shapes of each model.
     #[arg(long, value_delimiter = ',', default_value = "minilm,7b", value_parser = parse_shapes)]
     pub(crate) shapes: Vec<Vec<(usize, usize)>>,
+    /// Real layers instead of synthetic ones: a safetensors file with, per
+    /// layer NAME, `NAME.weight` [out, in], `NAME.gram` [in, in] (the inputs'
+    /// XᵀX), `NAME.sum_squares` [in] and `NAME.rows` [1], as
+    /// `bench/layer_stats.py` writes from a BERT model folder and text.
+    /// `--shapes`, `--samples` and `--seed` do not apply.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) stats: Option<PathBuf>,
     /// Calibration rows n.
     #[arg(long, value_name = "N", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -166,10 +175,20 @@ fn target_name(t: Target) -> String {
     }
 }
 
-/// One measured (method, shape, target).
+/// `v` to three significant digits.
+fn significant(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let decimals = (2 - v.abs().log10().floor() as i32).max(0) as usize;
+    format!("{v:.decimals$}")
+}
+
+/// One measured (method, layer, target).
 struct Measured {
     method: &'static str,
-    shape: (usize, usize),
+    /// `OUTxIN` for a synthetic layer, the tensor's name from `--stats`.
+    layer: String,
     target: Target,
     wall_s: f64,
     /// `‖(W − Ŵ) Xᵀ‖²` and the same over `‖W Xᵀ‖²`.
@@ -200,7 +219,12 @@ pub(crate) fn layerwise(args: &LayerwiseArgs) -> Result<(), Error> {
         ));
     }
     let shapes: Vec<(usize, usize)> = args.shapes.iter().flatten().copied().collect();
-    for &(_, cols) in &shapes {
+    let file_layers = args.stats.as_deref().map(read_stats).transpose()?;
+    let widths: Vec<usize> = match &file_layers {
+        Some(layers) => layers.iter().map(|l| l.cols).collect(),
+        None => shapes.iter().map(|&(_, cols)| cols).collect(),
+    };
+    for &cols in &widths {
         for &t in &args.targets {
             t.validate("the benchmark layer", cols)?;
             if let Target::NofM(p) = t
@@ -215,28 +239,40 @@ pub(crate) fn layerwise(args: &LayerwiseArgs) -> Result<(), Error> {
         }
     }
     let spec = BackendSpec::new(args.backend, args.threads);
-    let job = LayerwiseJob {
-        args,
-        shapes: &shapes,
+    let source = match &file_layers {
+        Some(layers) => Source::File(layers),
+        None => Source::Synthetic(&shapes),
     };
+    let job = LayerwiseJob { args, source };
     let (measured, threads) = dispatch(&spec, job)?;
     let peak = peak_rss_mib();
+    let inputs = match (&file_layers, &args.stats) {
+        (Some(layers), Some(path)) => format!(
+            "{} layers from {} ({} calibration rows in the first)",
+            layers.len(),
+            path.display(),
+            layers.first().map_or(0, |l| l.stats.rows())
+        ),
+        _ => format!("{} synthetic calibration rows", args.samples),
+    };
     println!(
-        "\n{} calibration rows, {} ({threads} threads); error ||(W - W') X^T||^2 relative to \
+        "\n{inputs}, {} ({threads} threads); error ||(W - W') X^T||^2 relative to \
          ||W X^T||^2; peak RSS {}\n",
-        args.samples,
         args.backend.name(),
         peak.map_or("n/a".into(), |p| format!("{p:.0} MiB"))
     );
-    println!("| shape | target | method | relative error | wall s |");
+    println!("| layer | target | method | relative error | wall s |");
     println!("|---|---|---|---|---|");
     for m in &measured {
         let error = match (&m.error, &m.estimate) {
-            (Some((_, rel)), _) => format!("{rel:.4}"),
+            (Some((_, rel)), _) => significant(*rel),
             (None, Some(e)) => match e.errors {
-                Some((obs, sgpt)) => {
-                    format!("{obs:.4} on {} rows (SparseGPT {sgpt:.4})", e.rows)
-                }
+                Some((obs, sgpt)) => format!(
+                    "{} on {} rows (SparseGPT {})",
+                    significant(obs),
+                    e.rows,
+                    significant(sgpt)
+                ),
                 None => "not run".into(),
             },
             (None, None) => "n/a".into(),
@@ -248,15 +284,18 @@ pub(crate) fn layerwise(args: &LayerwiseArgs) -> Result<(), Error> {
             format!("{:.3}", m.wall_s)
         };
         println!(
-            "| {}x{} | {} | {} | {error} | {wall} |",
-            m.shape.0,
-            m.shape.1,
+            "| {} | {} | {} | {error} | {wall} |",
+            m.layer,
             target_name(m.target),
             m.method
         );
     }
     if let Some(path) = &args.json {
-        let mut report = Report::new("bench-layerwise", "synthetic", vec![args.seed]);
+        let dataset = match &args.stats {
+            Some(path) => path.display().to_string(),
+            None => "synthetic".into(),
+        };
+        let mut report = Report::new("bench-layerwise", &dataset, vec![args.seed]);
         report.set_config("samples", args.samples);
         report.set_config("block", args.block as u64);
         report.set_config("threads", threads as u64);
@@ -266,7 +305,7 @@ pub(crate) fn layerwise(args: &LayerwiseArgs) -> Result<(), Error> {
         for m in &measured {
             let row = |metric: &str, v: f64| -> Result<Row, Error> {
                 let mut row = Row::new(m.method, metric, vec![v])?
-                    .layer(format!("{}x{}", m.shape.0, m.shape.1))
+                    .layer(m.layer.clone())
                     .task(target_name(m.target));
                 if let Target::Sparsity(s) = m.target {
                     row = row.sparsity(s);
@@ -303,55 +342,54 @@ pub(crate) fn layerwise(args: &LayerwiseArgs) -> Result<(), Error> {
 /// The benchmark on one backend.
 struct LayerwiseJob<'a> {
     args: &'a LayerwiseArgs,
-    shapes: &'a [(usize, usize)],
+    source: Source<'a>,
+}
+
+/// Where the benchmark's layers come from.
+enum Source<'a> {
+    /// Synthetic layers of these shapes `(out, in)`.
+    Synthetic(&'a [(usize, usize)]),
+    /// Real layers read by [`read_stats`].
+    File(&'a [FileLayer]),
+}
+
+/// One layer of a `--stats` file.
+struct FileLayer {
+    name: String,
+    cols: usize,
+    weights: Vec<f32>,
+    stats: LayerStats,
 }
 
 impl<'d> BackendJob<'d> for LayerwiseJob<'_> {
     type Output = (Vec<Measured>, usize);
 
     fn run<B: Device<'d>>(self, backend: &B) -> Result<Self::Output, Error> {
-        let LayerwiseJob { args, shapes } = self;
+        let LayerwiseJob { args, source } = self;
         backend.with_dense(args.threads, |dense, threads| {
             let mut measured = Vec::new();
-            let mut stats: BTreeMap<usize, LayerStats> = BTreeMap::new();
             let mut exact_rate = None;
-            for &(out, cols) in shapes {
-                let stats = match stats.entry(cols) {
-                    Entry::Occupied(e) => e.into_mut(),
-                    Entry::Vacant(e) => {
-                        let t = Instant::now();
-                        let n = args.samples as usize;
-                        let x = correlated_inputs(dense, n, cols, args.seed + 1)?;
-                        let mut s = LayerStats::new(cols, true)?;
-                        s.push_with(dense, &x, n)?;
-                        eprintln!(
-                            "statistics of {n} x {cols} inputs in {:.1} s",
-                            t.elapsed().as_secs_f64()
-                        );
-                        e.insert(s)
-                    }
-                };
-                let stats = &*stats;
-                let w32 = layer_weights(out, cols, args.seed);
-                let w = Matrix::from_f32(out, cols, &w32)?;
+            let mut layer = |name: String, w32: &[f32], cols: usize, stats: &LayerStats| {
+                let w = Matrix::from_f32(w32.len() / cols, cols, w32)?;
                 let baseline = output_energy(dense, &w, stats)?;
                 for &target in &args.targets {
                     for &method in &args.methods {
-                        let m = measure(
+                        let mut m = measure(
                             backend,
                             dense,
                             args,
                             method,
                             target,
-                            &w32,
+                            w32,
                             &w,
                             stats,
                             baseline,
                             threads,
                             &mut exact_rate,
                         )?;
+                        m.layer.clone_from(&name);
                         eprintln!(
-                            "{out}x{cols} {} {}: {:.3} s{}",
+                            "{name} {} {}: {:.3} s{}",
                             target_name(target),
                             m.method,
                             m.wall_s,
@@ -362,9 +400,138 @@ impl<'d> BackendJob<'d> for LayerwiseJob<'_> {
                         measured.push(m);
                     }
                 }
+                Ok::<(), Error>(())
+            };
+            match source {
+                Source::Synthetic(shapes) => {
+                    // Layers of the same width share their statistics.
+                    let mut cache: BTreeMap<usize, LayerStats> = BTreeMap::new();
+                    for &(out, cols) in shapes {
+                        let stats = match cache.entry(cols) {
+                            Entry::Occupied(e) => e.into_mut(),
+                            Entry::Vacant(e) => {
+                                let t = Instant::now();
+                                let n = args.samples as usize;
+                                let x = correlated_inputs(dense, n, cols, args.seed + 1)?;
+                                let mut s = LayerStats::new(cols, true)?;
+                                s.push_with(dense, &x, n)?;
+                                eprintln!(
+                                    "statistics of {n} x {cols} inputs in {:.1} s",
+                                    t.elapsed().as_secs_f64()
+                                );
+                                e.insert(s)
+                            }
+                        };
+                        let w32 = layer_weights(out, cols, args.seed);
+                        layer(format!("{out}x{cols}"), &w32, cols, stats)?;
+                    }
+                }
+                Source::File(layers) => {
+                    for l in layers {
+                        layer(l.name.clone(), &l.weights, l.cols, &l.stats)?;
+                    }
+                }
             }
             Ok((measured, threads))
         })
+    }
+}
+
+/// Reads the layers of a `--stats` file (see [`LayerwiseArgs::stats`]), in
+/// the order of their names.
+fn read_stats(path: &Path) -> Result<Vec<FileLayer>, Error> {
+    let bad = |what: String| {
+        Error::argument(
+            "--stats",
+            path.display(),
+            format!("a statistics file as bench/layer_stats.py writes it; {what}"),
+        )
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("it cannot be read: {e}")))?;
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("it is not a safetensors file: {e}")))?;
+    let mut names: Vec<String> = file
+        .names()
+        .into_iter()
+        .filter_map(|n| n.strip_suffix(".gram").map(str::to_string))
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        return Err(bad("it has no NAME.gram tensor".into()));
+    }
+    let mut layers = Vec::with_capacity(names.len());
+    for name in names {
+        let tensor = |suffix: &str| {
+            let key = format!("{name}.{suffix}");
+            match file.tensor(&key) {
+                Ok(t) => Ok((key, t)),
+                Err(_) => Err(bad(format!("{key} is missing"))),
+            }
+        };
+        let (key, weight) = tensor("weight")?;
+        let &[out, cols] = weight.shape() else {
+            return Err(bad(format!(
+                "{key} has shape {:?}, not [out, in]",
+                weight.shape()
+            )));
+        };
+        if out == 0 || cols == 0 {
+            return Err(bad(format!("{key} is empty")));
+        }
+        let weights: Vec<f32> = floats(&key, &weight)
+            .map_err(&bad)?
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        let (key, gram) = tensor("gram")?;
+        if gram.shape() != [cols, cols] {
+            return Err(bad(format!(
+                "{key} has shape {:?}, not [{cols}, {cols}]",
+                gram.shape()
+            )));
+        }
+        let gram = Matrix::new(cols, cols, floats(&key, &gram).map_err(&bad)?)?;
+        let (key, sums) = tensor("sum_squares")?;
+        if sums.shape() != [cols] {
+            return Err(bad(format!(
+                "{key} has shape {:?}, not [{cols}]",
+                sums.shape()
+            )));
+        }
+        let sums = floats(&key, &sums).map_err(&bad)?;
+        let (key, rows) = tensor("rows")?;
+        let rows = match <[u8; 8]>::try_from(rows.data()) {
+            Ok(b) if rows.dtype() == Dtype::I64 && rows.shape() == [1] => i64::from_le_bytes(b),
+            _ => return Err(bad(format!("{key} is not one i64"))),
+        };
+        if rows <= 0 {
+            return Err(bad(format!("{key} is {rows}: no calibration rows")));
+        }
+        let stats = LayerStats::from_sums(rows as u64, sums, Some(gram))
+            .map_err(|e| bad(format!("{name}: {e}")))?;
+        layers.push(FileLayer {
+            name,
+            cols,
+            weights,
+            stats,
+        });
+    }
+    Ok(layers)
+}
+
+/// The values of an F32 or F64 tensor, as f64.
+fn floats(key: &str, t: &TensorView<'_>) -> Result<Vec<f64>, String> {
+    let data = t.data();
+    match t.dtype() {
+        Dtype::F32 => Ok(data
+            .chunks_exact(4)
+            .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            .collect()),
+        Dtype::F64 => Ok(data
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+            .collect()),
+        other => Err(format!("{key} is {other:?}; F32 or F64 expected")),
     }
 }
 
@@ -388,7 +555,7 @@ fn measure<'d, B: Device<'d>>(
         let abs = reconstruction_error(dense, w, pruned, stats)?;
         Ok(Measured {
             method: method.name(),
-            shape: (out, cols),
+            layer: String::new(),
             target,
             wall_s,
             error: Some((abs, abs / baseline)),
@@ -441,7 +608,7 @@ fn measure<'d, B: Device<'d>>(
             let estimate =
                 |per_row: f64, setup: f64, rows: usize, errors: Option<(f64, f64)>| Measured {
                     method: method.name(),
-                    shape: (out, cols),
+                    layer: String::new(),
                     target,
                     wall_s: setup + per_row * out as f64 / threads as f64,
                     error: None,
@@ -506,28 +673,11 @@ fn masked(w: &Matrix, mask: &Mask) -> Matrix {
     m
 }
 
-/// `‖W Xᵀ‖² = Σ_r w_r (XᵀX) w_rᵀ`: the layer's output energy on the
-/// calibration inputs, the scale errors are given relative to.
+/// `‖W Xᵀ‖²`: the layer's output energy on the calibration inputs, the
+/// scale errors are given relative to (the error of pruning every weight).
 fn output_energy(dense: &dyn Dense, w: &Matrix, stats: &LayerStats) -> Result<f64, Error> {
-    let gram = stats
-        .gram()
-        .ok_or_else(|| Error::SelfCheck("statistics without a Gram matrix".into()))?;
-    let mut product = Matrix::zeros(w.rows(), w.cols());
-    dense.matmul(
-        &mut product,
-        0.0,
-        w,
-        Transpose::No,
-        gram,
-        Transpose::No,
-        1.0,
-    )?;
-    Ok(product
-        .data()
-        .iter()
-        .zip(w.data())
-        .map(|(a, b)| a * b)
-        .sum())
+    let nothing = Matrix::zeros(w.rows(), w.cols());
+    Ok(reconstruction_error(dense, w, &nothing, stats)?)
 }
 
 #[cfg(test)]
@@ -545,5 +695,8 @@ mod tests {
         assert_eq!(parse_target("2:4").unwrap(), Target::NofM(NofM::TWO_FOUR));
         assert!(parse_target("1.5").is_err());
         assert_eq!(target_name(Target::Sparsity(0.5)), "50%");
+        assert_eq!(significant(0.000351), "0.000351");
+        assert_eq!(significant(0.0713), "0.0713");
+        assert_eq!(significant(1.5), "1.50");
     }
 }
