@@ -79,9 +79,8 @@ def main():
     if not lines:
         sys.exit(f"error: {args.text} has no non-empty line")
 
-    t = {k: v.astype(np.float64) if v.dtype.kind == "f" else v
-         for k, v in load_file(os.path.join(args.model, "model.safetensors")).items()}
     raw = load_file(os.path.join(args.model, "model.safetensors"))
+    t = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in raw.items()}
     prefix = "bert." if "bert.embeddings.word_embeddings.weight" in t else ""
     eps = config["layer_norm_eps"]
     heads = config["num_attention_heads"]

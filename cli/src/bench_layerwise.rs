@@ -59,8 +59,8 @@ pub(crate) struct LayerwiseArgs {
     #[arg(long, value_delimiter = ',', default_value = "minilm,7b", value_parser = parse_shapes)]
     pub(crate) shapes: Vec<Vec<(usize, usize)>>,
     /// Real layers instead of synthetic ones: a safetensors file with, per
-    /// layer NAME, `NAME.weight` [out, in], `NAME.gram` [in, in] (the inputs'
-    /// XᵀX), `NAME.sum_squares` [in] and `NAME.rows` [1], as
+    /// layer NAME, `NAME.weight [out, in]`, `NAME.gram [in, in]` (the
+    /// inputs' XᵀX), `NAME.sum_squares [in]` and `NAME.rows [1]`, as
     /// `bench/layer_stats.py` writes from a BERT model folder and text.
     /// `--shapes`, `--samples` and `--seed` do not apply.
     #[arg(long, value_name = "FILE")]
