@@ -1,0 +1,122 @@
+//! What the block-by-block driver needs of a transformer: embed a sequence,
+//! run one block (recording its linear layers' inputs), finish (logits or
+//! final hidden states), and load or release the weights of one part at a
+//! time so that a model larger than memory is never held whole in f32.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::record::{Linear, Recorder};
+
+/// The two kinds of models prunus runs, which calibrate and evaluate
+/// differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// A BERT-style encoder: one sentence per calibration sample; evaluated
+    /// by its sentence embeddings.
+    Encoder,
+    /// A LLaMA-style decoder: calibration text packed into sequences;
+    /// evaluated by perplexity.
+    Decoder,
+}
+
+/// A part of a graph whose weights are loaded and released together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// What comes before the first block (token, position and type
+    /// embeddings, the embedding norm).
+    Embeddings,
+    /// Transformer block `i`.
+    Block(usize),
+    /// What comes after the last block (final norm, LM head); nothing for
+    /// an encoder without a pooler.
+    Head,
+}
+
+/// Where a graph's weights come from: a model folder
+/// ([`ModelFolder`](crate::folder::ModelFolder)) or tensors in memory.
+pub trait Weights {
+    /// The tensor called `name` on `device` as `dtype` (graphs compute in
+    /// f32); an [`Error::Model`] naming it when there is none.
+    fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor>;
+
+    /// Whether a tensor called `name` exists.
+    fn contains(&self, name: &str) -> bool;
+}
+
+impl Weights for HashMap<String, Tensor> {
+    fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        let t = self
+            .get(name)
+            .ok_or_else(|| Error::model("<memory>", format!("no tensor called {name}")))?;
+        Ok(t.to_dtype(dtype)?.to_device(device)?)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.contains_key(name)
+    }
+}
+
+/// A transformer that prunus can run block by block. Batches are one
+/// sequence, `[1, seq]` token ids, with no padding: calibration and
+/// evaluation then need no attention mask and every row is a real token.
+pub trait Graph {
+    /// Encoder or decoder.
+    fn family(&self) -> Family;
+
+    /// The number of transformer blocks.
+    fn blocks(&self) -> usize;
+
+    /// The longest sequence the model accepts (its position embeddings or
+    /// context length).
+    fn max_len(&self) -> usize;
+
+    /// Loads the weights of `part` from `weights` (replacing any held).
+    fn load(&mut self, part: Part, weights: &dyn Weights) -> Result<()>;
+
+    /// Drops the weights of `part`.
+    fn release(&mut self, part: Part);
+
+    /// The hidden states entering block 0 for one sequence: `[1, seq, hidden]`.
+    fn embed(&self, tokens: &[u32]) -> Result<Tensor>;
+
+    /// Block `i` on one sequence's hidden states, recording the inputs of
+    /// its linear layers into `recorder` when given.
+    fn block(
+        &self,
+        i: usize,
+        hidden: &Tensor,
+        recorder: Option<&mut Recorder<'_>>,
+    ) -> Result<Tensor>;
+
+    /// After the last block: a decoder's logits `[1, seq, vocab]`, an
+    /// encoder's final hidden states `[1, seq, hidden]`.
+    fn head(&self, hidden: &Tensor) -> Result<Tensor>;
+
+    /// The linear layers of block `i` (loaded), in the checkpoint's order.
+    fn linears(&self, i: usize) -> Result<Vec<&Linear>>;
+
+    /// The linear layer of block `i` called `name`, to set its pruned weight.
+    fn linear_mut(&mut self, i: usize, name: &str) -> Result<&mut Linear>;
+
+    /// Loads every part: for evaluation and models that fit in memory.
+    fn load_all(&mut self, weights: &dyn Weights) -> Result<()> {
+        self.load(Part::Embeddings, weights)?;
+        for i in 0..self.blocks() {
+            self.load(Part::Block(i), weights)?;
+        }
+        self.load(Part::Head, weights)
+    }
+
+    /// The whole forward pass on one sequence: embeddings, every block,
+    /// the head. Every part must be loaded.
+    fn forward(&self, tokens: &[u32]) -> Result<Tensor> {
+        let mut h = self.embed(tokens)?;
+        for i in 0..self.blocks() {
+            h = self.block(i, &h, None)?;
+        }
+        self.head(&h)
+    }
+}

@@ -1,0 +1,12 @@
+//! prunus on candle: calibrated layer-wise pruning of Hugging Face model
+//! folders (BERT-style encoders; LLaMA-family decoders: llama, mistral,
+//! qwen2), run block by block on candle, with the layer-wise methods of
+//! [`prunus_core::methods::layerwise`].
+
+mod error;
+pub mod graph;
+pub mod record;
+
+pub use error::{Error, Result};
+pub use graph::{Family, Graph, Part, Weights};
+pub use record::{Linear, Recorder};

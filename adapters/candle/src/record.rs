@@ -1,0 +1,186 @@
+//! The recording linear layer: candle has no forward hooks, so the graphs
+//! prunus runs are written with this [`Linear`], and a [`Recorder`] passed
+//! through a block's forward pass collects the statistics of every linear
+//! layer's inputs ([`LayerStats`]) that the layer-wise methods need.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Tensor};
+use prunus_core::Dense;
+use prunus_core::methods::layerwise::LayerStats;
+
+use crate::error::{Error, Result};
+
+/// A linear layer `y = x Wᵀ + b` with `W: [out, in]` as checkpoints store it,
+/// named as its weight is in the checkpoint (without `.weight`).
+#[derive(Clone, Debug)]
+pub struct Linear {
+    name: String,
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A layer from its weight `[out, in]` and optional bias `[out]`.
+    pub fn new(name: impl Into<String>, weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
+        let name = name.into();
+        let (out, _) = weight.dims2().map_err(|_| {
+            Error::request(format!(
+                "linear layer {name}: a weight of shape {:?} is not [out, in]",
+                weight.dims()
+            ))
+        })?;
+        if let Some(b) = &bias
+            && b.dims() != [out]
+        {
+            return Err(Error::request(format!(
+                "linear layer {name}: a bias of shape {:?} for {out} outputs",
+                b.dims()
+            )));
+        }
+        Ok(Linear { name, weight, bias })
+    }
+
+    /// The checkpoint name of the layer (its weight is `<name>.weight`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The weight `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias `[out]`, if the layer has one.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// Replaces the weight (by a pruned one) of the same shape, dtype and
+    /// device.
+    pub fn set_weight(&mut self, weight: Tensor) -> Result<()> {
+        if weight.dims() != self.weight.dims() || weight.dtype() != self.weight.dtype() {
+            return Err(Error::request(format!(
+                "linear layer {}: a new weight {:?} {:?} for one of {:?} {:?}",
+                self.name,
+                weight.dims(),
+                weight.dtype(),
+                self.weight.dims(),
+                self.weight.dtype()
+            )));
+        }
+        self.weight = weight;
+        Ok(())
+    }
+
+    /// `x Wᵀ + b` over the last dimension of `x` (any leading dimensions).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.broadcast_matmul(&self.weight.t()?)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+/// Collects the statistics of linear layers' inputs during forward passes.
+///
+/// Layers that read the same input (a block's query, key and value; a
+/// gated MLP's gate and up projections) share one [`LayerStats`], so a
+/// decoder block of a 7B model keeps four Gram matrices, not seven. Only
+/// the layers the `wanted` rule accepts are recorded.
+pub struct Recorder<'a> {
+    dense: &'a dyn Dense,
+    gram: bool,
+    wanted: &'a dyn Fn(&str) -> bool,
+    groups: Vec<LayerStats>,
+    by_name: BTreeMap<String, usize>,
+}
+
+impl<'a> Recorder<'a> {
+    /// A recorder that keeps the Gram matrix `XᵀX` when `gram` (SparseGPT,
+    /// OBS) or only the per-column sums of squares (Wanda), computing the
+    /// Gram updates through `dense`.
+    pub fn new(dense: &'a dyn Dense, gram: bool, wanted: &'a dyn Fn(&str) -> bool) -> Self {
+        Recorder {
+            dense,
+            gram,
+            wanted,
+            groups: Vec::new(),
+            by_name: BTreeMap::new(),
+        }
+    }
+
+    /// Records `input` (any shape `[..., in]`; every leading index is one
+    /// row) as the input of each of `layers`, which must share their width.
+    pub fn record(&mut self, layers: &[&Linear], input: &Tensor) -> Result<()> {
+        let wanted: Vec<&Linear> = layers
+            .iter()
+            .copied()
+            .filter(|l| (self.wanted)(l.name()))
+            .collect();
+        let Some(first) = wanted.first() else {
+            return Ok(());
+        };
+        let columns = first.weight.dim(1)?;
+        let rows = input.elem_count() / columns.max(1);
+        if input.dims().last() != Some(&columns) {
+            return Err(Error::request(format!(
+                "linear layer {}: an input of shape {:?} for {columns} inputs",
+                first.name(),
+                input.dims()
+            )));
+        }
+        let x: Vec<f32> = input
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let group = match self.by_name.get(first.name()) {
+            Some(&g) => g,
+            None => {
+                self.groups.push(LayerStats::new(columns, self.gram)?);
+                let g = self.groups.len() - 1;
+                for l in &wanted {
+                    self.by_name.insert(l.name().to_string(), g);
+                }
+                g
+            }
+        };
+        self.groups[group].push_with(self.dense, &x, rows)?;
+        Ok(())
+    }
+
+    /// The statistics recorded for the layer called `name`.
+    pub fn stats(&self, name: &str) -> Option<&LayerStats> {
+        self.by_name.get(name).map(|&g| &self.groups[g])
+    }
+
+    /// The names of the recorded layers, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
+    /// Bytes held by the statistics (f64 Gram matrices and sums).
+    pub fn bytes(&self) -> u64 {
+        self.groups
+            .iter()
+            .map(|s| {
+                let c = s.columns() as u64;
+                8 * c + if s.gram().is_some() { 8 * c * c } else { 0 }
+            })
+            .sum()
+    }
+}
+
+/// Records `input` for `layers` when a recorder is present: the one line a
+/// graph writes before the layers that read `input`.
+pub fn record(
+    recorder: &mut Option<&mut Recorder<'_>>,
+    layers: &[&Linear],
+    input: &Tensor,
+) -> Result<()> {
+    match recorder {
+        Some(r) => r.record(layers, input),
+        None => Ok(()),
+    }
+}
