@@ -3,6 +3,7 @@
 //! qwen2), run block by block on candle, with the layer-wise methods of
 //! [`prunus_core::methods::layerwise`].
 
+pub mod bert;
 mod error;
 pub mod graph;
 pub mod record;
