@@ -5,9 +5,11 @@
 
 pub mod bert;
 mod error;
+pub mod folder;
 pub mod graph;
 pub mod record;
 
 pub use error::{Error, Result};
+pub use folder::{FolderWriter, GlobalMagnitude, ModelFolder, WriteSummary, magnitude_global};
 pub use graph::{Family, Graph, Part, Weights};
 pub use record::{Linear, Recorder};

@@ -231,10 +231,26 @@ fn entry(name: &str, value: &Value, data_len: u64) -> Result<TensorInfo, Problem
     })
 }
 
-/// Writes a header for `tensors` (in this order) and `metadata` as JSON,
-/// padded with spaces to a multiple of 8 bytes so the data section is
-/// aligned, as the reference implementation does.
-pub(crate) fn write(tensors: &[TensorInfo], metadata: &[(String, String)]) -> Vec<u8> {
+/// The JSON header for `tensors` (in this order, at their `start..end`
+/// offsets) and `metadata` (as `__metadata__`, first), padded with spaces
+/// to a multiple of 8 bytes so the data section is aligned, as the
+/// reference implementation does. A file is its length as 8 bytes
+/// little-endian, this header, then the tensors' data.
+///
+/// ```
+/// use prunus_adapters::safetensors::{Checkpoint, Dtype, TensorInfo, write_header};
+/// let t = TensorInfo { name: "w".into(), dtype: Dtype::F32, shape: vec![1], start: 0, end: 4 };
+/// let header = write_header(&[t], &[("format".into(), "pt".into())]);
+/// assert_eq!(header.len() % 8, 0);
+/// let mut file = (header.len() as u64).to_le_bytes().to_vec();
+/// file.extend_from_slice(&header);
+/// file.extend_from_slice(&1.0f32.to_le_bytes());
+/// let c = Checkpoint::from_bytes(file)?;
+/// assert_eq!(c.metadata()[0].1, "pt");
+/// assert_eq!(c.values(0)?, [1.0]);
+/// # Ok::<(), prunus_adapters::Error>(())
+/// ```
+pub fn write(tensors: &[TensorInfo], metadata: &[(String, String)]) -> Vec<u8> {
     let mut s = String::from("{");
     let quote = |x: &str| serde_json::to_string(x).expect("strings serialise");
     if !metadata.is_empty() {

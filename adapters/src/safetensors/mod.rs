@@ -48,7 +48,7 @@ mod tests;
 
 pub use checkpoint::{Checkpoint, TensorData};
 pub use dtype::Dtype;
-pub use header::{MAX_HEADER, TensorInfo};
+pub use header::{MAX_HEADER, TensorInfo, write as write_header};
 pub use inspect::{TensorStats, inspect};
 pub use output::{Options, write_atomic};
 pub use prune::{
