@@ -7,6 +7,7 @@ pub mod bert;
 mod error;
 pub mod folder;
 pub mod graph;
+pub mod llama;
 pub mod record;
 
 pub use error::{Error, Result};
