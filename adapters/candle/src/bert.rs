@@ -253,14 +253,11 @@ impl BertConfig {
         ];
         for i in 0..self.num_hidden_layers {
             let layer = format!("{prefix}encoder.layer.{i}");
-            for (name, out, inp) in [
-                ("attention.self.query", h, h),
-                ("attention.self.key", h, h),
-                ("attention.self.value", h, h),
-                ("attention.output.dense", h, h),
-                ("intermediate.dense", f, h),
-                ("output.dense", h, f),
-            ] {
+            for (name, (out, inp)) in
+                BLOCK_LINEARS
+                    .iter()
+                    .zip([(h, h), (h, h), (h, h), (h, h), (f, h), (h, f)])
+            {
                 shapes.push((format!("{layer}.{name}.weight"), vec![out, inp]));
                 shapes.push((format!("{layer}.{name}.bias"), vec![out]));
             }
@@ -340,6 +337,17 @@ impl Block {
         ]
     }
 }
+
+/// A block's linear layers, after `encoder.layer.{i}.`, in checkpoint
+/// order.
+const BLOCK_LINEARS: [&str; 6] = [
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+];
 
 /// The BERT encoder as a [`Graph`]: embeddings (word + position + token
 /// type 0, LayerNorm), post-LayerNorm blocks, and the final hidden states
@@ -555,6 +563,14 @@ impl Bert {
 impl Graph for Bert {
     fn family(&self) -> Family {
         Family::Encoder
+    }
+
+    fn linear_names(&self, i: usize) -> Vec<String> {
+        let layer = format!("{}encoder.layer.{i}", self.prefix);
+        BLOCK_LINEARS
+            .iter()
+            .map(|name| format!("{layer}.{name}"))
+            .collect()
     }
 
     fn blocks(&self) -> usize {

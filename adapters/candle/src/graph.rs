@@ -95,6 +95,11 @@ pub trait Graph {
     /// encoder's final hidden states `[1, seq, hidden]`.
     fn head(&self, hidden: &Tensor) -> Result<Tensor>;
 
+    /// The names of block `i`'s linear layers (their weights are
+    /// `<name>.weight`), in the checkpoint's order, loaded or not: the
+    /// layers calibrated pruning prunes by default.
+    fn linear_names(&self, i: usize) -> Vec<String>;
+
     /// The linear layers of block `i` (loaded), in the checkpoint's order.
     fn linears(&self, i: usize) -> Result<Vec<&Linear>>;
 

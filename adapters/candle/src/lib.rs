@@ -4,13 +4,18 @@
 //! [`prunus_core::methods::layerwise`].
 
 pub mod bert;
+pub mod calibration;
 mod error;
+pub mod eval;
 pub mod folder;
 pub mod graph;
 pub mod llama;
+pub mod model;
+pub mod pruning;
 pub mod record;
 
 pub use error::{Error, Result};
 pub use folder::{FolderWriter, GlobalMagnitude, ModelFolder, WriteSummary, magnitude_global};
 pub use graph::{Family, Graph, Part, Weights};
+pub use model::open_graph;
 pub use record::{Linear, Recorder};

@@ -1035,6 +1035,14 @@ impl Graph for Llama {
         Family::Decoder
     }
 
+    fn linear_names(&self, i: usize) -> Vec<String> {
+        self.config
+            .projections()
+            .iter()
+            .map(|(name, ..)| format!("model.layers.{i}.{name}"))
+            .collect()
+    }
+
     fn blocks(&self) -> usize {
         self.config.num_hidden_layers
     }

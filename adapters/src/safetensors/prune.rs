@@ -47,6 +47,13 @@ impl Filter {
             exclude: compile("--exclude", exclude)?,
         })
     }
+
+    /// Whether the name passes: it matches `include` (or there is none)
+    /// and does not match `exclude`. Says nothing of rank or dtype.
+    pub fn admits(&self, name: &str) -> bool {
+        self.include.as_ref().is_none_or(|r| r.is_match(name))
+            && !self.exclude.as_ref().is_some_and(|r| r.is_match(name))
+    }
 }
 
 /// A request to prune a checkpoint.
