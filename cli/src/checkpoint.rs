@@ -23,8 +23,17 @@ use crate::progress::Bars;
 pub(crate) enum Method {
     /// |w|: the smallest magnitudes go first.
     Magnitude,
-    /// Uniform random scores from --seed (a baseline).
+    /// Uniform random scores from --seed (a baseline; files only).
     Random,
+    /// Wanda, |W| times the input norms, per output row (model folders,
+    /// with --calibration).
+    Wanda,
+    /// SparseGPT with its weight update (model folders, with
+    /// --calibration).
+    Sparsegpt,
+    /// Layer-wise OBS with its weight update: exact per row, or in column
+    /// blocks of --block-size (model folders, with --calibration).
+    Obs,
 }
 
 /// Over which tensors the sparsity is counted.
@@ -40,7 +49,27 @@ pub(crate) enum ScopeKind {
 /// Arguments of `prunus prune`.
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
-Only F32, F16 and BF16 tensors of rank 2 or more (weight matrices, conv kernels, \
+IN is a .safetensors file or a Hugging Face model folder.
+
+A MODEL FOLDER (config.json with model_type bert, llama, mistral or qwen2, \
+model.safetensors or a sharded checkpoint, tokenizer.json) is pruned layer by \
+layer: by default every linear layer inside the transformer blocks (attention \
+projections and MLP), while embeddings, norms, the LM head and the pooler are \
+left alone (--include and --exclude narrow this, matched against the weight \
+tensor names). Wanda, SparseGPT and OBS run the model block by block on \
+--calibration text (one sample per line; an encoder takes one sentence per \
+sample, a decoder packs lines into --seq-len tokens): the dense block is run \
+recording each linear layer's inputs, its layers are pruned, and the pruned \
+block gives the next one its inputs. Magnitude needs no text (given text, it \
+reports each layer's reconstruction error). Each layer loses the target \
+(--scope layer, the default for folders); magnitude can instead take one \
+threshold over all of them (--scope global). OUT is a new folder that loads \
+wherever IN loaded: the same files, sharding and dtypes, every other file \
+copied, prunus's settings in the safetensors metadata, written into a \
+temporary folder and renamed. Memory: one block's weights and statistics \
+plus the calibration hidden states.
+
+A SINGLE FILE: only F32, F16 and BF16 tensors of rank 2 or more (weight matrices, conv kernels, \
 embeddings) are pruned. 1-D tensors such as biases and norm scales, scalars and \
 other dtypes are copied bit for bit. Pruned weights become zero in their own dtype; \
 nothing else changes. The output is written to a temporary file beside OUT and \
@@ -71,9 +100,10 @@ pub(crate) struct PruneArgs {
     /// Seed of --method random.
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
-    /// One threshold over all pruned tensors, or the same sparsity in each.
-    #[arg(long, value_enum, default_value_t = ScopeKind::Global)]
-    pub(crate) scope: ScopeKind,
+    /// One threshold over all pruned tensors, or the same sparsity in each
+    /// (default: global for a file, local (each layer) for a model folder).
+    #[arg(long, value_enum)]
+    pub(crate) scope: Option<ScopeKind>,
     /// N:M pattern instead of a sparsity: keep N of every M consecutive
     /// weights along each row (for example 2:4).
     #[arg(long, value_name = "N:M", value_parser = parse_pattern)]
@@ -107,6 +137,28 @@ pub(crate) struct PruneArgs {
     /// List every tensor, not only the totals and the tensors that stand out.
     #[arg(long, short)]
     pub(crate) verbose: bool,
+    /// Model folders: calibration text, UTF-8, one sample per line.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) calibration: Option<PathBuf>,
+    /// Model folders: calibration samples (sentences for an encoder,
+    /// packed sequences for a decoder).
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub(crate) samples: usize,
+    /// Model folders: tokens per decoder calibration sample (default 512,
+    /// cut to the model's context); encoders take one sentence each.
+    #[arg(long, value_name = "L")]
+    pub(crate) seq_len: Option<usize>,
+    /// Model folders: the column block of SparseGPT (default 128) and of
+    /// OBS (default: exact, every row solved whole).
+    #[arg(long, value_name = "B")]
+    pub(crate) block_size: Option<usize>,
+    /// Model folders: dampening added to the Hessian's diagonal, as a
+    /// fraction of its mean.
+    #[arg(long, value_name = "D", default_value_t = 0.01)]
+    pub(crate) dampening: f64,
+    /// Model folders: OBS swap passes per row after the greedy removal.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) swaps: usize,
     #[command(flatten)]
     pub(crate) show: Show,
 }
@@ -142,6 +194,17 @@ pub(crate) struct InspectArgs {
 
 /// Runs `prunus prune`.
 pub(crate) fn prune(args: &PruneArgs) -> Result<(), Error> {
+    if args.input.is_dir() {
+        #[cfg(feature = "transformers")]
+        return crate::transformer::prune(args);
+        #[cfg(not(feature = "transformers"))]
+        return Err(Error::argument(
+            "IN",
+            args.input.display(),
+            "a .safetensors file (this prunus was built without the transformers feature, \
+             which prunes model folders)",
+        ));
+    }
     let started = Instant::now();
     let request = request(args)?;
     let spec = BackendSpec::new(args.backend, args.threads);
@@ -219,12 +282,28 @@ fn request(args: &PruneArgs) -> Result<Request, Error> {
             ));
         }
     };
-    config = match args.scope {
+    config = match args.scope.unwrap_or(ScopeKind::Global) {
         ScopeKind::Global => config.global(),
         ScopeKind::Local => config.local(),
     };
-    if args.method == Method::Random {
-        config = config.importance(Importance::Random { seed: args.seed });
+    match args.method {
+        Method::Magnitude => {}
+        Method::Random => config = config.importance(Importance::Random { seed: args.seed }),
+        Method::Wanda | Method::Sparsegpt | Method::Obs => {
+            return Err(invalid(
+                "--method",
+                format!("{:?}", args.method).to_lowercase(),
+                "magnitude or random for a single file; the calibrated methods prune a model \
+                 folder (config.json, weights, tokenizer.json), whose model they run",
+            ));
+        }
+    }
+    if args.calibration.is_some() {
+        return Err(invalid(
+            "--calibration",
+            "given".into(),
+            "a model folder as IN: a single file has no model to run on the text",
+        ));
     }
     config = config.min_density(args.min_density);
     check_output("--output", &args.output)?;
@@ -404,7 +483,7 @@ fn prune_json(args: &PruneArgs, report: &Report, wall: f64) -> serde_json::Value
         "output": args.output.display().to_string(),
         "prunus_version": prunus_adapters::safetensors::PRUNUS_VERSION,
         "method": format!("{:?}", args.method).to_lowercase(),
-        "scope": format!("{:?}", args.scope).to_lowercase(),
+        "scope": format!("{:?}", args.scope.unwrap_or(ScopeKind::Global)).to_lowercase(),
         "pattern": args.pattern.map(|p| format!("{}:{}", p.n, p.m)),
         "sparsity": args.sparsity,
         "tensors": report.tensors.iter().map(|t| json!({

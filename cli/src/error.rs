@@ -24,6 +24,9 @@ pub(crate) enum Error {
     Lab(prunus_lab::Error),
     /// A checkpoint could not be read, pruned or written.
     Adapters(prunus_adapters::Error),
+    /// A model folder could not be read, run, pruned or written.
+    #[cfg(feature = "transformers")]
+    Model(prunus_candle::Error),
     /// The system refused something the command needs (threads, a child process).
     System {
         /// What was being done, e.g. `start 4 threads`.
@@ -64,6 +67,8 @@ impl Error {
         match self {
             Error::Nonconforming(_) | Error::SelfCheck(_) => 1,
             Error::Argument { .. } | Error::Lab(_) | Error::Adapters(_) | Error::System { .. } => 2,
+            #[cfg(feature = "transformers")]
+            Error::Model(_) => 2,
         }
     }
 }
@@ -78,6 +83,8 @@ impl fmt::Display for Error {
             } => write!(f, "{flag} {value}: expected {expected}"),
             Error::Lab(e) => fmt::Display::fmt(e, f),
             Error::Adapters(e) => fmt::Display::fmt(e, f),
+            #[cfg(feature = "transformers")]
+            Error::Model(e) => fmt::Display::fmt(e, f),
             Error::System { action, message } => write!(f, "cannot {action}: {message}"),
             Error::Nonconforming(m) => f.write_str(m),
             Error::SelfCheck(m) => write!(f, "{m} (this is a bug in prunus; please report it)"),
@@ -90,6 +97,8 @@ impl std::error::Error for Error {
         match self {
             Error::Lab(e) => Some(e),
             Error::Adapters(e) => Some(e),
+            #[cfg(feature = "transformers")]
+            Error::Model(e) => Some(e),
             _ => None,
         }
     }
@@ -147,5 +156,12 @@ mod tests {
             Error::system("start 4 threads", "EAGAIN").to_string(),
             "cannot start 4 threads: EAGAIN"
         );
+    }
+}
+
+#[cfg(feature = "transformers")]
+impl From<prunus_candle::Error> for Error {
+    fn from(e: prunus_candle::Error) -> Self {
+        Error::Model(e)
     }
 }

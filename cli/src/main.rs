@@ -24,6 +24,8 @@ mod lab;
 mod manual;
 mod memory;
 mod progress;
+#[cfg(feature = "transformers")]
+mod transformer;
 
 /// Prune neural-network weights exactly: a sparsity of 0.9 removes exactly
 /// round(0.9 * n) weights, the same ones on every backend and thread count.
@@ -41,8 +43,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Prune a safetensors checkpoint to an exact sparsity or an N:M
-    /// pattern, writing a new file.
+    /// pattern, writing a new file; or a Hugging Face model folder with
+    /// magnitude, Wanda, SparseGPT or layer-wise OBS, writing a new folder.
     Prune(checkpoint::PruneArgs),
+    /// Measure what pruning cost a model folder on text: a decoder's
+    /// perplexity, an encoder's sentence embeddings against the dense model.
+    #[cfg(feature = "transformers")]
+    Eval(transformer::EvalArgs),
     /// Per-tensor sparsity and N:M conformance of a safetensors checkpoint.
     Inspect(checkpoint::InspectArgs),
     /// Measure prunus on synthetic weights against the hardware's floor.
@@ -100,6 +107,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Prune(args) => checkpoint::prune(&args),
         Command::Inspect(args) => checkpoint::inspect_file(&args),
+        #[cfg(feature = "transformers")]
+        Command::Eval(args) => transformer::eval(&args),
         Command::Bench(BenchCommand::Select(args)) => bench::select(&args),
         Command::Bench(BenchCommand::Obs(args)) => bench_obs::obs(&args),
         Command::Bench(BenchCommand::Checkpoint(args)) => bench_checkpoint::checkpoint(&args),

@@ -21,7 +21,7 @@ pub fn sentence_embeddings(
         ));
     }
     sequences
-        .iter()
+        .par_iter()
         .map(|s| {
             let hidden = graph.forward(s)?;
             Ok(pooling.embed(&hidden)?.flatten_all()?.to_vec1::<f32>()?)

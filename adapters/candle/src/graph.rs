@@ -62,7 +62,7 @@ impl Weights for HashMap<String, Tensor> {
 /// A transformer that prunus can run block by block. Batches are one
 /// sequence, `[1, seq]` token ids, with no padding: calibration and
 /// evaluation then need no attention mask and every row is a real token.
-pub trait Graph {
+pub trait Graph: Send + Sync {
     /// Encoder or decoder.
     fn family(&self) -> Family;
 

@@ -14,6 +14,7 @@ use prunus_core::methods::layerwise::{
     reconstruction_error, sparsegpt, wanda,
 };
 use prunus_core::{Backend, Dense, Granularity, Layer, Mask, Matrix, PruneConfig, Shape, prune};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::folder::{FolderWriter, GlobalMagnitude, ModelFolder, magnitude_global};
@@ -270,7 +271,8 @@ impl<B: Backend + ?Sized> Run<'_, '_, B> {
                 graph.block(i, h, Some(&mut recorder))?;
             }
             report.forward_seconds += clock.elapsed().as_secs_f64();
-            report.stats_bytes = report.stats_bytes.max(recorder.bytes());
+            let recorded = recorder.finish()?;
+            report.stats_bytes = report.stats_bytes.max(recorded.bytes());
             let names: Vec<String> = graph
                 .linears(i)?
                 .iter()
@@ -278,7 +280,7 @@ impl<B: Backend + ?Sized> Run<'_, '_, B> {
                 .filter(|n| (job.wanted)(n))
                 .collect();
             for (done, name) in names.iter().enumerate() {
-                let stats = recorder.stats(name).ok_or_else(|| {
+                let stats = recorded.stats(name).ok_or_else(|| {
                     Error::request(format!("layer {name} saw no calibration input"))
                 })?;
                 let layer = graph.linear_mut(i, name)?;
@@ -310,11 +312,12 @@ impl<B: Backend + ?Sized> Run<'_, '_, B> {
                     of: names.len(),
                 });
             }
-            drop(recorder);
+            drop(recorded);
             let clock = Instant::now();
+            let g: &dyn Graph = graph;
             hidden = hidden
-                .iter()
-                .map(|h| graph.block(i, h, None))
+                .par_iter()
+                .map(|h| g.block(i, h, None))
                 .collect::<Result<_>>()?;
             report.forward_seconds += clock.elapsed().as_secs_f64();
             graph.release(Part::Block(i));

@@ -83,17 +83,30 @@ impl Linear {
     }
 }
 
+/// Rows of input a group gathers before one Gram update: large enough that
+/// the `XᵀX` product runs at matrix-multiply speed, not per sentence.
+const BATCH_ROWS: usize = 2048;
+
+/// One set of layers reading the same input: their statistics and the rows
+/// not yet folded into them.
+struct Group {
+    stats: LayerStats,
+    pending: Vec<f32>,
+}
+
 /// Collects the statistics of linear layers' inputs during forward passes.
 ///
 /// Layers that read the same input (a block's query, key and value; a
 /// gated MLP's gate and up projections) share one [`LayerStats`], so a
 /// decoder block of a 7B model keeps four Gram matrices, not seven. Only
-/// the layers the `wanted` rule accepts are recorded.
+/// the layers the `wanted` rule accepts are recorded. Input rows are
+/// gathered into batches of up to 2,048 before each Gram update;
+/// [`Recorder::finish`] folds in the rest and gives the statistics.
 pub struct Recorder<'a> {
     dense: &'a dyn Dense,
     gram: bool,
     wanted: &'a dyn Fn(&str) -> bool,
-    groups: Vec<LayerStats>,
+    groups: Vec<Group>,
     by_name: BTreeMap<String, usize>,
 }
 
@@ -113,6 +126,7 @@ impl<'a> Recorder<'a> {
 
     /// Records `input` (any shape `[..., in]`; every leading index is one
     /// row) as the input of each of `layers`, which must share their width.
+    /// Fails on non-finite inputs.
     pub fn record(&mut self, layers: &[&Linear], input: &Tensor) -> Result<()> {
         let wanted: Vec<&Linear> = layers
             .iter()
@@ -123,7 +137,6 @@ impl<'a> Recorder<'a> {
             return Ok(());
         };
         let columns = first.weight.dim(1)?;
-        let rows = input.elem_count() / columns.max(1);
         if input.dims().last() != Some(&columns) {
             return Err(Error::request(format!(
                 "linear layer {}: an input of shape {:?} for {columns} inputs",
@@ -135,10 +148,20 @@ impl<'a> Recorder<'a> {
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(Error::request(format!(
+                "linear layer {}: its input holds NaN or infinity (the model overflows on \
+                 this text, or its weights are not finite)",
+                first.name()
+            )));
+        }
         let group = match self.by_name.get(first.name()) {
             Some(&g) => g,
             None => {
-                self.groups.push(LayerStats::new(columns, self.gram)?);
+                self.groups.push(Group {
+                    stats: LayerStats::new(columns, self.gram)?,
+                    pending: Vec::new(),
+                });
                 let g = self.groups.len() - 1;
                 for l in &wanted {
                     self.by_name.insert(l.name().to_string(), g);
@@ -146,10 +169,53 @@ impl<'a> Recorder<'a> {
                 g
             }
         };
-        self.groups[group].push_with(self.dense, &x, rows)?;
+        let g = &mut self.groups[group];
+        g.pending.extend_from_slice(&x);
+        if g.pending.len() >= BATCH_ROWS * columns {
+            flush(self.dense, g)?;
+        }
         Ok(())
     }
 
+    /// Bytes the statistics will hold (f64 Gram matrices and sums).
+    pub fn bytes(&self) -> u64 {
+        self.groups.iter().map(|g| stats_bytes(&g.stats)).sum()
+    }
+
+    /// Folds the rows still gathered into the statistics and gives them.
+    pub fn finish(mut self) -> Result<Recorded> {
+        for g in &mut self.groups {
+            flush(self.dense, g)?;
+        }
+        Ok(Recorded {
+            groups: self.groups.into_iter().map(|g| g.stats).collect(),
+            by_name: self.by_name,
+        })
+    }
+}
+
+fn flush(dense: &dyn Dense, g: &mut Group) -> Result<()> {
+    let columns = g.stats.columns();
+    if !g.pending.is_empty() {
+        g.stats
+            .push_with(dense, &g.pending, g.pending.len() / columns)?;
+        g.pending.clear();
+    }
+    Ok(())
+}
+
+fn stats_bytes(s: &LayerStats) -> u64 {
+    let c = s.columns() as u64;
+    8 * c + if s.gram().is_some() { 8 * c * c } else { 0 }
+}
+
+/// The statistics a [`Recorder`] collected, by layer name.
+pub struct Recorded {
+    groups: Vec<LayerStats>,
+    by_name: BTreeMap<String, usize>,
+}
+
+impl Recorded {
     /// The statistics recorded for the layer called `name`.
     pub fn stats(&self, name: &str) -> Option<&LayerStats> {
         self.by_name.get(name).map(|&g| &self.groups[g])
@@ -162,13 +228,7 @@ impl<'a> Recorder<'a> {
 
     /// Bytes held by the statistics (f64 Gram matrices and sums).
     pub fn bytes(&self) -> u64 {
-        self.groups
-            .iter()
-            .map(|s| {
-                let c = s.columns() as u64;
-                8 * c + if s.gram().is_some() { 8 * c * c } else { 0 }
-            })
-            .sum()
+        self.groups.iter().map(stats_bytes).sum()
     }
 }
 

@@ -416,6 +416,7 @@ fn recorder_sees_each_linear_layers_input() {
     let h2 = bert.block(1, &h1, Some(&mut recorder)).unwrap();
     // Recording does not change the computation.
     assert_eq!(max_abs_diff(&h2, &bert.forward(&TOKENS).unwrap()), 0.0);
+    let recorder = recorder.finish().unwrap();
 
     let mut x = naive.embed(&TOKENS);
     for i in 0..2 {

@@ -368,6 +368,7 @@ fn recording_sees_each_input_once_per_group() {
     );
     assert_eq!(diff, 0.0);
 
+    let recorder = recorder.finish().unwrap();
     assert_eq!(recorder.names().count(), 7 * mistral.blocks());
     for i in 0..mistral.blocks() {
         let names: Vec<String> = mistral

@@ -250,6 +250,7 @@ fn later_blocks_are_calibrated_on_the_pruned_outputs() {
         let h = graph.block(0, &graph.embed(&t).unwrap(), None).unwrap();
         graph.block(1, &h, Some(&mut rec)).unwrap();
     }
+    let rec = rec.finish().unwrap();
     let stats: &LayerStats = rec.stats("blocks.1.a").unwrap();
     let original = Matrix::from_f32(WIDE, HIDDEN, &values(WIDE * HIDDEN, 11)).unwrap();
     let pruned = Matrix::from_f32(WIDE, HIDDEN, &sink.0["blocks.1.a"]).unwrap();
@@ -276,7 +277,7 @@ fn later_blocks_are_calibrated_on_the_pruned_outputs() {
         &ReferenceBackend,
         &original,
         &pruned,
-        dense_rec.stats("blocks.1.a").unwrap(),
+        dense_rec.finish().unwrap().stats("blocks.1.a").unwrap(),
     )
     .unwrap();
     assert!(
