@@ -122,6 +122,13 @@ impl From<prunus_adapters::Error> for Error {
     }
 }
 
+#[cfg(feature = "transformers")]
+impl From<prunus_candle::Error> for Error {
+    fn from(e: prunus_candle::Error) -> Self {
+        Error::Model(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,12 +163,5 @@ mod tests {
             Error::system("start 4 threads", "EAGAIN").to_string(),
             "cannot start 4 threads: EAGAIN"
         );
-    }
-}
-
-#[cfg(feature = "transformers")]
-impl From<prunus_candle::Error> for Error {
-    fn from(e: prunus_candle::Error) -> Self {
-        Error::Model(e)
     }
 }
