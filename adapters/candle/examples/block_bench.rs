@@ -92,7 +92,7 @@ fn main() -> Result<()> {
     let tokens: Vec<Vec<u32>> = (0..samples)
         .map(|s| {
             (0..seq)
-                .map(|t| ((s * 7919 + t * 104_729) % vocab) as u32 + 1)
+                .map(|t| ((s * 7919 + t * 104_729) % (vocab - 1)) as u32 + 1)
                 .collect()
         })
         .collect();
