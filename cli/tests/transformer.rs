@@ -425,3 +425,80 @@ fn minilm_prunes_and_keeps_its_embeddings() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--backend wgpu`: Wanda's masks equal the CPU's (the written shards are
+/// byte for byte the same), SparseGPT's weights agree to f32 tolerance.
+#[test]
+fn wgpu_backend_gives_the_cpu_masks() {
+    if !common::gpu_expected() {
+        return;
+    }
+    let dir = scratch("tiny-llama-wgpu");
+    let model = fixture("tiny-llama");
+    let calib = text(&dir, 40);
+    let run = |backend: &str, method: &str| {
+        let out = dir.join(format!("{method}-{backend}"));
+        json_of(&prunus(&[
+            "prune",
+            model.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--method",
+            method,
+            "--sparsity",
+            "0.5",
+            "--calibration",
+            calib.to_str().unwrap(),
+            "--samples",
+            "8",
+            "--seq-len",
+            "32",
+            "--backend",
+            backend,
+            "--json",
+            "-q",
+        ]));
+        out
+    };
+    let (cpu, gpu) = (run("cpu", "wanda"), run("wgpu", "wanda"));
+    for f in std::fs::read_dir(&cpu).unwrap() {
+        let name = f.unwrap().file_name();
+        if name.to_string_lossy().ends_with(".safetensors") {
+            assert!(
+                std::fs::read(cpu.join(&name)).unwrap() == std::fs::read(gpu.join(&name)).unwrap(),
+                "{name:?} differs between the CPU and the GPU"
+            );
+        }
+    }
+    let (cpu, gpu) = (run("cpu", "sparsegpt"), run("wgpu", "sparsegpt"));
+    let values = |dir: &Path| -> Vec<f32> {
+        let mut all = Vec::new();
+        for i in 1..=3 {
+            let bytes =
+                std::fs::read(dir.join(format!("model-0000{i}-of-00003.safetensors"))).unwrap();
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+            names.sort();
+            for n in names.iter().filter(|n| n.contains("layers.")) {
+                let v = st.tensor(n).unwrap();
+                all.extend(
+                    v.data()
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                );
+            }
+        }
+        all
+    };
+    let (a, b) = (values(&cpu), values(&gpu));
+    assert_eq!(a.len(), b.len());
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        worst <= 1e-3 * scale,
+        "SparseGPT weights differ by {worst} (scale {scale})"
+    );
+}
