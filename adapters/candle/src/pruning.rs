@@ -534,7 +534,10 @@ where
     }
 }
 
-/// The global magnitude masks of `layers`, by layer name.
+/// The global magnitude masks of `layers`, by layer name: a weight is
+/// pruned where the selection left it zero, so a weight that was already
+/// zero counts as pruned even where the selection's tie rule kept it (the
+/// written values are the same either way).
 fn global_masks(
     folder: &ModelFolder,
     layers: &[String],
