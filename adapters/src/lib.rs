@@ -7,9 +7,13 @@
 //!   checkpoints of F32, F16 and BF16 tensors, streamed tensor by tensor so
 //!   a checkpoint larger than memory can be pruned ([`safetensors`]).
 //!
-//! Framework adapters (candle, burn) follow.
+//! - [`framework`] (always): what the candle and burn hosts share: data
+//!   splits, the stored-tensor layout and in-place pruning of framework
+//!   tensors. The frameworks themselves live in their own crates
+//!   (`prunus-candle`, `prunus-burn`).
 
 mod error;
+pub mod framework;
 #[cfg(feature = "ndarray")]
 pub mod ndarray;
 #[cfg(feature = "safetensors")]

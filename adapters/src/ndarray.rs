@@ -1,11 +1,11 @@
 //! Prune `ndarray` arrays in place.
 
 use ndarray::{ArrayViewMut, Dimension};
-use prunus_core::prune;
-use prunus_core::{Backend, Layer, Mask, PruneConfig, Shape};
-use prunus_cpu::{CpuBackend, CpuTensor};
+use prunus_core::{Mask, PruneConfig, Shape};
+use prunus_cpu::CpuBackend;
 
 use crate::error::{Error, Result};
+use crate::framework::prune_slices;
 
 /// Prunes `arrays` in place as `config` asks, zeroing the pruned weights, and
 /// returns their masks. `names[i]` names `arrays[i]` (for guards, budgets and
@@ -45,45 +45,16 @@ pub fn prune_arrays<'a, D: Dimension>(
     previous: Option<&[Mask]>,
     config: &PruneConfig,
 ) -> Result<Vec<Mask>> {
-    if names.len() != arrays.len() {
-        return Err(prunus_core::Error::LengthMismatch {
-            what: "array names",
-            expected: arrays.len(),
-            found: names.len(),
-        }
-        .into());
+    let mut shapes = Vec::with_capacity(arrays.len());
+    let mut slices = Vec::with_capacity(arrays.len());
+    for (i, array) in arrays.iter_mut().enumerate() {
+        shapes.push(Shape::new(array.shape())?);
+        let layer = names
+            .get(i)
+            .map_or_else(|| format!("array {i}"), |n| n.to_string());
+        slices.push(array.as_slice_mut().ok_or(Error::NotContiguous { layer })?);
     }
-    if let Some(p) = previous
-        && p.len() != arrays.len()
-    {
-        return Err(prunus_core::Error::LengthMismatch {
-            what: "earlier masks",
-            expected: arrays.len(),
-            found: p.len(),
-        }
-        .into());
-    }
-    let mut tensors: Vec<CpuTensor<'a>> = Vec::with_capacity(arrays.len());
-    for (name, array) in names.iter().zip(arrays.iter_mut()) {
-        let shape = Shape::new(array.shape())?;
-        let data = array.as_slice_mut().ok_or_else(|| Error::NotContiguous {
-            layer: (*name).to_string(),
-        })?;
-        tensors.push(backend.borrow_mut(data, &shape)?);
-    }
-    let masks = {
-        let layers: Vec<Layer<'_, CpuBackend<'a>>> = names
-            .iter()
-            .zip(&tensors)
-            .enumerate()
-            .map(|(i, (name, t))| Layer::new(name, t).with_mask(previous.map(|p| &p[i])))
-            .collect();
-        prune(backend, &layers, config)?
-    };
-    for (t, m) in tensors.iter_mut().zip(&masks) {
-        backend.apply_mask(t, m)?;
-    }
-    Ok(masks)
+    prune_slices(backend, names, &shapes, slices, previous, config)
 }
 
 #[cfg(test)]

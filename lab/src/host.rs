@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use prunus_core::contract::random::permutation;
 use prunus_core::host::{
     Activation, Capability, Evaluation, Host, Objective, Parameter, Samples, Snapshot,
 };
@@ -247,17 +248,6 @@ impl LabHost {
             },
         }
     }
-}
-
-/// A permutation of `0..n` that depends only on `(seed, epoch)`.
-fn permutation(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let r = prunus_core::contract::random::hash(seed, epoch as u32 ^ 0x5EED, i as u64) as u64;
-        let j = ((r * (i as u64 + 1)) >> 32) as usize;
-        order.swap(i, j);
-    }
-    order
 }
 
 impl Host for LabHost {

@@ -38,6 +38,29 @@ pub fn uniform(seed: u64, stream: u32, index: u64) -> f32 {
     (hash(seed, stream, index) >> 8) as f32 * (1.0 / 16_777_216.0)
 }
 
+/// A permutation of `0..n` that depends only on `(seed, epoch)`: the
+/// shuffle of one training epoch (Fisher-Yates driven by [`hash`]), the same
+/// for every host that trains on a split of `n` samples with that seed.
+///
+/// ```
+/// use prunus_core::contract::random::permutation;
+/// let p = permutation(10, 3, 0);
+/// let mut sorted = p.clone();
+/// sorted.sort();
+/// assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+/// assert_eq!(p, permutation(10, 3, 0));
+/// assert_ne!(p, permutation(10, 3, 1));
+/// ```
+pub fn permutation(n: usize, seed: u64, epoch: u64) -> alloc::vec::Vec<usize> {
+    let mut order: alloc::vec::Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let r = hash(seed, epoch as u32 ^ 0x5EED, i as u64) as u64;
+        let j = ((r * (i as u64 + 1)) >> 32) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
