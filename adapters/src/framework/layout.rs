@@ -123,10 +123,16 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// segment is `bias` is its layer's [`ParameterKind::Bias`], everything
 /// else a [`ParameterKind::Weight`]; tensors whose names share everything
 /// before the last `.` share a layer (`fc1.weight`, `fc1.bias`), numbered in
-/// order of first appearance. `prunable` says which may lose entries
-/// ([`default_prunable`]: the weights of rank 2 or more). Fails on
-/// duplicate names and on empty tensors.
-pub fn parameters(stored: &[Stored], prunable: &dyn Fn(&Stored) -> bool) -> Result<Vec<Parameter>> {
+/// order of first appearance. `prunable` says which may lose entries;
+/// without it, as in the lab's networks, every weight of rank 2 or more
+/// but the last one (the classifier) may. Fails on duplicate names and on
+/// empty tensors.
+pub fn parameters(
+    stored: &[Stored],
+    prunable: Option<&dyn Fn(&Stored) -> bool>,
+) -> Result<Vec<Parameter>> {
+    let classifier = stored.iter().rposition(|s| s.dims.len() >= 2);
+    let default = |s: &Stored| s.dims.len() >= 2;
     let mut layers: Vec<&str> = Vec::new();
     let mut out = Vec::with_capacity(stored.len());
     for (i, s) in stored.iter().enumerate() {
@@ -157,17 +163,14 @@ pub fn parameters(stored: &[Stored], prunable: &dyn Fn(&Stored) -> bool) -> Resu
                 ParameterKind::Weight
             },
             layer,
-            prunable: prunable(s),
+            prunable: match prunable {
+                Some(rule) => rule(s),
+                None => default(s) && Some(i) != classifier,
+            },
             coupling: None,
         });
     }
     Ok(out)
-}
-
-/// The usual choice of prunable tensors: weights of rank 2 or more (linear
-/// and convolution kernels), never biases or normalisation vectors.
-pub fn default_prunable(stored: &Stored) -> bool {
-    stored.dims.len() >= 2
 }
 
 #[cfg(test)]
@@ -197,7 +200,7 @@ mod tests {
             st("norm.weight", &[4]),
             st("fc2.weight", &[2, 4]),
         ];
-        let p = parameters(&stored, &default_prunable).unwrap();
+        let p = parameters(&stored, None).unwrap();
         let kinds: Vec<_> = p.iter().map(|p| (p.kind, p.layer, p.prunable)).collect();
         assert_eq!(
             kinds,
@@ -205,12 +208,14 @@ mod tests {
                 (ParameterKind::Weight, 0, true),
                 (ParameterKind::Bias, 0, false),
                 (ParameterKind::Weight, 1, false),
-                (ParameterKind::Weight, 2, true),
+                (ParameterKind::Weight, 2, false),
             ]
         );
+        let all = parameters(&stored, Some(&|s: &Stored| s.dims.len() >= 2)).unwrap();
+        assert!(all[3].prunable && !all[2].prunable);
         let twice = [st("a.weight", &[2, 2]), st("a.weight", &[2, 2])];
         assert!(matches!(
-            parameters(&twice, &default_prunable),
+            parameters(&twice, None),
             Err(Error::DuplicateLayer { .. })
         ));
     }

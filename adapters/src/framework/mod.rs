@@ -12,7 +12,7 @@
 pub mod layout;
 pub mod splits;
 
-pub use layout::{Stored, Units, default_prunable, parameters};
+pub use layout::{Stored, Units, parameters};
 pub use splits::{Shuffle, SplitData, Splits};
 
 use prunus_core::{Backend, Layer, Mask, PruneConfig, Shape, prune};
