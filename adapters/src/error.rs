@@ -237,6 +237,7 @@ impl From<prunus_core::Error> for Error {
 
 impl Error {
     /// An I/O error while doing `action` on `path`.
+    #[cfg(feature = "safetensors")]
     pub(crate) fn io(action: &'static str, path: &std::path::Path, e: &std::io::Error) -> Self {
         Error::Io {
             action,

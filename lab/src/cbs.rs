@@ -261,6 +261,54 @@ fn run_seed<D: Dense + ?Sized>(
         config.epochs, timing.train
     ));
 
+    one_shot(
+        dense,
+        &mut host,
+        config,
+        fisher_samples,
+        RunStart {
+            seed,
+            dense_acc,
+            timing,
+        },
+        progress,
+    )
+}
+
+/// What a run knows before its one-shot comparison: the seed, the
+/// trained network's test accuracy (percent) and the time spent so far.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RunStart {
+    /// The seed (of CBS-S's search).
+    pub seed: u64,
+    /// Test accuracy of the dense network, percent.
+    pub dense_acc: f64,
+    /// Time spent so far (training).
+    pub timing: Timing,
+}
+
+/// The protocol's one-shot comparison on a trained `host`, any
+/// [`Host`] (the lab's networks, or a framework's model through its
+/// adapter): the empirical Fisher of the weights from the first
+/// `fisher_samples` training samples' gradients, then MP, WF-S, CBS-S, WF
+/// and CBS at each of `config`'s sparsities, each tested on the test split
+/// without fine-tuning, the host's weights restored after each. Every
+/// [`ParameterKind::Weight`] is pruned, globally.
+pub fn one_shot<D: Dense + ?Sized, H: Host + ?Sized>(
+    dense: &D,
+    host: &mut H,
+    config: &CbsConfig,
+    fisher_samples: usize,
+    start: RunStart,
+    progress: &mut dyn FnMut(&str),
+) -> Result<CbsRun> {
+    config.validate()?;
+    let RunStart {
+        seed,
+        dense_acc,
+        mut timing,
+    } = start;
+    let test = Objective::new(Samples::all(Split::Test));
     let t = Instant::now();
     let params: Vec<usize> = (0..host.parameters().len())
         .filter(|&i| host.parameters()[i].kind == ParameterKind::Weight)
@@ -269,7 +317,7 @@ fn run_seed<D: Dense + ?Sized>(
         .iter()
         .map(|&i| host.parameters()[i].shape.numel())
         .collect();
-    let theta = flat_weights(&host, &params)?;
+    let theta = flat_weights(host, &params)?;
     let gradients = host.per_sample_gradients(
         &Objective::new(Samples::first(Split::Train, fisher_samples)),
         &params,
@@ -285,7 +333,7 @@ fn run_seed<D: Dense + ?Sized>(
     ));
 
     let snapshot = host.snapshot()?;
-    let loss_samples = config.loss_samples.min(data.train.labels.len());
+    let loss_samples = config.loss_samples.min(host.split_len(Split::Train)?);
     let loss_objective = Objective::new(Samples::first(Split::Train, loss_samples));
     let mut run = CbsRun {
         seed,
@@ -298,7 +346,7 @@ fn run_seed<D: Dense + ?Sized>(
     for &sparsity in &config.sparsities {
         let k = pruned_count(sparsity, theta.len())?;
         let mut acc = [0.0; 5];
-        let evaluate = |host: &mut LabHost,
+        let evaluate = |host: &mut H,
                         pruned: &[bool],
                         delta: Option<&[f64]>,
                         timing: &mut Timing|
@@ -316,16 +364,16 @@ fn run_seed<D: Dense + ?Sized>(
         let mp = magnitude(&theta, k)?;
         let wf_s = woodfisher(&theta, &diagonal, k)?;
         run.timing.select += t.elapsed().as_secs_f64();
-        acc[0] = evaluate(&mut host, &mp, None, &mut run.timing)?;
-        acc[1] = evaluate(&mut host, &wf_s, None, &mut run.timing)?;
+        acc[0] = evaluate(host, &mp, None, &mut run.timing)?;
+        acc[1] = evaluate(host, &wf_s, None, &mut run.timing)?;
 
         let t = Instant::now();
         let search = config.search.seed(seed);
         let chosen = cbs_select(&fisher, &theta, k, &search, &mut |p| {
-            pruned_loss(&mut host, &params, p, &loss_objective)
+            pruned_loss(host, &params, p, &loss_objective)
         })?;
         run.timing.select += t.elapsed().as_secs_f64();
-        acc[2] = evaluate(&mut host, &chosen.pruned, None, &mut run.timing)?;
+        acc[2] = evaluate(host, &chosen.pruned, None, &mut run.timing)?;
 
         let t = Instant::now();
         let mut wf = fisher.woodfisher_update(&theta, &wf_s, &diagonal)?;
@@ -333,8 +381,8 @@ fn run_seed<D: Dense + ?Sized>(
         let mut obs = fisher.obs_update(&theta, &chosen.pruned)?;
         scale_update(&mut obs, &chosen.pruned, config.update_scale)?;
         run.timing.update += t.elapsed().as_secs_f64();
-        acc[3] = evaluate(&mut host, &wf_s, Some(&wf), &mut run.timing)?;
-        acc[4] = evaluate(&mut host, &chosen.pruned, Some(&obs), &mut run.timing)?;
+        acc[3] = evaluate(host, &wf_s, Some(&wf), &mut run.timing)?;
+        acc[4] = evaluate(host, &chosen.pruned, Some(&obs), &mut run.timing)?;
 
         let mp_objective = fisher.objective(&theta, &mp)?;
         run.objective_ratio.push(if mp_objective > 0.0 {

@@ -19,6 +19,12 @@ pub mod record;
 pub mod varmap;
 
 pub use error::{Error, Result};
+
+/// The guide for candle users (`docs/candle.md`), compiled and run as a
+/// doctest so its code stays right.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/candle.md")]
+pub struct CandleGuide;
 pub use folder::{FolderWriter, GlobalMagnitude, ModelFolder, WriteSummary, magnitude_global};
 pub use graph::{Family, Graph, Part, Weights};
 pub use host::{CandleHost, HostSettings, PerSample, Probes};
