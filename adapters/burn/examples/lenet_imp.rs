@@ -30,7 +30,9 @@ use prunus_adapters::framework::{SplitData, Splits};
 use prunus_burn::{BurnHost, HostConfig};
 use prunus_core::host::Samples;
 use prunus_core::methods::imp::consistency::Flow;
-use prunus_core::methods::imp::{ImpConfig, ImpRun, Observer, Rewind, Round, Step, StopRule, run_imp};
+use prunus_core::methods::imp::{
+    ImpConfig, ImpRun, Observer, Rewind, Round, Step, StopRule, run_imp,
+};
 use prunus_core::{Host, Mask, PruneConfig, Split};
 use prunus_cpu::{CpuBackend, Par};
 use prunus_lab::data::{Dataset, TeacherStudent};
@@ -252,9 +254,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // PyTorch's SGD, as the lab's: no dampening.
     let optimizer = SgdConfig::new()
         .with_momentum(Some(
-            MomentumConfig::new()
-                .with_momentum(0.9)
-                .with_dampening(0.0),
+            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
         ))
         .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
         .init();

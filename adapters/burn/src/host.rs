@@ -448,7 +448,11 @@ where
             let end = (start + chunk).min(n);
             let model = self.model.clone();
             let logits = self.logits(&model, &x[start * d..end * d], end - start, &self.device)?;
-            let loss = (self.loss)(logits, Self::labels(&y[start..end], &self.device), temperature);
+            let loss = (self.loss)(
+                logits,
+                Self::labels(&y[start..end], &self.device),
+                temperature,
+            );
             let grads = loss.backward();
             let g = tree::gradients(&model, &grads, &names)?;
             let weight = (end - start) as f32 / n as f32;
@@ -484,9 +488,7 @@ where
         let loss = (self.loss)(logits, Self::labels(y, &self.device), 1.0);
         let value = f64::from(loss.clone().into_scalar::<f32>());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let model = self
-            .optimizer
-            .step(self.config.learning_rate, model, grads);
+        let model = self.optimizer.step(self.config.learning_rate, model, grads);
         self.model = self.mask_set.apply(model);
         Ok(value * batch.len() as f64)
     }
@@ -585,11 +587,7 @@ where
         let mut entries = Vec::new();
         for (i, m) in masks.iter().enumerate() {
             if let Some(m) = m {
-                prunus_core::contract::check::same_shape(
-                    "mask",
-                    &self.params[i].shape,
-                    m.shape(),
-                )?;
+                prunus_core::contract::check::same_shape("mask", &self.params[i].shape, m.shape())?;
                 entries.push((self.stored[i].clone(), m.clone()));
             }
         }

@@ -55,3 +55,9 @@ pub use host::{BurnHost, HostConfig, Loss, cross_entropy};
 pub use mask::MaskSet;
 pub use pruning::{Pruner, prune};
 pub use tree::Layouts;
+
+/// `docs/burn.md`, compiled and run with the doc tests so that its
+/// program stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/burn.md")]
+pub struct Guide;

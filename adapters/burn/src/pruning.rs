@@ -93,7 +93,10 @@ impl Pruner {
                         return Err(tree::unknown(n, &all));
                     }
                 }
-                Ok(all.into_iter().filter(|s| names.contains(&s.name)).collect())
+                Ok(all
+                    .into_iter()
+                    .filter(|s| names.contains(&s.name))
+                    .collect())
             }
         }
     }

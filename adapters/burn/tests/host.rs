@@ -93,9 +93,7 @@ fn splits(data: &Dataset) -> Splits {
 fn sgd() -> ModuleOptimizer {
     SgdConfig::new()
         .with_momentum(Some(
-            MomentumConfig::new()
-                .with_momentum(0.9)
-                .with_dampening(0.0),
+            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
         ))
         .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
         .init()
@@ -140,10 +138,7 @@ fn prunable(host: &dyn Host) -> Vec<usize> {
 fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");
     let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
-    let worst = a
-        .iter()
-        .zip(b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
     assert!(
         worst <= tol * scale,
         "{what}: max difference {worst:e} > {tol:e} x {scale:e}"
@@ -186,7 +181,9 @@ fn data_free_masks_are_the_labs() {
         PruneConfig::new(0.7).local(),
         PruneConfig::new(0.7).global(),
         PruneConfig::new(0.5).granularity(Granularity::NofM(NofM::new(2, 4).unwrap())),
-        PruneConfig::new(0.5).global().granularity(Granularity::Groups(Grouping::Rows)),
+        PruneConfig::new(0.5)
+            .global()
+            .granularity(Granularity::Groups(Grouping::Rows)),
         PruneConfig::new(0.6).global().min_density(0.35),
     ];
     let measures = [Measure::Magnitude, Measure::Random { seed: 7 }];
@@ -201,9 +198,16 @@ fn data_free_masks_are_the_labs() {
         let (pruned, masks) = Pruner::default()
             .prune(burn.model(), &config.clone().skip("fc3.weight"), None)
             .unwrap();
-        let lab_masks =
-            flow::prune_host(&backend(), &mut lab, Measure::Magnitude, &params, &[], config, &mc)
-                .unwrap();
+        let lab_masks = flow::prune_host(
+            &backend(),
+            &mut lab,
+            Measure::Magnitude,
+            &params,
+            &[],
+            config,
+            &mc,
+        )
+        .unwrap();
         for (k, &i) in params.iter().enumerate() {
             let name = &lab.parameters()[i].name;
             assert_eq!(masks.get(name), Some(&lab_masks[k]), "{name} {config:?}");
@@ -219,7 +223,11 @@ fn data_free_masks_are_the_labs() {
             .unwrap();
         let view = burn.stored()[0].to_view(&w).unwrap();
         for (k, v) in view.iter().enumerate() {
-            assert_eq!(*v == 0.0, !lab_masks[0].get(k), "fc1.weight[{k}] {config:?}");
+            assert_eq!(
+                *v == 0.0,
+                !lab_masks[0].get(k),
+                "fc1.weight[{k}] {config:?}"
+            );
         }
     }
 }
@@ -319,26 +327,32 @@ fn training_follows_the_lab_and_masks_hold() {
     lab.set_masks(&all).unwrap();
     burn.set_masks(&all).unwrap();
     let before = burn.weights(0).unwrap();
-    // Seven steps of batch 16 run past the 180 training samples' epoch.
-    let la = lab.train_steps(7).unwrap();
-    let lb = burn.train_steps(7).unwrap();
+    // Twelve steps of batch 16 run past the 180 training samples' epoch.
+    let la = lab.train_steps(12).unwrap();
+    let lb = burn.train_steps(12).unwrap();
     assert!((la - lb).abs() < 1e-4 * la.abs().max(1.0), "{la} vs {lb}");
     let la = lab.train_epoch().unwrap();
     let lb = burn.train_epoch().unwrap();
     assert!((la - lb).abs() < 1e-3 * la.abs().max(1.0), "{la} vs {lb}");
-    for i in 0..lab.parameters().len() {
+    for (i, mask) in all.iter().enumerate() {
         let (a, b) = (lab.weights(i).unwrap(), burn.weights(i).unwrap());
         close(&a, &b, 1e-3, &format!("trained parameter {i}"));
-        if let Some(m) = &all[i] {
+        if let Some(m) = mask {
             for (k, &v) in b.iter().enumerate() {
                 assert!(m.get(k) || v == 0.0, "pruned weight {k} of {i} is {v}");
             }
         }
     }
     let after = burn.weights(0).unwrap();
-    assert!(before.iter().zip(&after).any(|(x, y)| x != y), "training changed nothing");
-    assert_eq!(burn.masks().sparsity(), masks.iter().map(Mask::count_pruned).sum::<u64>() as f64
-        / masks.iter().map(|m| m.len() as u64).sum::<u64>() as f64);
+    assert!(
+        before.iter().zip(&after).any(|(x, y)| x != y),
+        "training changed nothing"
+    );
+    assert_eq!(
+        burn.masks().sparsity(),
+        masks.iter().map(Mask::count_pruned).sum::<u64>() as f64
+            / masks.iter().map(|m| m.len() as u64).sum::<u64>() as f64
+    );
 
     // Restoring resets the optimizer as the lab's restore does: from the
     // same snapshot both hosts train on alike (stale momentum in either
@@ -366,8 +380,12 @@ fn a_users_own_loop_keeps_the_masks() {
         burn::tensor::TensorData::new(data.train.inputs[..32 * 16].to_vec(), [32, 16]),
         &device,
     );
-    let y: Vec<i64> = data.train.labels[..32].iter().map(|&l| i64::from(l)).collect();
-    let y = Tensor::<1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(y, [32]), &device);
+    let y: Vec<i64> = data.train.labels[..32]
+        .iter()
+        .map(|&l| i64::from(l))
+        .collect();
+    let y =
+        Tensor::<1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(y, [32]), &device);
     for _ in 0..5 {
         let loss = prunus_burn::cross_entropy(model.forward(x.clone()), y.clone(), 1.0);
         let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
@@ -375,12 +393,21 @@ fn a_users_own_loop_keeps_the_masks() {
         model = masks.apply(model);
     }
     let (stored, mask) = masks.iter().next().unwrap();
-    let w: Vec<f32> = model.fc1.weight.val().into_data().try_into_vec_as::<f32>().unwrap();
+    let w: Vec<f32> = model
+        .fc1
+        .weight
+        .val()
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .unwrap();
     let view = stored.to_view(&w).unwrap();
     for (k, &v) in view.iter().enumerate() {
         assert!(mask.get(k) || v == 0.0, "pruned weight {k} is {v}");
     }
-    assert!(model.fc1.weight.val().is_require_grad(), "masking kept the parameter trainable");
+    assert!(
+        model.fc1.weight.val().is_require_grad(),
+        "masking kept the parameter trainable"
+    );
     // The masks of a second, sparser round contain none of what the first pruned.
     let (_, second) = Pruner::default()
         .prune(&model, &config.clone().sparsity(0.9), Some(&masks))
@@ -397,10 +424,18 @@ fn bad_input_is_an_error_not_a_panic() {
     // Sparsity outside [0, 1].
     for s in [-0.1, 1.5, f64::NAN] {
         let e = prunus_burn::prune(&model, &PruneConfig::new(s)).unwrap_err();
-        assert!(matches!(e, prunus_burn::Error::Core(prunus_core::Error::SparsityOutOfRange { .. })), "{e}");
+        assert!(
+            matches!(
+                e,
+                prunus_burn::Error::Core(prunus_core::Error::SparsityOutOfRange { .. })
+            ),
+            "{e}"
+        );
     }
     // An unknown tensor name.
-    let e = Pruner::default().tensors(["fc9.weight"]).prune(&model, &PruneConfig::new(0.5), None);
+    let e = Pruner::default()
+        .tensors(["fc9.weight"])
+        .prune(&model, &PruneConfig::new(0.5), None);
     assert!(e.unwrap_err().to_string().contains("fc9.weight"));
     // NaN weights: an error, and the model is as it was.
     let (_, mut host) = pair(5);
@@ -425,12 +460,21 @@ fn bad_input_is_an_error_not_a_panic() {
     let narrow = Splits::new(
         &[10],
         4,
-        SplitData { inputs: vec![0.5; 30], labels: vec![0, 1, 2] },
+        SplitData {
+            inputs: vec![0.5; 30],
+            labels: vec![0, 1, 2],
+        },
         SplitData::default(),
         SplitData::default(),
     )
     .unwrap();
-    let e = BurnHost::new(Mlp::new(&device), forward, narrow, sgd(), HostConfig::default());
+    let e = BurnHost::new(
+        Mlp::new(&device),
+        forward,
+        narrow,
+        sgd(),
+        HostConfig::default(),
+    );
     assert!(e.is_err());
     // A rank that does not fit the samples, a model off autodiff, bad settings.
     let wrong_rank = BurnHost::new(
@@ -441,9 +485,21 @@ fn bad_input_is_an_error_not_a_panic() {
         HostConfig::default(),
     );
     assert!(wrong_rank.is_err());
-    let plain = BurnHost::new(Mlp::new(&cpu()), forward, splits(&data), sgd(), HostConfig::default());
+    let plain = BurnHost::new(
+        Mlp::new(&cpu()),
+        forward,
+        splits(&data),
+        sgd(),
+        HostConfig::default(),
+    );
     assert!(plain.is_err());
-    let zero_batch = BurnHost::new(Mlp::new(&device), forward, splits(&data), sgd(), HostConfig::default().batch(0));
+    let zero_batch = BurnHost::new(
+        Mlp::new(&device),
+        forward,
+        splits(&data),
+        sgd(),
+        HostConfig::default().batch(0),
+    );
     assert!(zero_batch.is_err());
     // Masks, weights and samples that do not fit.
     let (_, mut host) = pair(6);
@@ -453,7 +509,11 @@ fn bad_input_is_an_error_not_a_panic() {
     let mut wrong = vec![None; host.parameters().len()];
     wrong[0] = Some(Mask::keep_all(prunus_core::Shape::matrix(3, 3).unwrap()));
     assert!(host.set_masks(&wrong).is_err());
-    let past = Samples { split: Split::Train, first: 10_000, count: None };
+    let past = Samples {
+        split: Split::Train,
+        first: 10_000,
+        count: None,
+    };
     assert!(host.gradient(&Objective::new(past)).is_err());
     assert!(host.evaluate(&Objective::new(past)).is_err());
 }
