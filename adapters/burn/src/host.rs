@@ -18,9 +18,12 @@
 //!   ([`Module::valid`]), training through the user's [`ModuleOptimizer`];
 //!   **restore** also resets the optimizer to the state it was given in.
 //!
-//! Not provided ([`Host::supports`] says false): per-layer activations and
-//! per-unit scales, which need a hook into the forward pass that a burn
-//! model does not expose; and an exact Hessian-vector product.
+//! - **activations and unit scales** through the [`Tap`]s of
+//!   [`crate::TapLinear`] layers the user puts in the model in place of
+//!   `Linear` and hands to the host ([`BurnHost::with_taps`]): burn modules
+//!   have no forward hooks. Without taps the host does not offer them.
+//!
+//! Not provided: an exact Hessian-vector product.
 //!
 //! Gradients, like the lab's, are zero on masked weights: they are no
 //! longer parameters of the pruned network.
@@ -34,11 +37,14 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use prunus_adapters::framework::{Shuffle, Splits, Stored, parameters};
-use prunus_core::host::{Capability, Evaluation, Host, Objective, Parameter, Snapshot};
-use prunus_core::{HasShape, Mask, Split};
+use prunus_core::host::{
+    Activation, Capability, Evaluation, Host, Objective, Parameter, ParameterKind, Snapshot,
+};
+use prunus_core::{HasShape, Mask, Samples, Split, Tap as TapPoint};
 
 use crate::error::{Error, Result};
 use crate::mask::MaskSet;
+use crate::tap::Tap;
 use crate::tree::{self, Layouts};
 
 /// The mean loss of a batch: `(logits [samples, classes], labels [samples],
@@ -224,6 +230,7 @@ where
     params: Vec<Parameter>,
     masks: Vec<Option<Mask>>,
     mask_set: MaskSet,
+    taps: Vec<(usize, Tap)>,
 }
 
 impl<M, F, const D: usize> BurnHost<M, F, D>
@@ -305,6 +312,7 @@ where
             stored,
             params,
             mask_set: MaskSet::default(),
+            taps: Vec::new(),
         };
         host.probe()?;
         Ok(host)
@@ -317,6 +325,34 @@ where
     ) -> Self {
         self.loss = Box::new(loss);
         self
+    }
+
+    /// The same host reading activations and setting unit scales through
+    /// the [`Tap`]s of the [`crate::TapLinear`] layers whose weights are
+    /// named: `("fc1.weight", model.fc1.tap.clone())`, one per layer, taken
+    /// before the model moved into the host. With taps the host supports
+    /// [`Capability::Activations`] (pre-activations: the outputs of the
+    /// tapped layers) and [`Capability::UnitScales`] (on tapped layers).
+    pub fn with_taps<S: Into<String>>(
+        mut self,
+        taps: impl IntoIterator<Item = (S, Tap)>,
+    ) -> Result<Self> {
+        let mut found = Vec::new();
+        for (name, tap) in taps {
+            let name = name.into();
+            let index = self
+                .params
+                .iter()
+                .position(|p| p.name == name && p.kind == ParameterKind::Weight)
+                .ok_or_else(|| tree::unknown(&name, &self.stored))?;
+            if found.iter().any(|(i, _)| *i == index) {
+                return Err(Error::Core(prunus_core::Error::DuplicateLayer { name }));
+            }
+            found.push((index, tap));
+        }
+        found.sort_by_key(|(i, _)| *i);
+        self.taps = found;
+        Ok(self)
     }
 
     /// The model as it is (masks applied).
@@ -479,6 +515,19 @@ where
             .collect()
     }
 
+    /// The forward pass of the validation-mode model over `n` samples `x`,
+    /// in chunks, for what the taps record.
+    fn run_forward(&self, x: &[f32], n: usize) -> Result<()> {
+        let d = self.splits.sample_len();
+        let model = self.model.valid();
+        let device = self.device.clone().without_autodiff();
+        for start in (0..n).step_by(self.config.eval_batch) {
+            let end = (start + self.config.eval_batch).min(n);
+            self.logits(&model, &x[start * d..end * d], end - start, &device)?;
+        }
+        Ok(())
+    }
+
     /// One optimizer step on the training samples `batch`; returns the
     /// batch's summed loss before the step.
     fn step(&mut self, batch: &[usize], x: &mut Vec<f32>, y: &mut Vec<u32>) -> Result<f64> {
@@ -508,14 +557,15 @@ where
     }
 
     fn supports(&self, capability: Capability) -> bool {
-        matches!(
-            capability,
+        match capability {
             Capability::Gradient
-                | Capability::PerSampleGradients
-                | Capability::Masks
-                | Capability::Evaluate
-                | Capability::Train
-        )
+            | Capability::PerSampleGradients
+            | Capability::Masks
+            | Capability::Evaluate
+            | Capability::Train => true,
+            Capability::Activations | Capability::UnitScales => !self.taps.is_empty(),
+            _ => false,
+        }
     }
 
     fn weights(&self, index: usize) -> prunus_core::Result<Vec<f32>> {
@@ -595,6 +645,95 @@ where
         self.model = mask_set.apply(self.model.clone());
         self.mask_set = mask_set;
         self.masks = masks.to_vec();
+        Ok(())
+    }
+
+    /// The outputs of the tapped layers over `samples`, input side first.
+    /// Only [`TapPoint::PreActivation`] is recorded (a tap sees its layer's
+    /// output, not the nonlinearity after it).
+    fn activations(
+        &mut self,
+        samples: &Samples,
+        tap: TapPoint,
+    ) -> prunus_core::Result<Vec<Activation>> {
+        if self.taps.is_empty() {
+            return Err(self.missing(Capability::Activations));
+        }
+        if tap != TapPoint::PreActivation {
+            return Err(prunus_core::Error::HostFailure {
+                message: format!(
+                    "{} records its TapLinear layers' outputs, the pre-activations; \
+                     {tap:?} is not available",
+                    self.name
+                ),
+            });
+        }
+        let (x, _) = self.splits.samples(samples)?;
+        let n = x.len() / self.splits.sample_len();
+        for (_, t) in &self.taps {
+            t.take();
+            t.record(true);
+        }
+        let run = self.run_forward(x, n);
+        for (_, t) in &self.taps {
+            t.record(false);
+        }
+        let recorded: Vec<Vec<f32>> = self.taps.iter().map(|(_, t)| t.take()).collect();
+        run?;
+        self.taps
+            .iter()
+            .zip(recorded)
+            .map(|((i, _), values)| {
+                let width = values.len() / n;
+                if width * n != values.len() || width == 0 {
+                    return Err(prunus_core::Error::HostFailure {
+                        message: format!(
+                            "the tap of {} recorded {} values over {n} samples; is its \
+                             TapLinear in the forward pass?",
+                            self.params[*i].name,
+                            values.len()
+                        ),
+                    });
+                }
+                Ok(Activation {
+                    parameter: *i,
+                    width,
+                    values,
+                })
+            })
+            .collect()
+    }
+
+    /// Sets the factors of the tapped layer of weight `parameter`: one per
+    /// unit, finite.
+    fn set_unit_scales(
+        &mut self,
+        parameter: usize,
+        scales: Option<&[f32]>,
+    ) -> prunus_core::Result<()> {
+        self.check_index(parameter)?;
+        let Some((_, tap)) = self.taps.iter().find(|(i, _)| *i == parameter) else {
+            return Err(prunus_core::Error::HostFailure {
+                message: format!(
+                    "{} has no tap on {}: make that layer a TapLinear and pass its tap to \
+                     BurnHost::with_taps",
+                    self.name, self.params[parameter].name
+                ),
+            });
+        };
+        if let Some(s) = scales {
+            prunus_core::contract::check::same_len(
+                "unit scales",
+                self.params[parameter].units(),
+                s.len(),
+            )?;
+            if s.iter().any(|v| !v.is_finite()) {
+                return Err(prunus_core::Error::NonFinite {
+                    what: "unit scales",
+                });
+            }
+        }
+        tap.set_scales(scales.map(<[f32]>::to_vec));
         Ok(())
     }
 

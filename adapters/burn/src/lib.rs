@@ -48,12 +48,14 @@ mod error;
 pub mod host;
 pub mod mask;
 pub mod pruning;
+pub mod tap;
 pub mod tree;
 
 pub use error::{Error, Result};
 pub use host::{BurnHost, HostConfig, Loss, cross_entropy};
 pub use mask::MaskSet;
 pub use pruning::{Pruner, prune};
+pub use tap::{Tap, TapLinear};
 pub use tree::Layouts;
 
 /// `docs/burn.md`, compiled and run with the doc tests so that its

@@ -21,8 +21,9 @@ use prunus_adapters::framework::{Stored, Units};
 use crate::error::{Error, Result};
 
 /// Which axis of each tensor holds its layer's units: a weight named
-/// `weight` directly inside a burn `Linear` has them in its columns, every
-/// other tensor in its rows, unless overridden by name.
+/// `weight` directly inside a burn `Linear` (or a [`crate::TapLinear`]) has
+/// them in its columns, every other tensor in its rows, unless overridden
+/// by name.
 ///
 /// ```
 /// use prunus_burn::Layouts;
@@ -54,7 +55,8 @@ impl Layouts {
             return *u;
         }
         let field = name.rsplit('.').next().unwrap_or(name);
-        if rank == 2 && field == "weight" && container == "Struct:Linear" {
+        let linear = matches!(container, "Struct:Linear" | "Struct:TapLinear");
+        if rank == 2 && field == "weight" && linear {
             Units::Columns
         } else {
             Units::Rows

@@ -517,3 +517,108 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(host.gradient(&Objective::new(past)).is_err());
     assert!(host.evaluate(&Objective::new(past)).is_err());
 }
+
+#[derive(Module, Debug)]
+struct TapMlp {
+    fc1: prunus_burn::TapLinear,
+    fc2: prunus_burn::TapLinear,
+    fc3: prunus_burn::TapLinear,
+}
+
+#[test]
+fn tapped_layers_give_the_labs_activations_and_unit_scales() {
+    let data = dataset();
+    let mut lab = LabHost::new(
+        Network::mlp(&WIDTHS, true, 8).unwrap(),
+        Arc::clone(&data),
+        Sgd::default(),
+        8,
+    )
+    .unwrap();
+    let device = cpu().autodiff();
+    let tapped = |i: usize| {
+        prunus_burn::TapLinear::new(LinearConfig::new(WIDTHS[i], WIDTHS[i + 1]).init(&device))
+    };
+    let model = TapMlp {
+        fc1: tapped(0),
+        fc2: tapped(1),
+        fc3: tapped(2),
+    };
+    let taps = [
+        ("fc1.weight", model.fc1.tap.clone()),
+        ("fc2.weight", model.fc2.tap.clone()),
+        ("fc3.weight", model.fc3.tap.clone()),
+    ];
+    let forward = |m: &TapMlp, x: Tensor<2>| {
+        let relu = Relu::new();
+        let x = relu.forward(m.fc1.forward(x));
+        let x = relu.forward(m.fc2.forward(x));
+        m.fc3.forward(x)
+    };
+    let mut burn = BurnHost::new(model, forward, splits(&data), sgd(), HostConfig::default())
+        .unwrap()
+        .with_taps(taps)
+        .unwrap();
+    for i in 0..lab.parameters().len() {
+        burn.set_weights(i, &lab.weights(i).unwrap()).unwrap();
+    }
+    let samples = Samples::first(Split::Validation, 50);
+    let a = lab
+        .activations(&samples, prunus_core::Tap::PreActivation)
+        .unwrap();
+    let b = burn
+        .activations(&samples, prunus_core::Tap::PreActivation)
+        .unwrap();
+    assert_eq!(a.len(), b.len());
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!((a.parameter, a.width), (b.parameter, b.width));
+        close(&a.values, &b.values, 1e-5, "pre-activations");
+    }
+    use prunus_core::methods::imp::consistency::information_flow;
+    let fa = information_flow(&mut lab, &samples).unwrap();
+    let fb = information_flow(&mut burn, &samples).unwrap();
+    let (fa, fb): (Vec<f32>, Vec<f32>) = fa
+        .iter()
+        .zip(&fb)
+        .map(|(x, y)| (*x as f32, *y as f32))
+        .unzip();
+    close(&fa, &fb, 1e-4, "information flow");
+
+    let scales: Vec<f32> = (0..WIDTHS[2]).map(|u| [0.0, 1.5, 1.0][u % 3]).collect();
+    lab.set_unit_scales(2, Some(&scales)).unwrap();
+    burn.set_unit_scales(2, Some(&scales)).unwrap();
+    let objective = Objective::new(Samples::all(Split::Validation));
+    let (ea, eb) = (
+        lab.evaluate(&objective).unwrap(),
+        burn.evaluate(&objective).unwrap(),
+    );
+    assert!(
+        (ea.loss - eb.loss).abs() < 1e-5 && ea.accuracy == eb.accuracy,
+        "{ea:?} {eb:?}"
+    );
+    burn.set_unit_scales(2, None).unwrap();
+    lab.set_unit_scales(2, None).unwrap();
+    let (ea, eb) = (
+        lab.evaluate(&objective).unwrap(),
+        burn.evaluate(&objective).unwrap(),
+    );
+    assert!((ea.loss - eb.loss).abs() < 1e-5, "{ea:?} {eb:?}");
+
+    assert!(
+        burn.activations(&samples, prunus_core::Tap::Output)
+            .is_err()
+    );
+    assert!(burn.set_unit_scales(2, Some(&[1.0; 3])).is_err());
+    assert!(burn.set_unit_scales(3, Some(&[1.0; 12])).is_err());
+    assert!(burn.set_unit_scales(0, Some(&[f32::NAN; 24])).is_err());
+    // Without taps, a clear missing capability.
+    let (_, mut plain) = pair(9);
+    assert!(!plain.supports(prunus_core::Capability::Activations));
+    let e = plain
+        .activations(&samples, prunus_core::Tap::PreActivation)
+        .unwrap_err();
+    assert!(
+        matches!(e, prunus_core::Error::MissingCapability { .. }),
+        "{e}"
+    );
+}
