@@ -35,7 +35,7 @@ use std::sync::Arc;
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 use prunus_adapters::framework::{Shuffle, Splits, Stored, parameters};
 use prunus_core::host::{
     Activation, Capability, Evaluation, Host, Objective, Parameter, ParameterKind, Snapshot,
@@ -444,6 +444,32 @@ where
         Ok(logits)
     }
 
+    /// The loss of `logits`, checked to be one value.
+    fn loss_of(&self, logits: Tensor<2>, labels: Tensor<1, Int>, t: f32) -> Result<Tensor<1>> {
+        let loss = (self.loss)(logits, labels, t);
+        match loss.dims() {
+            [1] => Ok(loss),
+            [n] => Err(Error::Setting {
+                name: "loss",
+                value: format!("{n} values"),
+                expected: "the mean loss of the batch: one value",
+            }),
+        }
+    }
+
+    /// The gradients of `loss`, which must be on the autodiff tape.
+    fn backward(loss: &Tensor<1>) -> Result<Gradients> {
+        if loss.is_tracked() {
+            Ok(loss.backward())
+        } else {
+            Err(Error::Setting {
+                name: "loss",
+                value: "a tensor off the autodiff tape".into(),
+                expected: "a loss computed from the logits without detaching them",
+            })
+        }
+    }
+
     fn names(&self, indices: &[usize]) -> Vec<&str> {
         indices
             .iter()
@@ -484,12 +510,12 @@ where
             let end = (start + chunk).min(n);
             let model = self.model.clone();
             let logits = self.logits(&model, &x[start * d..end * d], end - start, &self.device)?;
-            let loss = (self.loss)(
+            let loss = self.loss_of(
                 logits,
                 Self::labels(&y[start..end], &self.device),
                 temperature,
-            );
-            let grads = loss.backward();
+            )?;
+            let grads = Self::backward(&loss)?;
             let g = tree::gradients(&model, &grads, &names)?;
             let weight = (end - start) as f32 / n as f32;
             for (t, g) in total.iter_mut().zip(&g) {
@@ -534,9 +560,9 @@ where
         self.splits.gather_train(batch, x, y);
         let model = self.model.clone();
         let logits = self.logits(&model, x, batch.len(), &self.device)?;
-        let loss = (self.loss)(logits, Self::labels(y, &self.device), 1.0);
+        let loss = self.loss_of(logits, Self::labels(y, &self.device), 1.0)?;
         let value = f64::from(loss.clone().into_scalar::<f32>());
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let grads = GradientsParams::from_grads(Self::backward(&loss)?, &model);
         let model = self.optimizer.step(self.config.learning_rate, model, grads);
         self.model = self.mask_set.apply(model);
         Ok(value * batch.len() as f64)
@@ -754,7 +780,9 @@ where
                 .int()
                 .sum()
                 .into_scalar::<i64>() as usize;
-            let l = (self.loss)(logits, labels, objective.temperature).into_scalar::<f32>();
+            let l = self
+                .loss_of(logits, labels, objective.temperature)?
+                .into_scalar::<f32>();
             loss += f64::from(l) * (end - start) as f64;
         }
         Ok(Evaluation {

@@ -509,6 +509,25 @@ fn bad_input_is_an_error_not_a_panic() {
     let mut wrong = vec![None; host.parameters().len()];
     wrong[0] = Some(Mask::keep_all(prunus_core::Shape::matrix(3, 3).unwrap()));
     assert!(host.set_masks(&wrong).is_err());
+    // A loss that is not one value, or is off the autodiff tape.
+    let (_, h) = pair(7);
+    let mut per_sample = h.with_loss(|logits, labels, t| {
+        let log_p = burn::tensor::activation::log_softmax(logits.div_scalar(t), 1);
+        log_p
+            .gather(1, labels.unsqueeze_dim::<2>(1))
+            .neg()
+            .flatten::<1>(0, 1)
+    });
+    assert!(per_sample.train_steps(1).is_err());
+    assert!(
+        per_sample
+            .gradient(&Objective::new(Samples::all(Split::Train)))
+            .is_err()
+    );
+    let (_, h) = pair(7);
+    let mut detached =
+        h.with_loss(|logits, labels, t| prunus_burn::cross_entropy(logits, labels, t).detach());
+    assert!(detached.train_epoch().is_err());
     let past = Samples {
         split: Split::Train,
         first: 10_000,
