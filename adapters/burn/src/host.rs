@@ -38,7 +38,8 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 use prunus_adapters::framework::{Shuffle, Splits, Stored, parameters};
 use prunus_core::host::{
-    Activation, Capability, Evaluation, Host, Objective, Parameter, ParameterKind, Snapshot,
+    Activation, Capability, Coupling, Evaluation, Host, Objective, Parameter, ParameterKind,
+    Snapshot,
 };
 use prunus_core::{HasShape, Mask, Samples, Split, Tap as TapPoint};
 
@@ -82,6 +83,12 @@ pub struct HostConfig {
     pub prune_classifier: bool,
     /// The host's name in messages (default: `burn model (N parameters)`).
     pub name: Option<String>,
+    /// Which weight reads which layer's outputs: `(producer, consumer,
+    /// inputs per unit)` by weight name, e.g. `("fc1.weight",
+    /// "fc2.weight", 1)`. burn's module tree does not say how layers
+    /// connect; methods that remove whole units (greedy forward selection)
+    /// need it.
+    pub couplings: Vec<(String, String, usize)>,
 }
 
 impl Default for HostConfig {
@@ -97,6 +104,7 @@ impl Default for HostConfig {
             dense: Vec::new(),
             prune_classifier: false,
             name: None,
+            couplings: Vec::new(),
         }
     }
 }
@@ -144,6 +152,21 @@ impl HostConfig {
         self
     }
 
+    /// The same settings with the outputs of weight `producer`'s layer read
+    /// by weight `consumer`, `inputs_per_unit` of its inputs per unit (1
+    /// between linear layers; `h * w` where a conv layer's channel is
+    /// flattened into a linear one).
+    pub fn couple(
+        mut self,
+        producer: impl Into<String>,
+        consumer: impl Into<String>,
+        inputs_per_unit: usize,
+    ) -> Self {
+        self.couplings
+            .push((producer.into(), consumer.into(), inputs_per_unit));
+        self
+    }
+
     /// The same settings naming the host `name`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -173,6 +196,40 @@ impl HostConfig {
         }
         Ok(())
     }
+}
+
+/// Sets the couplings of `params` (weights named by `couplings`), checking
+/// that each consumer has `units x inputs per unit` inputs.
+fn couple(
+    params: &mut [Parameter],
+    stored: &[Stored],
+    couplings: &[(String, String, usize)],
+) -> Result<()> {
+    let weight = |params: &[Parameter], name: &str| {
+        params
+            .iter()
+            .position(|p| p.name == name && p.kind == ParameterKind::Weight)
+            .ok_or_else(|| tree::unknown(name, stored))
+    };
+    for (producer, consumer, per_unit) in couplings {
+        let (p, c) = (weight(params, producer)?, weight(params, consumer)?);
+        let inputs = params[c].shape.matrix_view().1;
+        if p == c || *per_unit == 0 || params[p].units() * per_unit != inputs {
+            return Err(Error::Setting {
+                name: "coupling",
+                value: format!(
+                    "{producer} ({} units) -> {consumer} ({inputs} inputs), {per_unit} per unit",
+                    params[p].units()
+                ),
+                expected: "two weights, the consumer with units x inputs-per-unit inputs",
+            });
+        }
+        params[p].coupling = Some(Coupling {
+            consumer: c,
+            inputs_per_unit: *per_unit,
+        });
+    }
+    Ok(())
 }
 
 /// A burn model as a [`Host`]: the model (any [`Module`], its parameters on
@@ -292,7 +349,8 @@ where
                 && !config.dense.contains(&s.name)
                 && classifier.is_none_or(|c| stored[c].name != s.name)
         };
-        let params = parameters(&stored, Some(&prunable))?;
+        let mut params = parameters(&stored, Some(&prunable))?;
+        couple(&mut params, &stored, &config.couplings)?;
         let name = config.name.clone().unwrap_or_else(|| {
             let count: usize = stored.iter().map(Stored::numel).sum();
             format!("burn model ({count} parameters)")

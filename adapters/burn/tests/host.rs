@@ -109,7 +109,9 @@ fn pair(seed: u64) -> (LabHost, Burn) {
     let config = HostConfig::default()
         .learning_rate(0.05)
         .batch(16)
-        .seed(seed);
+        .seed(seed)
+        .couple("fc1.weight", "fc2.weight", 1)
+        .couple("fc2.weight", "fc3.weight", 1);
     let mut burn: Burn = BurnHost::new(
         Mlp::new(&device),
         forward as fn(&Mlp, Tensor<2>) -> Tensor<2>,
@@ -151,7 +153,17 @@ fn parameters_match_the_labs_and_linear_weights_are_transposed() {
     let strip = |h: &dyn Host| {
         h.parameters()
             .iter()
-            .map(|p| (p.name.clone(), p.shape.clone(), p.kind, p.layer, p.prunable))
+            .map(|p| {
+                let c = p.coupling;
+                (
+                    p.name.clone(),
+                    p.shape.clone(),
+                    p.kind,
+                    p.layer,
+                    p.prunable,
+                    c,
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(strip(&lab), strip(&burn));
@@ -501,6 +513,20 @@ fn bad_input_is_an_error_not_a_panic() {
         HostConfig::default().batch(0),
     );
     assert!(zero_batch.is_err());
+    for (p, c, k) in [
+        ("fc1.weight", "fc3.weight", 1),
+        ("fc1.weight", "fc2.weight", 2),
+        ("fc1.bias", "fc2.weight", 1),
+    ] {
+        let bad = BurnHost::new(
+            Mlp::new(&device),
+            forward,
+            splits(&data),
+            sgd(),
+            HostConfig::default().couple(p, c, k),
+        );
+        assert!(bad.is_err(), "{p} -> {c}");
+    }
     // Masks, weights and samples that do not fit.
     let (_, mut host) = pair(6);
     assert!(host.set_weights(0, &[1.0; 3]).is_err());
@@ -574,7 +600,10 @@ fn tapped_layers_give_the_labs_activations_and_unit_scales() {
         let x = relu.forward(m.fc2.forward(x));
         m.fc3.forward(x)
     };
-    let mut burn = BurnHost::new(model, forward, splits(&data), sgd(), HostConfig::default())
+    let config = HostConfig::default()
+        .couple("fc1.weight", "fc2.weight", 1)
+        .couple("fc2.weight", "fc3.weight", 1);
+    let mut burn = BurnHost::new(model, forward, splits(&data), sgd(), config)
         .unwrap()
         .with_taps(taps)
         .unwrap();
