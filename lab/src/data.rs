@@ -154,6 +154,22 @@ impl Dataset {
         Dataset::from_samples("mnist", [1, h, w], 10, &x, &labels.data)
     }
 
+    /// The same data as a framework host's splits (candle, burn), samples
+    /// of dims `[channels, height, width]`.
+    pub fn splits(&self) -> Result<prunus_adapters::framework::Splits> {
+        let convert = |s: &SplitData| prunus_adapters::framework::SplitData {
+            inputs: s.inputs.clone(),
+            labels: s.labels.iter().map(|&l| u32::from(l)).collect(),
+        };
+        Ok(prunus_adapters::framework::Splits::new(
+            &self.input,
+            self.classes,
+            convert(&self.train),
+            convert(&self.validation),
+            convert(&self.test),
+        )?)
+    }
+
     /// A synthetic teacher–student task ([`TeacherStudent`]).
     pub fn teacher_student(spec: &TeacherStudent) -> Result<Dataset> {
         spec.generate()

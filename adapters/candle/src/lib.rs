@@ -1,7 +1,9 @@
 //! prunus on candle: calibrated layer-wise pruning of Hugging Face model
 //! folders (BERT-style encoders; LLaMA-family decoders: llama, mistral,
 //! qwen2), run block by block on candle, with the layer-wise methods of
-//! [`prunus_core::methods::layerwise`].
+//! [`prunus_core::methods::layerwise`]; and a user's own candle model as a
+//! [`prunus_core::Host`] ([`host`]) or a `VarMap` pruned in place
+//! ([`varmap`]), so every method of prunus runs on it.
 
 pub mod bert;
 pub mod calibration;
@@ -9,13 +11,17 @@ mod error;
 pub mod eval;
 pub mod folder;
 pub mod graph;
+pub mod host;
 pub mod llama;
 pub mod model;
 pub mod pruning;
 pub mod record;
+pub mod varmap;
 
 pub use error::{Error, Result};
 pub use folder::{FolderWriter, GlobalMagnitude, ModelFolder, WriteSummary, magnitude_global};
 pub use graph::{Family, Graph, Part, Weights};
+pub use host::{CandleHost, HostSettings, PerSample, Probes};
 pub use model::open_graph;
 pub use record::{Linear, Recorder};
+pub use varmap::{Selection, VarMasks, prune_varmap};
