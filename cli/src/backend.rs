@@ -9,7 +9,7 @@
 //! The tests' `Probe` is the smallest job.
 
 use prunus_core::{Backend, Dense, HostTensor, ReferenceBackend, SelectionPlan, Shape};
-use prunus_cpu::{CpuBackend, Par};
+use prunus_cpu::{CpuBackend, Par, SimdLevel};
 use prunus_wgpu::{AdapterChoice, Offload, WgpuBackend};
 use serde_json::Value;
 
@@ -164,10 +164,16 @@ pub(crate) trait Device<'d>: Backend + Dense {
     /// memory (the CPU backend), else copied.
     fn resident(&self, data: &'d [f32], shape: &Shape) -> Result<Self::Tensor, Error>;
 
-    /// One pass reading every element of `tensors`, waited for: the memory
-    /// floor of any selection. Returns a value derived from the data, so
-    /// that the pass cannot be optimised away.
-    fn read_pass(&self, tensors: &[&Self::Tensor]) -> Result<u64, Error>;
+    /// How many ways of reading [`Device::read_pass`] knows (at least one).
+    fn read_ways(&self) -> usize {
+        1
+    }
+
+    /// One pass reading every element of `tensors` the `way`-th way (below
+    /// [`Device::read_ways`]), waited for: the memory floor of any
+    /// selection is the fastest of them. Returns a value derived from the
+    /// data, so that the pass cannot be optimised away.
+    fn read_pass(&self, tensors: &[&Self::Tensor], way: usize) -> Result<u64, Error>;
 
     /// What identifies the device in a report's config (the adapter and
     /// whether it flushes subnormals, for a GPU).
@@ -200,8 +206,21 @@ impl<'d> Device<'d> for CpuBackend<'d> {
         Ok(self.borrow(data, shape)?)
     }
 
-    fn read_pass(&self, tensors: &[&Self::Tensor]) -> Result<u64, Error> {
-        Ok(CpuBackend::read_pass(self, tensors))
+    /// Every level the processor supports, with and without reading ahead
+    /// in software: which is fastest depends on the processor (on a 2-core
+    /// Xeon VM, 512-bit loads streamed slower than 256-bit ones without
+    /// prefetching and faster with it).
+    fn read_ways(&self) -> usize {
+        2 * SimdLevel::supported().len()
+    }
+
+    fn read_pass(&self, tensors: &[&Self::Tensor], way: usize) -> Result<u64, Error> {
+        let levels = SimdLevel::supported();
+        let level = *levels.get(way / 2).ok_or_else(|| {
+            Error::SelfCheck(format!("no read way {way} of {}", 2 * levels.len()))
+        })?;
+        let at = self.clone().with_simd(level)?;
+        Ok(at.read_pass(tensors, way % 2 == 1))
     }
 
     fn with_dense<T>(
@@ -222,7 +241,7 @@ impl<'d> Device<'d> for ReferenceBackend {
         Ok(HostTensor::new(data.to_vec(), shape.clone())?)
     }
 
-    fn read_pass(&self, tensors: &[&Self::Tensor]) -> Result<u64, Error> {
+    fn read_pass(&self, tensors: &[&Self::Tensor], _way: usize) -> Result<u64, Error> {
         Ok(sequential_sum(tensors))
     }
 
@@ -244,7 +263,7 @@ impl<'d> Device<'d> for WgpuBackend {
         Ok(self.upload(data, shape)?)
     }
 
-    fn read_pass(&self, tensors: &[&Self::Tensor]) -> Result<u64, Error> {
+    fn read_pass(&self, tensors: &[&Self::Tensor], _way: usize) -> Result<u64, Error> {
         Ok(u64::from(WgpuBackend::read_pass(self, tensors)?))
     }
 
@@ -329,7 +348,9 @@ mod tests {
         fn run<B: Device<'d>>(self, backend: &B) -> Result<Self::Output, Error> {
             let t = backend.resident(self.0, &Shape::vector(self.0.len()))?;
             let back = backend.download(&t)?;
-            backend.read_pass(&[&t])?;
+            for way in 0..backend.read_ways() {
+                backend.read_pass(&[&t], way)?;
+            }
             Ok((backend.name(), backend.host_threads(), back.iter().sum()))
         }
     }

@@ -153,7 +153,7 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
     println!("{:<26}{:>13}{:>13}", "", "median", "min");
     println!(
         "{:<26}{:>10.2} ms{:>10.2} ms",
-        "floor (one read pass)", floor_med, floor_min
+        "floor (fastest read pass)", floor_med, floor_min
     );
     println!(
         "{:<26}{:>8.2} GB/s{:>8.2} GB/s",
@@ -284,7 +284,7 @@ impl<'d> BackendJob<'d> for SelectJob<'_, 'd> {
     }
 }
 
-/// Times one read pass and `prune` alternately, `args.repeat` times after
+/// Times the fastest read pass and `prune` alternately, `args.repeat` times after
 /// one warm-up, checking that every call prunes exactly `expected` weights.
 fn measure<'d, B: Device<'d>>(
     backend: &B,
@@ -303,9 +303,13 @@ fn measure<'d, B: Device<'d>>(
     // sparsity in [0, 1] is reachable and the count is exactly `expected`.
     let config = PruneConfig::new(args.sparsity).global().allow_empty(true);
     let run = || -> Result<(f64, f64, u64), Error> {
-        let t = Instant::now();
-        black_box(backend.read_pass(refs)?);
-        let floor_ms = t.elapsed().as_secs_f64() * 1e3;
+        // The floor is the fastest way the backend knows to read the data.
+        let mut floor_ms = f64::INFINITY;
+        for way in 0..backend.read_ways() {
+            let t = Instant::now();
+            black_box(backend.read_pass(refs, way)?);
+            floor_ms = floor_ms.min(t.elapsed().as_secs_f64() * 1e3);
+        }
         let t = Instant::now();
         let masks = prune(backend, &layers, &config)?;
         let prunus_ms = t.elapsed().as_secs_f64() * 1e3;

@@ -2,7 +2,7 @@
 //! every instruction-set level the processor supports: where `prunus bench
 //! select`'s time goes.
 //!
-//! `cargo run --release -p prunus-cpu --example select_phases [N]`
+//! `cargo run --release -p prunus-cpu --example select_phases [N] [--seq]`
 
 use std::time::Instant;
 
@@ -30,8 +30,15 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
 
 fn main() -> Result<(), prunus_core::Error> {
     let n: usize = std::env::args()
-        .nth(1)
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
         .map_or(100_000_000, |s| s.parse().expect("a count"));
+    // `--seq` runs every pass on the calling thread alone.
+    let par = if std::env::args().any(|a| a == "--seq") {
+        Par::Seq
+    } else {
+        Par::Rayon(0)
+    };
     let layers = 50;
     let per = n / layers;
     // Gaussian-like weights (sum of four uniforms), distinct per layer.
@@ -49,7 +56,7 @@ fn main() -> Result<(), prunus_core::Error> {
         .collect();
     let shape = Shape::vector(per);
     for level in SimdLevel::supported() {
-        let b = CpuBackend::new(Par::Rayon(0))?.with_simd(level)?;
+        let b = CpuBackend::new(par)?.with_simd(level)?;
         let tensors: Vec<CpuTensor<'_>> = data
             .iter()
             .map(|d| b.borrow(d, &shape))
@@ -70,9 +77,14 @@ fn main() -> Result<(), prunus_core::Error> {
         let q = sample[sample.len() * 9 / 10];
         let (lo, hi) = (q & 0xFFFF_0000, q | 0xFFFF);
         let reps = 9;
-        let floor = time(reps, || {
-            std::hint::black_box(b.read_pass(&refs));
-        });
+        let floor = [false, true]
+            .map(|prefetch| {
+                time(reps, || {
+                    std::hint::black_box(b.read_pass(&refs, prefetch));
+                })
+            })
+            .into_iter()
+            .fold(f64::INFINITY, f64::min);
         let sample_ms = time(reps, || {
             std::hint::black_box(b.sample_keys(&views, KeyRule::ABS, 64, 64).unwrap());
         });

@@ -145,7 +145,7 @@ fn main() -> prunus_core::Result<()> {
     let mut checksum = 0u64;
     let mut found = None;
     for _ in 0..REPS {
-        checksum ^= time(&mut read, || b.read_pass(&refs));
+        checksum ^= time(&mut read, || b.read_pass(&refs, true));
         let start = Instant::now();
         let mut sel = RadixSelect::new(total, k)?;
         let h = time(&mut high, || b.histogram(&views, rule, KeyWindow::High))?;

@@ -6,7 +6,7 @@
 use prunus_core::contract::key::{KEY_NAN_HIGHEST, KEY_NAN_LOWEST};
 use prunus_core::{KeyRule, NanPolicy, Transform};
 
-use crate::lanes::{Lanes, Portable};
+use crate::lanes::{Lanes, Portable, RangeWords};
 use crate::selection::{Counters, LANES};
 
 /// Elements per block: one mask word.
@@ -257,24 +257,46 @@ pub(crate) fn abs_at_least<L: Lanes>(
     } else {
         0x7FFF_FFFF
     };
-    for (w, (xs, word)) in x.chunks(BLOCK).zip(out.iter_mut()).enumerate() {
-        let (keep, _) = range_block(lanes, xs, lo, 0, hi);
-        *word = keep & survivors.map_or(u64::MAX, |s| s[w]);
+    match survivors {
+        Some(s) => range_blocks(
+            lanes,
+            x,
+            lo,
+            0,
+            hi,
+            out,
+            #[inline(always)]
+            |w, _, r| r.keep & s[w],
+        ),
+        None => range_blocks(
+            lanes,
+            x,
+            lo,
+            0,
+            hi,
+            out,
+            #[inline(always)]
+            |_, _, r| r.keep,
+        ),
     }
 }
 
 /// [`Lanes::range_block`] of up to 64 values: a short last block is padded
-/// with zeros, whose bits are cleared from the word (the flag may count
-/// them, which only costs a walk of the block).
+/// with zeros (never NaN), whose bits are cleared from the words.
 #[inline(always)]
-fn range_block<L: Lanes>(lanes: L, xs: &[f32], lo: u32, hi: u32, top: u32) -> (u64, bool) {
+fn range_block<L: Lanes>(lanes: L, xs: &[f32], lo: u32, hi: u32, top: u32) -> RangeWords {
     match <&[f32; BLOCK]>::try_from(xs) {
         Ok(full) => lanes.range_block(full, lo, hi, top),
         Err(_) => {
             let mut padded = [0f32; BLOCK];
             padded[..xs.len()].copy_from_slice(xs);
-            let (word, any) = Portable.range_block(&padded, lo, hi, top);
-            (word & ((1u64 << xs.len()) - 1), any)
+            let words = Portable.range_block(&padded, lo, hi, top);
+            let tail = (1u64 << xs.len()) - 1;
+            RangeWords {
+                keep: words.keep & tail,
+                inside: words.inside & tail,
+                nan: words.nan,
+            }
         }
     }
 }
@@ -358,34 +380,104 @@ pub(crate) fn abs_range<L: Lanes>(
     } else {
         0x7FFF_FFFF
     };
-    let mut flags = [0u8; BLOCK];
-    let mut nans = 0u64;
-    for (w, (xs, word)) in x.chunks(BLOCK).zip(out.iter_mut()).enumerate() {
-        // The range holds few elements and NaN should be rare: the block
-        // kernel only notes whether a block has any, and the rare blocks
-        // that do are walked again.
-        let (keep, any) = range_block(lanes, xs, lo_bits, hi_bits, top);
-        let alive = survivors.map_or(u64::MAX, |s| s[w]);
-        *word = keep & alive;
-        if any {
-            for (f, &v) in flags.iter_mut().zip(xs) {
-                *f = (v.to_bits() & 0x7FFF_FFFF > INF_BITS) as u8;
-            }
-            nans += (pack(&flags[..xs.len()]) & alive).count_ones() as u64;
-            for (f, &v) in flags.iter_mut().zip(xs) {
-                let b = v.to_bits() & 0x7FFF_FFFF;
-                *f = (b >= lo_bits && b <= hi_bits) as u8;
-            }
-            let mut hits = pack(&flags[..xs.len()]) & alive;
-            while hits != 0 {
-                let j = hits.trailing_zeros() as usize;
-                hits &= hits - 1;
-                let b = xs[j].to_bits() & 0x7FFF_FFFF;
-                gathered.push(((w * BLOCK + j) as u32, b | 0x8000_0000));
-            }
+    // One tight pass of the block kernel over the chunk, keeping each
+    // block's in-range word aside; then the few elements in the range are
+    // gathered from those words, and NaN (rare) counted only if any block
+    // saw one.
+    let blocks = out.len();
+    let mut inside = vec![0u64; blocks];
+    let mut any_nan = false;
+    let alive = |w: usize| survivors.map_or(u64::MAX, |s| s[w]);
+    match survivors {
+        Some(s) => range_blocks(
+            lanes,
+            x,
+            lo_bits,
+            hi_bits,
+            top,
+            out,
+            #[inline(always)]
+            |w, _, r| {
+                inside[w] = r.inside;
+                any_nan |= r.nan;
+                r.keep & s[w]
+            },
+        ),
+        None => range_blocks(
+            lanes,
+            x,
+            lo_bits,
+            hi_bits,
+            top,
+            out,
+            #[inline(always)]
+            |w, _, r| {
+                inside[w] = r.inside;
+                any_nan |= r.nan;
+                r.keep
+            },
+        ),
+    }
+    for (w, &word) in inside.iter().enumerate() {
+        let mut hits = word & alive(w);
+        while hits != 0 {
+            let j = hits.trailing_zeros() as usize;
+            hits &= hits - 1;
+            let i = w * BLOCK + j;
+            gathered.push((i as u32, (x[i].to_bits() & 0x7FFF_FFFF) | 0x8000_0000));
         }
     }
+    if !any_nan {
+        return 0;
+    }
+    let mut nans = 0u64;
+    for (w, xs) in x.chunks(BLOCK).enumerate() {
+        let mut flags = [0u8; BLOCK];
+        for (f, &v) in flags.iter_mut().zip(xs) {
+            *f = (v.to_bits() & 0x7FFF_FFFF > INF_BITS) as u8;
+        }
+        nans += (pack(&flags[..xs.len()]) & alive(w)).count_ones() as u64;
+    }
     nans
+}
+
+/// Runs [`Lanes::range_block`] over `x` block by block, storing in `out[w]`
+/// what `each(w, block, words)` returns for block `w`: full blocks in one
+/// tight loop that reads ahead, then the short last block padded.
+#[inline(always)]
+fn range_blocks<L: Lanes>(
+    lanes: L,
+    x: &[f32],
+    lo: u32,
+    hi: u32,
+    top: u32,
+    out: &mut [u64],
+    mut each: impl FnMut(usize, &[f32], RangeWords) -> u64,
+) {
+    let full = x.len() / BLOCK;
+    let (head, tail) = x.split_at(full * BLOCK);
+    for (w, (xs, word)) in head.chunks_exact(BLOCK).zip(&mut *out).enumerate() {
+        read_ahead(lanes, xs);
+        let xs: &[f32; BLOCK] = xs.try_into().expect("a full block");
+        *word = each(w, xs, lanes.range_block(xs, lo, hi, top));
+    }
+    if !tail.is_empty() {
+        out[full] = each(full, tail, range_block(lanes, tail, lo, hi, top));
+    }
+}
+
+/// How far ahead of the block being read (in elements) the block kernels
+/// ask for the data: the loops do enough per block that the processor's own
+/// prefetching falls behind (8 KiB ahead measured best on a 2-core Xeon VM;
+/// 2 and 16 KiB were slower).
+const AHEAD: usize = 2048;
+
+/// Asks for the four cache lines of the block [`AHEAD`] of `xs`.
+#[inline(always)]
+pub(crate) fn read_ahead<L: Lanes>(lanes: L, xs: &[f32]) {
+    for line in 0..BLOCK / 16 {
+        lanes.prefetch(xs.as_ptr().wrapping_add(AHEAD + 16 * line));
+    }
 }
 
 /// Packs up to 64 flags (`0` or `1`) into a word, flag `i` into bit `i`.

@@ -175,11 +175,14 @@ impl<'a> CpuBackend<'a> {
 
     /// Reads every element of `tensors` once (returning the xor of their
     /// bits, so the read cannot be optimised away), split over the threads
-    /// exactly like the selection passes: the memory-bandwidth floor that a
-    /// selection pass is measured against.
-    pub fn read_pass(&self, tensors: &[&CpuTensor<'_>]) -> u64 {
+    /// exactly like the selection passes, on this backend's [`SimdLevel`],
+    /// asking for the data ahead in software when `prefetch` is set (as the
+    /// selection passes do): the memory-bandwidth floor that a selection
+    /// pass is measured against. Which way reads fastest depends on the
+    /// processor; a benchmark takes the fastest of every level both ways.
+    pub fn read_pass(&self, tensors: &[&CpuTensor<'_>], prefetch: bool) -> u64 {
         let data: Vec<&[f32]> = tensors.iter().map(|t| t.data()).collect();
-        selection::read_pass(&self.exec, self.isa, &data)
+        selection::read_pass(&self.exec, self.isa, &data, prefetch)
     }
 }
 

@@ -20,8 +20,8 @@ use prunus_core::{
 use crate::CpuBackend;
 use crate::exec::Exec;
 use crate::keys::{
-    BLOCK, KeyFn, abs_at_least, abs_at_least_counting, abs_low_window, abs_range, pack, scan,
-    with_key_fn,
+    BLOCK, KeyFn, abs_at_least, abs_at_least_counting, abs_low_window, abs_range, pack, read_ahead,
+    scan, with_key_fn,
 };
 use crate::lanes::{Lanes, WithLanes};
 use crate::simd::Isa;
@@ -575,8 +575,8 @@ pub(crate) fn range_masks(
     let mut words = blank_words(&inputs);
     let tasks = chunk_words(&items, &mut words, |_| true);
     let fast = rule.transform == Transform::Abs && lo >= 0x8000_0000 && hi < 0xFF80_0000;
-    let gathered: Vec<(Vec<(u32, u32)>, u64)> =
-        with_key_fn!(rule, |k| exec.map_into(tasks, |(c, out)| isa.run(
+    let gathered: Vec<RangeChunk> = with_key_fn!(rule, |k| exec.map_into(tasks, |(c, out)| isa
+        .run(
             #[inline(always)]
             || {
                 let input = inputs[c.input];
@@ -609,30 +609,40 @@ pub(crate) fn range_masks(
                         },
                     )
                 };
-                (found, nan)
+                // Counted while the chunk's words are still in cache.
+                let kept = out.iter().map(|w| w.count_ones() as u64).sum();
+                RangeChunk { found, nan, kept }
             }
         )));
     let mut nan = vec![0u64; inputs.len()];
-    for (c, (_, n)) in items.iter().zip(&gathered) {
-        nan[c.input] += n;
+    let mut pruned: Vec<u64> = inputs.iter().map(|i| i.data.len() as u64).collect();
+    for (c, r) in items.iter().zip(&gathered) {
+        nan[c.input] += r.nan;
+        pruned[c.input] -= r.kept;
     }
-    let candidates = items
-        .iter()
-        .zip(gathered)
-        .flat_map(|(c, (found, _))| {
-            found.into_iter().map(move |(i, key)| Candidate {
-                input: c.input as u32,
-                key,
-                index: (c.start + i as usize) as u64,
-            })
-        })
-        .collect();
+    let mut candidates = Vec::with_capacity(gathered.iter().map(|r| r.found.len()).sum());
+    for (c, r) in items.iter().zip(gathered) {
+        candidates.extend(r.found.into_iter().map(|(i, key)| Candidate {
+            input: c.input as u32,
+            key,
+            index: (c.start + i as usize) as u64,
+        }));
+    }
     let masks = finish_masks(views, words)?;
     Ok(RangeMasks {
         masks,
         candidates,
         nan,
+        pruned,
     })
+}
+
+/// What one chunk of a range pass finds: the elements in the range (index
+/// in the chunk, key), its NaN scores and its kept elements.
+struct RangeChunk {
+    found: Vec<(u32, u32)>,
+    nan: u64,
+    kept: u64,
 }
 
 /// The keys of the runs of `run` elements at every `run * every` elements
@@ -823,26 +833,44 @@ pub(crate) fn n_of_m_masks(
     Ok(MaskBatch { masks, nan })
 }
 
-/// One streaming read of every element, split like the selection passes.
-pub(crate) fn read_pass(exec: &Exec, isa: Isa, data: &[&[f32]]) -> u64 {
+/// One streaming read of every element, split like the selection passes,
+/// reading ahead in software when `prefetch` is set.
+pub(crate) fn read_pass(exec: &Exec, isa: Isa, data: &[&[f32]], prefetch: bool) -> u64 {
     let items = chunks(data.iter().map(|d| d.len()), CHUNK);
     let xor = exec.map(&items, |c| {
-        isa.run(
-            #[inline(always)]
-            || {
-                let mut acc = [0u32; 16];
-                let mut blocks = c.of(data[c.input]).chunks_exact(16);
-                for b in blocks.by_ref() {
-                    for (a, x) in acc.iter_mut().zip(b) {
-                        *a ^= x.to_bits();
-                    }
-                }
-                let tail = blocks.remainder().iter().fold(0, |a, x| a ^ x.to_bits());
-                acc.iter().fold(tail, |a, &x| a ^ x)
-            },
-        )
+        isa.dispatch(Xor {
+            x: c.of(data[c.input]),
+            prefetch,
+        })
     });
     xor.into_iter().fold(0u32, |a, x| a ^ x) as u64
+}
+
+/// The xor of the bits of `x`, as a kernel for [`Isa::dispatch`].
+struct Xor<'s> {
+    x: &'s [f32],
+    prefetch: bool,
+}
+
+impl WithLanes for Xor<'_> {
+    type Output = u32;
+    #[inline(always)]
+    fn run<L: Lanes>(self, lanes: L) -> u32 {
+        let mut acc = [0u32; 16];
+        let mut blocks = self.x.chunks_exact(BLOCK);
+        for b in blocks.by_ref() {
+            if self.prefetch {
+                read_ahead(lanes, b);
+            }
+            for sixteen in b.chunks_exact(16) {
+                for (a, x) in acc.iter_mut().zip(sixteen) {
+                    *a ^= x.to_bits();
+                }
+            }
+        }
+        let tail = blocks.remainder().iter().fold(0, |a, x| a ^ x.to_bits());
+        acc.iter().fold(tail, |a, &x| a ^ x)
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use prunus_core::{
     Backend, BinaryOp, Error, Grouping, HasShape, KeyRule, Layer, Mask, NanPolicy, NofM,
     PruneConfig, Reduction, ReferenceBackend, ScoreView, Shape, Transform, Transpose, UnaryOp,
 };
-use prunus_cpu::{CpuBackend, CpuTensor, Par};
+use prunus_cpu::{CpuBackend, CpuTensor, Par, SimdLevel};
 
 const REF: ReferenceBackend = ReferenceBackend;
 
@@ -568,7 +568,12 @@ fn read_pass_is_the_same_everywhere() {
             .map(|(d, s)| b.borrow(d, &s).unwrap())
             .collect();
         let refs: Vec<&CpuTensor<'_>> = ts.iter().collect();
-        assert_eq!(b.read_pass(&refs), want);
+        for level in SimdLevel::supported() {
+            let at = b.clone().with_simd(level).unwrap();
+            for prefetch in [false, true] {
+                assert_eq!(at.read_pass(&refs, prefetch), want, "{level}");
+            }
+        }
     }
 }
 

@@ -673,18 +673,26 @@ fn host_nan_count(l: &HostLayer, rule: KeyRule) -> u64 {
         .count() as u64
 }
 
-/// `range_masks` of `layers` over `[lo, hi]`: the downloaded masks and the
-/// candidates.
+/// `range_masks` of `layers` over `[lo, hi]`: the downloaded masks, the
+/// candidates, the NaN counts and the pruned counts.
+type RangeOut = (Vec<Mask>, Vec<Candidate>, Vec<u64>, Vec<u64>);
+
+/// [`RangeOut`] of `layers` on `b`.
 fn range_on<B: Backend>(
     b: &B,
     layers: &[HostLayer],
     rule: KeyRule,
     lo: u32,
     hi: u32,
-) -> Result<(Vec<Mask>, Vec<Candidate>, Vec<u64>)> {
+) -> Result<RangeOut> {
     let up = Uploaded::new(b, layers)?;
     let out = b.range_masks(&up.views(), rule, lo, hi)?;
-    Ok((b.download_masks(out.masks)?, out.candidates, out.nan))
+    Ok((
+        b.download_masks(out.masks)?,
+        out.candidates,
+        out.nan,
+        out.pruned,
+    ))
 }
 
 /// What `range_masks` must give, by a plain walk of the sequence: keys from
@@ -717,8 +725,8 @@ fn naive_range(
     (masks, candidates)
 }
 
-/// Range masks equal the reference's and a plain walk's exactly — masks and
-/// candidates, in sequence order — for every key rule, with survivors, NaN
+/// Range masks equal the reference's and a plain walk's exactly — masks,
+/// candidates in sequence order, NaN and pruned counts — for every key rule, with survivors, NaN
 /// and signed zeros, over ranges that are single keys, whole 16-bit buckets
 /// (as selection uses them), spans of keys, everything and nothing, and on
 /// inputs spanning many backend chunks.
@@ -758,6 +766,8 @@ pub fn check_range_masks<B: Backend>(b: &B) {
                 assert_eq!(got.1, want.1, "{ctx}: candidates");
                 let nan: Vec<u64> = layers.iter().map(|l| host_nan_count(l, rule)).collect();
                 assert_eq!(got.2, nan, "{ctx}: NaN counts");
+                let pruned: Vec<u64> = want.0.iter().map(Mask::count_pruned).collect();
+                assert_eq!(got.3, pruned, "{ctx}: pruned counts");
                 if !large {
                     let reference = ok(&ctx, range_on(&REF, &layers, rule, lo, hi));
                     assert_eq!(got, reference, "{ctx}: against the reference");

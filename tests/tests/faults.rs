@@ -46,6 +46,8 @@ enum Fault {
     RangePrunesLowEnd,
     /// Range candidates point past the end of their input.
     RangeIndexOutOfBounds,
+    /// Range passes report one pruned element too many per input.
+    RangeCountsOffByOne,
     /// Sampled keys perturbed (an exponent bit flipped): the threshold's
     /// guessed range goes wrong, which may cost speed but never a mask.
     SampleMisleads,
@@ -298,8 +300,15 @@ impl Backend for Faulty {
             Fault::RangePrunesLowEnd => {
                 for c in &out.candidates {
                     if c.key == lo {
-                        out.masks[c.input as usize].set(c.index as usize, false);
+                        let (m, i) = (&mut out.masks[c.input as usize], c.index as usize);
+                        out.pruned[c.input as usize] += m.get(i) as u64;
+                        m.set(i, false);
                     }
+                }
+            }
+            Fault::RangeCountsOffByOne => {
+                for p in &mut out.pruned {
+                    *p += 1;
                 }
             }
             _ => {}
@@ -571,6 +580,14 @@ fn selection_faults_are_caught() {
     must_fail(
         Fault::RangePrunesLowEnd,
         &[("range_masks", conformance::check_range_masks)],
+    );
+    must_fail(
+        Fault::RangeCountsOffByOne,
+        &[
+            ("range_masks", conformance::check_range_masks),
+            // Selection trusts the counts: the global count comes out wrong.
+            ("prune_sampled", conformance::check_prune_sampled),
+        ],
     );
     must_fail(
         Fault::NofMTiesFromTheEnd,

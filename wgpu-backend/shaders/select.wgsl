@@ -262,8 +262,9 @@ fn threshold_masks(
 
 // Range masks: keys below a pruned, the rest kept; elements with a key in
 // [a, b] are appended to extra as (input e, key, index low, index high)
-// records while fewer than f are stored; counts[0] counts them all, and
-// counts[1 + c] the window's NaN scores.
+// records while fewer than f are stored; counts[0] counts them all,
+// counts[1 + 2c] the window's NaN scores and counts[2 + 2c] its kept
+// elements.
 @compute @workgroup_size(WG)
 fn range_masks(
     @builtin(global_invocation_id) gid: vec3<u32>,
@@ -273,6 +274,7 @@ fn range_masks(
     let n_words = arrayLength(&words);
     let base = vec2<u32>(params.base_lo, params.base_hi);
     var nan = 0u;
+    var kept = 0u;
     for (var w = gid.x; w < n_words; w += nwg.x * WG) {
         var keep = 0u;
         var hits = 0u;
@@ -292,6 +294,7 @@ fn range_masks(
             }
         }
         words[w] = keep;
+        kept += countOneBits(keep);
         if (hits != 0u) {
             var slot = atomicAdd(&counts[0], countOneBits(hits));
             var left = hits;
@@ -309,7 +312,7 @@ fn range_masks(
             }
         }
     }
-    flush_counts(lid, nan, 0u, 1u + params.c);
+    flush_counts(lid, nan, kept, 1u + 2u * params.c);
 }
 
 // Key samples: element i (window position) is sampled when

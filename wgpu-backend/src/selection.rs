@@ -414,11 +414,15 @@ impl WgpuBackend {
                 .collect();
             // Threads append in any order; the contract is sequence order.
             candidates.sort_unstable_by_key(|c| (c.input, c.index));
-            let nan = call.per_input(u32s(&back[0])[1..].iter().map(|&x| x as u64));
+            let counts = u32s(&back[0]);
+            let nan = call.per_input(counts[1..].iter().step_by(2).map(|&x| x as u64));
+            let kept = call.per_input(counts[2..].iter().step_by(2).map(|&x| x as u64));
+            let pruned = (0..inputs.len()).map(|t| call.numel(t) - kept[t]).collect();
             return Ok(RangeMasks {
                 masks,
                 candidates,
                 nan,
+                pruned,
             });
         }
     }
@@ -433,7 +437,7 @@ impl WgpuBackend {
     ) -> Result<RangePass> {
         let masks = call.masks(self)?;
         let nparts = call.parts.len() as u64;
-        let counts = self.gpu.storage((1 + nparts) * 4)?;
+        let counts = self.gpu.storage((1 + 2 * nparts) * 4)?;
         let records = self.gpu.storage(capacity.max(1) * 16)?;
         let mut batch = self.gpu.batch();
         batch.clear(counts.all());
@@ -452,7 +456,10 @@ impl WgpuBackend {
         let eager = capacity.min(EAGER_CANDIDATES) * 16;
         let back = self.gpu.read(
             batch,
-            &[counts.slice(0, (1 + nparts) * 4), records.slice(0, eager)],
+            &[
+                counts.slice(0, (1 + 2 * nparts) * 4),
+                records.slice(0, eager),
+            ],
         )?;
         let found = u32s(&back[0])[0] as u64;
         Ok(RangePass {

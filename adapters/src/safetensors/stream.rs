@@ -929,8 +929,9 @@ fn nth_key(keys: &Keys, items: &[u32], rank: u64) -> (u32, u64, u64) {
 }
 
 /// The bucket range `[lo, hi]` that a sample of keys says holds the `k`-th
-/// smallest of `n` (core's [`sample_buckets`], as its Gather plan uses it);
-/// `None` also when the range spans `max_buckets` buckets or more.
+/// smallest of `n` (core's [`sample_buckets`]: the margin of its Gather
+/// plan, in whole buckets, which this stream's histograms count by); `None`
+/// also when the range spans `max_buckets` buckets or more.
 fn sample_range(sample: &[u32], n: u64, k: u64, max_buckets: u32) -> Option<(u16, u16)> {
     sample_buckets(sample, n, k).filter(|&(lo, hi)| ((hi - lo) as u32) < max_buckets)
 }

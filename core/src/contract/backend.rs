@@ -91,6 +91,10 @@ pub struct RangeMasks<M> {
     /// NaN scores per input (counted whatever the policy), as in
     /// [`Histogram::nan`].
     pub nan: Vec<u64>,
+    /// The number of elements each mask prunes (those an earlier mask
+    /// pruned included), counted in the same pass, so that selection need
+    /// not count the masks again.
+    pub pruned: Vec<u64>,
 }
 
 /// Masks of an N:M selection and the NaN count of each input.

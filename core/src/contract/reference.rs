@@ -237,10 +237,12 @@ impl Backend for ReferenceBackend {
             }
             masks.push(Mask::from_fn(v.scores.shape.clone(), |i| k[i] >= lo));
         }
+        let pruned = masks.iter().map(Mask::count_pruned).collect();
         Ok(RangeMasks {
             masks,
             candidates,
             nan,
+            pruned,
         })
     }
 

@@ -227,42 +227,87 @@ pub fn locate(bins: &[u64], rank: u64) -> (usize, u64) {
 /// sample of keys says holds the `k`-th smallest of `n`, with a margin of
 /// four standard deviations of the sample quantile; `None` when the sample
 /// is smaller than 1,024 keys or the range would hold more than 1/64 of the
-/// sample. Selection uses it to place a cut before its one pass (core's
-/// Gather plan, the streamed checkpoint selection).
+/// sample. The streamed checkpoint selection uses it to place a cut before
+/// its one pass.
 pub fn sample_buckets(sample: &[u32], n: u64, k: u64) -> Option<(u16, u16)> {
-    let s = sample.len();
-    if s < 1024 || n == 0 {
-        return None;
+    let range = SampleRange::new(sample, n, k)?;
+    let lo = range.first.map_or(0, |r| range.bucket(r));
+    let hi = range.bucket(range.last);
+    let inside: u64 = range.bins[lo..=hi].iter().sum();
+    (inside * 64 <= sample.len() as u64).then_some((lo as u16, hi as u16))
+}
+
+/// The key range `[lo, hi]` that a sample of keys says holds the `k`-th
+/// smallest of `n`: [`sample_buckets`]'s margin, bounded by the sample's
+/// own keys rather than whole buckets, so about two thirds as many elements
+/// fall in it (core's Gather plan gathers them). `None` in the same cases.
+pub fn sample_keys(sample: &[u32], n: u64, k: u64) -> Option<(u32, u32)> {
+    let range = SampleRange::new(sample, n, k)?;
+    let lo = range.first.map_or(0, |r| range.key(sample, r, 0));
+    let hi = range.key(sample, range.last, u32::MAX);
+    let inside = range.last.min(range.size) - range.first.unwrap_or(0) + 1;
+    (inside * 64 <= sample.len() as u64).then_some((lo, hi))
+}
+
+/// The sample ranks around the `k`-th smallest of `n` that a range must
+/// span, and the sample's 16-bit histogram.
+struct SampleRange {
+    bins: Vec<u64>,
+    /// Sample size.
+    size: u64,
+    /// 0-based rank of the first sample key in the range (`None` when the
+    /// margin reaches below the sample).
+    first: Option<u64>,
+    /// 0-based rank of the last one (`size` or more when the margin reaches
+    /// above the sample).
+    last: u64,
+}
+
+impl SampleRange {
+    fn new(sample: &[u32], n: u64, k: u64) -> Option<SampleRange> {
+        let s = sample.len();
+        if s < 1024 || n == 0 {
+            return None;
+        }
+        let mut bins = vec![0u64; BINS];
+        for &key in sample {
+            bins[(key >> 16) as usize] += 1;
+        }
+        let q = k as f64 / n as f64;
+        let margin = 4.0 * libm::sqrt(s as f64 * q * (1.0 - q)) + 8.0;
+        let first = libm::floor(q * s as f64 - margin);
+        let first = (first >= 0.0).then_some(first as u64);
+        let last = libm::ceil(q * s as f64 + margin) as u64;
+        Some(SampleRange {
+            bins,
+            size: s as u64,
+            first,
+            last,
+        })
     }
-    let mut bins = vec![0u32; BINS];
-    for &key in sample {
-        bins[(key >> 16) as usize] += 1;
+
+    /// The bucket of the sample key of rank `r` (the last bucket past the
+    /// sample).
+    fn bucket(&self, r: u64) -> usize {
+        if r >= self.size {
+            return BINS - 1;
+        }
+        locate(&self.bins, r + 1).0
     }
-    let q = k as f64 / n as f64;
-    let margin = 4.0 * libm::sqrt(s as f64 * q * (1.0 - q)) + 8.0;
-    let first = libm::floor(q * s as f64 - margin);
-    let last = libm::ceil(q * s as f64 + margin);
-    // The bucket of the sample element of 0-based rank `r`.
-    let bucket_of = |r: f64| {
-        let mut seen = 0u64;
-        bins.iter()
-            .position(|&c| {
-                seen += c as u64;
-                seen as f64 > r
-            })
-            .unwrap_or(BINS - 1)
-    };
-    let lo = if first < 0.0 { 0 } else { bucket_of(first) };
-    let hi = if last >= s as f64 {
-        BINS - 1
-    } else {
-        bucket_of(last)
-    };
-    let inside: u64 = bins[lo..=hi].iter().map(|&c| c as u64).sum();
-    if inside * 64 > s as u64 {
-        return None;
+
+    /// The sample key of rank `r`; `edge` where `r` lies past the sample.
+    fn key(&self, sample: &[u32], r: u64, edge: u32) -> u32 {
+        if r >= self.size {
+            return edge;
+        }
+        let (b, before) = locate(&self.bins, r + 1);
+        let mut keys: Vec<u32> = sample
+            .iter()
+            .copied()
+            .filter(|&key| key >> 16 == b as u32)
+            .collect();
+        *keys.select_nth_unstable((r - before) as usize).1
     }
-    Some((lo as u16, hi as u16))
 }
 
 fn check_total(total: u64, expected: u64) -> Result<()> {
@@ -366,5 +411,50 @@ mod tests {
         let all = Cut { ties: 9, ..cut };
         assert_eq!(all.threshold().ties, TensorCut::ALL);
         assert_eq!(Cut::NONE.threshold().ties, 0);
+    }
+
+    /// Keys of `n` continuous values, `|x|` of a sum of uniforms, as order
+    /// keys, and every 16th run of 64 of them as the sample.
+    fn population(n: u64) -> (Vec<u32>, Vec<u32>) {
+        let keys: Vec<u32> = (0..n)
+            .map(|i| {
+                let x: f32 = (0..4)
+                    .map(|s| crate::contract::random::uniform(3, s, i))
+                    .sum::<f32>()
+                    - 2.0;
+                order_key(x.abs())
+            })
+            .collect();
+        let sample = keys.chunks(64).step_by(16).flatten().copied().collect();
+        (keys, sample)
+    }
+
+    #[test]
+    fn sample_ranges_hold_the_threshold() {
+        let (mut keys, sample) = population(1 << 21);
+        let n = keys.len() as u64;
+        keys.sort_unstable();
+        for q in [0.001, 0.1, 0.5, 0.9, 0.999] {
+            let k = (q * n as f64) as u64;
+            let want = keys[k as usize - 1];
+            let (lo, hi) = sample_keys(&sample, n, k).unwrap();
+            let (blo, bhi) = sample_buckets(&sample, n, k).unwrap();
+            assert!(
+                lo <= want && want <= hi,
+                "q {q}: {want:#x} outside {lo:#x}..={hi:#x}"
+            );
+            // Within the bucket range, and narrower than it.
+            assert!((blo as u32) << 16 <= lo && hi <= ((bhi as u32) << 16 | 0xFFFF));
+            let inside = |a: u32, b: u32| keys.iter().filter(|&&x| a <= x && x <= b).count();
+            let whole = inside((blo as u32) << 16, (bhi as u32) << 16 | 0xFFFF);
+            assert!(inside(lo, hi) < whole, "q {q}");
+        }
+        // Margins past either end of the sample reach the extreme keys.
+        assert_eq!(sample_keys(&sample, n, 1).unwrap().0, 0);
+        assert_eq!(sample_keys(&sample, n, n).unwrap().1, u32::MAX);
+        // Too small a sample, or a range too full (heavy ties), gives none.
+        assert_eq!(sample_keys(&sample[..1000], n, n / 2), None);
+        assert_eq!(sample_keys(&[7; 4096], n, n / 2), None);
+        assert_eq!(sample_buckets(&[7; 4096], n, n / 2), None);
     }
 }

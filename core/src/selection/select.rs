@@ -11,7 +11,9 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::contract::backend::{Backend, Candidate, GATHER_MOST, ScoreView, SelectionPlan};
+use crate::contract::backend::{
+    Backend, Candidate, GATHER_MOST, RangeMasks, ScoreView, SelectionPlan,
+};
 use crate::contract::error::{Error, Result};
 use crate::contract::histogram::{Histogram, KeyWindow};
 use crate::contract::key::{KeyRule, NanPolicy, Transform};
@@ -327,48 +329,74 @@ const SAMPLE_RUN: usize = 64;
 /// ...at every 64th run: 1/64 of the elements.
 const SAMPLE_EVERY: usize = 64;
 
-/// The key range `[lo, hi]` (whole 16-bit buckets) that a sample of keys
-/// says holds the `k`-th smallest of `n` ([`crate::selection::radix::sample_buckets`]).
-fn sample_range(sample: &[u32], n: u64, k: u64) -> Option<(u32, u32)> {
-    let (lo, hi) = crate::selection::radix::sample_buckets(sample, n, k)?;
-    Some(((lo as u32) << 16, ((hi as u32) << 16) | 0xFFFF))
+/// Masks and the number of elements each prunes.
+struct Selected {
+    masks: Vec<Mask>,
+    pruned: Vec<u64>,
 }
 
-/// Prunes the `k` lowest of the gathered `candidates` (by key, then sequence
-/// order) in `masks`, by the same radix selection over their keys.
-fn settle(candidates: &[Candidate], k: u64, masks: &mut [Mask]) -> Result<()> {
-    if let Some(c) = candidates.iter().find(|c| {
-        masks
-            .get(c.input as usize)
-            .is_none_or(|m| c.index >= m.len() as u64)
-    }) {
-        return Err(Error::Backend {
-            message: alloc::format!(
-                "range pass returned element {} of input {}, which does not exist",
-                c.index,
-                c.input
-            ),
-        });
+impl Selected {
+    /// The downloaded masks of a range pass, with the counts it returned.
+    fn from_range<B: Backend + ?Sized>(
+        backend: &B,
+        range: RangeMasks<B::Mask>,
+    ) -> Result<(Selected, Vec<Candidate>)> {
+        let masks = backend.download_masks(range.masks)?;
+        if range.pruned.len() != masks.len() {
+            return Err(Error::Backend {
+                message: alloc::format!(
+                    "range pass returned {} pruned counts for {} masks",
+                    range.pruned.len(),
+                    masks.len()
+                ),
+            });
+        }
+        let selected = Selected {
+            masks,
+            pruned: range.pruned,
+        };
+        Ok((selected, range.candidates))
     }
-    let mut radix = RadixSelect::new(candidates.len() as u64, k)?;
-    while let Some(w) = radix.window() {
-        let mut h = Histogram::new(0);
-        for c in candidates {
-            if let Some(b) = w.bin(c.key) {
-                h.bins[b] += 1;
+
+    /// Prunes the `k` lowest of the gathered `candidates` (by key, then
+    /// sequence order), by the same radix selection over their keys.
+    fn settle(&mut self, candidates: &[Candidate], k: u64) -> Result<()> {
+        let (masks, pruned) = (&mut self.masks, &mut self.pruned);
+        if let Some(c) = candidates.iter().find(|c| {
+            masks
+                .get(c.input as usize)
+                .is_none_or(|m| c.index >= m.len() as u64)
+        }) {
+            return Err(Error::Backend {
+                message: alloc::format!(
+                    "range pass returned element {} of input {}, which does not exist",
+                    c.index,
+                    c.input
+                ),
+            });
+        }
+        let mut radix = RadixSelect::new(candidates.len() as u64, k)?;
+        while let Some(w) = radix.window() {
+            let mut h = Histogram::new(0);
+            for c in candidates {
+                if let Some(b) = w.bin(c.key) {
+                    h.bins[b] += 1;
+                }
             }
+            radix.absorb(&h)?;
         }
-        radix.absorb(&h)?;
-    }
-    let cut = radix.cut().unwrap_or(Cut::NONE).threshold();
-    let mut rank = 0u64;
-    for c in candidates {
-        if cut.prunes(c.key, rank) {
-            masks[c.input as usize].set(c.index as usize, false);
+        let cut = radix.cut().unwrap_or(Cut::NONE).threshold();
+        let mut rank = 0u64;
+        for c in candidates {
+            let (mask, i) = (&mut masks[c.input as usize], c.index as usize);
+            if cut.prunes(c.key, rank) && mask.get(i) {
+                mask.set(i, false);
+                pruned[c.input as usize] += 1;
+            }
+            rank += (c.key == cut.key) as u64;
         }
-        rank += (c.key == cut.key) as u64;
+        Ok(())
     }
-    Ok(())
 }
 
 struct Selector<'s, B: Backend + ?Sized> {
@@ -393,7 +421,7 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
     ///
     /// Under [`SelectionPlan::Histograms`] the sample is skipped and only
     /// buckets of at most [`GATHER_MOST`] elements are gathered.
-    fn masks(&self, ids: &[usize], inputs: &[ScoreView<'_, B>], k: u64) -> Result<Vec<Mask>> {
+    fn masks(&self, ids: &[usize], inputs: &[ScoreView<'_, B>], k: u64) -> Result<Selected> {
         let n: u64 = inputs.iter().map(|v| v.scores.shape().numel() as u64).sum();
         let plan = self.backend.selection_plan();
         if plan == SelectionPlan::Gather
@@ -431,9 +459,9 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
                         ),
                     });
                 }
-                let mut masks = self.backend.download_masks(range.masks)?;
-                settle(&range.candidates, bucket.rank, &mut masks)?;
-                return Ok(masks);
+                let (mut selected, candidates) = Selected::from_range(self.backend, range)?;
+                selected.settle(&candidates, bucket.rank)?;
+                return Ok(selected);
             }
             let h = self.backend.histogram(inputs, self.rule, w)?;
             if first && self.rule.nan == NanPolicy::Error {
@@ -447,7 +475,9 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
         let masks = self
             .backend
             .threshold_masks(inputs, self.rule, cut.threshold())?;
-        self.backend.download_masks(masks.masks)
+        let masks = self.backend.download_masks(masks.masks)?;
+        let pruned = masks.iter().map(Mask::count_pruned).collect();
+        Ok(Selected { masks, pruned })
     }
 
     /// The one-pass attempt of [`Selector::masks`]: `None` when the sample's
@@ -458,25 +488,25 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
         inputs: &[ScoreView<'_, B>],
         n: u64,
         k: u64,
-    ) -> Result<Option<Vec<Mask>>> {
+    ) -> Result<Option<Selected>> {
         let sample = self
             .backend
             .sample_keys(inputs, self.rule, SAMPLE_RUN, SAMPLE_EVERY)?;
-        let Some((lo, hi)) = sample_range(&sample, n, k) else {
+        let Some((lo, hi)) = crate::selection::radix::sample_keys(&sample, n, k) else {
             return Ok(None);
         };
         let range = self.backend.range_masks(inputs, self.rule, lo, hi)?;
         if self.rule.nan == NanPolicy::Error {
             self.check_nan(ids, &range.nan)?;
         }
-        let mut masks = self.backend.download_masks(range.masks)?;
-        let below: u64 = masks.iter().map(|m| m.count_pruned()).sum();
-        let gathered = range.candidates.len() as u64;
+        let (mut selected, candidates) = Selected::from_range(self.backend, range)?;
+        let below: u64 = selected.pruned.iter().sum();
+        let gathered = candidates.len() as u64;
         if below > k || k > below + gathered {
             return Ok(None);
         }
-        settle(&range.candidates, k - below, &mut masks)?;
-        Ok(Some(masks))
+        selected.settle(&candidates, k - below)?;
+        Ok(Some(selected))
     }
 
     fn check_nan(&self, ids: &[usize], nan: &[u64]) -> Result<()> {
@@ -491,7 +521,7 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
 
     /// Prunes exactly `k` units of one layer.
     fn one(&self, i: usize, input: ScoreView<'_, B>, k: u64) -> Result<Mask> {
-        Ok(self.masks(&[i], &[input], k)?.remove(0))
+        Ok(self.masks(&[i], &[input], k)?.masks.remove(0))
     }
 
     /// Prunes exactly `k` units over all active layers, the lowest scores
@@ -513,8 +543,7 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
         let mut k_pool = k;
         while !pool.is_empty() {
             let inputs: Vec<ScoreView<'v, B>> = pool.iter().map(|&i| view(i)).collect();
-            let masks = self.masks(&pool, &inputs, k_pool)?;
-            let pruned: Vec<u64> = masks.iter().map(|m| m.count_pruned()).collect();
+            let Selected { masks, pruned } = self.masks(&pool, &inputs, k_pool)?;
             let over: Vec<usize> = (0..pool.len())
                 .filter(|&t| pruned[t] > plan.cap[pool[t]])
                 .collect();
