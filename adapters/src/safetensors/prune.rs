@@ -719,24 +719,43 @@ fn zeros(data: &[u8], dtype: Dtype) -> u64 {
 }
 
 /// `src` into `out` with the elements whose bit in `bits` is clear set to
-/// +0; returns the zeros written. `W` is the element width (2 or 4), and
-/// the loop is branch-free so it vectorises.
+/// +0; returns the zeros written. `W` is the element width (2 or 4). Eight
+/// elements (one byte of bits) at a time, in branch-free fixed-size loops
+/// that the compiler unrolls and vectorises (the element-at-a-time loop
+/// this replaced stayed scalar and was the write pass's largest cost).
 #[inline(always)]
 fn mask_chunk<const W: usize>(out: &mut [u8], src: &[u8], bits: &[u8]) -> u64 {
-    let mut zeros = 0u64;
-    for (j, (o, s)) in out.chunks_exact_mut(W).zip(src.chunks_exact(W)).enumerate() {
-        let keep = (bits[j / 8] >> (j % 8)) & 1;
-        let mut v = [0u8; W];
-        v.copy_from_slice(s);
-        let word = if W == 2 {
-            u16::from_le_bytes([v[0], v[1]]) as u32
+    let sign: u32 = if W == 2 { 0x7FFF } else { 0x7FFF_FFFF };
+    let read = |s: &[u8]| {
+        if W == 2 {
+            u16::from_le_bytes([s[0], s[1]]) as u32
         } else {
-            u32::from_le_bytes([v[0], v[1], v[2], v[3]])
-        };
-        let kept = word & 0u32.wrapping_sub(keep as u32);
-        let sign = if W == 2 { 0x7FFF } else { 0x7FFF_FFFF };
-        zeros += (kept & sign == 0) as u64;
-        o.copy_from_slice(&kept.to_le_bytes()[..W]);
+            u32::from_le_bytes([s[0], s[1], s[2], s[3]])
+        }
+    };
+    let mut zeros = 0u64;
+    let outs = out.chunks_exact_mut(8 * W);
+    for ((o8, s8), &byte) in outs.zip(src.chunks_exact(8 * W)).zip(bits) {
+        let mut kept = [0u32; 8];
+        for (i, k) in kept.iter_mut().enumerate() {
+            let keep = 0u32.wrapping_sub(((byte >> i) & 1) as u32);
+            *k = read(&s8[i * W..]) & keep;
+        }
+        for (i, &k) in kept.iter().enumerate() {
+            zeros += (k & sign == 0) as u64;
+            o8[i * W..(i + 1) * W].copy_from_slice(&k.to_le_bytes()[..W]);
+        }
+    }
+    let done = out.len() / (8 * W) * (8 * W);
+    let tail = out[done..]
+        .chunks_exact_mut(W)
+        .zip(src[done..].chunks_exact(W));
+    for (j, (o, s)) in tail.enumerate() {
+        let j = done / W + j;
+        let keep = 0u32.wrapping_sub(((bits[j / 8] >> (j % 8)) & 1) as u32);
+        let k = read(s) & keep;
+        zeros += (k & sign == 0) as u64;
+        o.copy_from_slice(&k.to_le_bytes()[..W]);
     }
     zeros
 }
@@ -790,4 +809,47 @@ pub fn prune_file<B: Backend + ?Sized>(
     output::write_atomic(checkpoint.path(), output, options, |w| {
         prune_to_writer(backend, checkpoint, request, w, output, progress)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The element-at-a-time definition of [`mask_chunk`].
+    fn plain<const W: usize>(src: &[u8], bits: &[u8]) -> (Vec<u8>, u64) {
+        let mut out = Vec::new();
+        let mut zeros = 0;
+        for (j, s) in src.chunks_exact(W).enumerate() {
+            let keep = bits[j / 8] >> (j % 8) & 1 == 1;
+            let v: Vec<u8> = if keep { s.to_vec() } else { vec![0; W] };
+            let mut word = [0u8; 4];
+            word[..W].copy_from_slice(&v);
+            let sign = if W == 2 { 0x7FFF } else { 0x7FFF_FFFF };
+            zeros += (u32::from_le_bytes(word) & sign == 0) as u64;
+            out.extend(v);
+        }
+        (out, zeros)
+    }
+
+    fn check<const W: usize>() {
+        for n in [0usize, 1, 7, 8, 9, 64, 203] {
+            let src: Vec<u8> = (0..n * W)
+                .map(|i| match i % 11 {
+                    0 => 0,
+                    3 => 0x80,
+                    _ => (i * 37 % 251) as u8,
+                })
+                .collect();
+            let bits: Vec<u8> = (0..n.div_ceil(8)).map(|i| (i * 89 % 256) as u8).collect();
+            let mut out = vec![0xAAu8; n * W];
+            let zeros = mask_chunk::<W>(&mut out, &src, &bits);
+            assert_eq!((out, zeros), plain::<W>(&src, &bits), "n {n}, width {W}");
+        }
+    }
+
+    #[test]
+    fn mask_chunk_matches_the_plain_loop() {
+        check::<2>();
+        check::<4>();
+    }
 }
