@@ -30,7 +30,7 @@ fn term(bits: u32) -> f32 {
     }
 }
 
-// Reduction::combine on bits. Max-abs compares bit patterns: every operand
+// Reduction::combine on bits (a NaN result canonical). Max-abs compares bit patterns: every operand
 // is non-negative, where bit order is value order (and a subnormal is never
 // mistaken for zero).
 fn combine(a: u32, b: u32) -> u32 {
@@ -40,7 +40,12 @@ fn combine(a: u32, b: u32) -> u32 {
         }
         return max(a, b);
     }
-    return bitcast<u32>(bitcast<f32>(a) + bitcast<f32>(b));
+    // A NaN sum is the canonical quiet NaN, as on the host.
+    let s = bitcast<u32>(bitcast<f32>(a) + bitcast<f32>(b));
+    if (is_nan_bits(s)) {
+        return 0x7fc00000u;
+    }
+    return s;
 }
 
 // The block grid's columns.

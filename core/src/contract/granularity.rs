@@ -199,7 +199,10 @@ impl Reduction {
         }
     }
 
-    /// Combines two partial results.
+    /// Combines two partial results. A NaN result is always the canonical
+    /// quiet NaN ([`f32::NAN`]): which operand's NaN an addition returns
+    /// (and so its sign) is left to the compiler and the processor, and
+    /// optimised builds were seen to differ from unoptimised ones.
     #[inline(always)]
     pub fn combine(self, a: f32, b: f32) -> f32 {
         match self {
@@ -213,7 +216,10 @@ impl Reduction {
                     a
                 }
             }
-            _ => a + b,
+            _ => {
+                let s = a + b;
+                if s.is_nan() { f32::NAN } else { s }
+            }
         }
     }
 
@@ -304,6 +310,22 @@ mod tests {
         assert_eq!(chunked, ((0.0 + c1) + c2) + c3);
         assert_eq!(Reduction::MaxAbs.reduce([1.0, -3.0, 2.0]), 3.0);
         assert_eq!(Reduction::SumSquares.reduce([3.0, -4.0]), 25.0);
+        // NaN results are canonical whatever the operands' signs and payloads.
+        let odd = [
+            f32::from_bits(0xFFC0_0001),
+            1.0,
+            f32::from_bits(0x7FC0_0002),
+        ];
+        for r in [
+            Reduction::Sum,
+            Reduction::L1,
+            Reduction::SumSquares,
+            Reduction::MaxAbs,
+        ] {
+            assert_eq!(r.reduce(odd).to_bits(), 0x7FC0_0000, "{r:?}");
+        }
+        let inf = [f32::INFINITY, -f32::INFINITY];
+        assert_eq!(Reduction::Sum.reduce(inf).to_bits(), 0x7FC0_0000);
         assert_eq!(Reduction::L1.reduce([]), 0.0);
     }
 }
