@@ -257,28 +257,16 @@ pub(crate) fn abs_at_least<L: Lanes>(
     } else {
         0x7FFF_FFFF
     };
-    match survivors {
-        Some(s) => range_blocks(
-            lanes,
-            x,
-            lo,
-            0,
-            hi,
-            out,
-            #[inline(always)]
-            |w, _, r| r.keep & s[w],
-        ),
-        None => range_blocks(
-            lanes,
-            x,
-            lo,
-            0,
-            hi,
-            out,
-            #[inline(always)]
-            |_, _, r| r.keep,
-        ),
-    }
+    range_blocks(
+        lanes,
+        x,
+        lo,
+        0,
+        hi,
+        out,
+        #[inline(always)]
+        |w, _, r| r.keep & survivors.map_or(u64::MAX, |s| s[w]),
+    );
 }
 
 /// [`Lanes::range_block`] of up to 64 values: a short last block is padded
@@ -388,36 +376,20 @@ pub(crate) fn abs_range<L: Lanes>(
     let mut inside = vec![0u64; blocks];
     let mut any_nan = false;
     let alive = |w: usize| survivors.map_or(u64::MAX, |s| s[w]);
-    match survivors {
-        Some(s) => range_blocks(
-            lanes,
-            x,
-            lo_bits,
-            hi_bits,
-            top,
-            out,
-            #[inline(always)]
-            |w, _, r| {
-                inside[w] = r.inside;
-                any_nan |= r.nan;
-                r.keep & s[w]
-            },
-        ),
-        None => range_blocks(
-            lanes,
-            x,
-            lo_bits,
-            hi_bits,
-            top,
-            out,
-            #[inline(always)]
-            |w, _, r| {
-                inside[w] = r.inside;
-                any_nan |= r.nan;
-                r.keep
-            },
-        ),
-    }
+    range_blocks(
+        lanes,
+        x,
+        lo_bits,
+        hi_bits,
+        top,
+        out,
+        #[inline(always)]
+        |w, _, r| {
+            inside[w] = r.inside;
+            any_nan |= r.nan;
+            r.keep & alive(w)
+        },
+    );
     for (w, &word) in inside.iter().enumerate() {
         let mut hits = word & alive(w);
         while hits != 0 {
