@@ -162,6 +162,34 @@ impl Matrix {
         }
     }
 
+    /// The columns listed, in that order (all rows).
+    pub fn select_cols(&self, cols: &[usize]) -> Matrix {
+        let mut data = Vec::with_capacity(self.rows * cols.len());
+        for i in 0..self.rows {
+            let row = self.row(i);
+            data.extend(cols.iter().map(|&j| row[j]));
+        }
+        Matrix {
+            rows: self.rows,
+            cols: cols.len(),
+            data,
+        }
+    }
+
+    /// The submatrix of the rows and the columns listed, in those orders.
+    pub fn select_block(&self, rows: &[usize], cols: &[usize]) -> Matrix {
+        let mut data = Vec::with_capacity(rows.len() * cols.len());
+        for &i in rows {
+            let row = self.row(i);
+            data.extend(cols.iter().map(|&j| row[j]));
+        }
+        Matrix {
+            rows: rows.len(),
+            cols: cols.len(),
+            data,
+        }
+    }
+
     /// The square submatrix of the rows and columns listed.
     #[track_caller]
     pub fn select(&self, indices: &[usize]) -> Matrix {

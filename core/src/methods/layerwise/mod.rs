@@ -38,12 +38,17 @@ mod hessian;
 mod obs;
 mod sparsegpt;
 mod stats;
+mod structured;
 mod wanda;
 
 pub use hessian::{Hessian, PERCDAMP, damped_hessian, inverse_factor};
 pub use obs::{Allocation, ObsConfig, obs, row_cost};
 pub use sparsegpt::{SparseGptConfig, sparsegpt};
 pub use stats::LayerStats;
+pub use structured::{
+    GroupLayout, GroupScore, GroupSearch, MAX_STEPS, StructuredConfig, StructuredLayer,
+    StructuredPruned, group_scores, kept_objective, structured, structured_error,
+};
 pub use wanda::{WandaLayer, WandaScope, wanda, wanda_scores};
 
 use alloc::vec::Vec;

@@ -1,6 +1,7 @@
 //! What a layer's calibration inputs contribute to its pruning: the rows
-//! seen, the per-column sums of squares (Wanda's `‖X_j‖₂²`) and, when
-//! asked, the Gram matrix `XᵀX` (SparseGPT's and OBS's `H`, up to scale).
+//! seen, the per-column sums (FLAP's means) and sums of squares (Wanda's
+//! `‖X_j‖₂²`) and, when asked, the Gram matrix `XᵀX` (SparseGPT's and
+//! OBS's `H`, up to scale).
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -31,6 +32,8 @@ use crate::contract::reference::ReferenceBackend;
 pub struct LayerStats {
     columns: usize,
     rows: u64,
+    /// `Σ x_j` per column; `None` for statistics imported without them.
+    sums: Option<Vec<f64>>,
     sum_squares: Vec<f64>,
     gram: Option<Matrix>,
 }
@@ -49,6 +52,7 @@ impl LayerStats {
         Ok(LayerStats {
             columns,
             rows: 0,
+            sums: Some(vec![0.0; columns]),
             sum_squares: vec![0.0; columns],
             gram: gram.then(|| Matrix::zeros(columns, columns)),
         })
@@ -91,9 +95,31 @@ impl LayerStats {
             }
         }
         stats.rows = rows;
+        stats.sums = None;
         stats.sum_squares = sum_squares;
         stats.gram = gram;
         Ok(stats)
+    }
+
+    /// Adds the per-column sums `Σ x_j` to statistics made by
+    /// [`LayerStats::from_sums`] (FLAP's fluctuation and the bias of a
+    /// structured refit need the columns' means). Fails on a length that is
+    /// not the width or on NaN or infinite values.
+    pub fn with_column_sums(mut self, sums: Vec<f64>) -> Result<Self> {
+        if sums.len() != self.columns {
+            return Err(Error::LengthMismatch {
+                what: "column sums (one per input column)",
+                expected: self.columns,
+                found: sums.len(),
+            });
+        }
+        if sums.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "the column sums",
+            });
+        }
+        self.sums = Some(sums);
+        Ok(self)
     }
 
     /// Adds `tokens` input rows, `x` row-major `[tokens, columns]`, with the
@@ -144,6 +170,11 @@ impl LayerStats {
                 let v = f64::from(v);
                 *s += v * v;
             }
+            if let Some(sums) = &mut self.sums {
+                for (s, &v) in sums.iter_mut().zip(row) {
+                    *s += f64::from(v);
+                }
+            }
         }
         self.rows += tokens as u64;
         Ok(())
@@ -176,6 +207,16 @@ impl LayerStats {
         for (x, y) in self.sum_squares.iter_mut().zip(&other.sum_squares) {
             *x += y;
         }
+        // Sums survive a merge only where both sides kept them.
+        self.sums = match (self.sums.take(), &other.sums) {
+            (Some(mut a), Some(b)) => {
+                for (x, y) in a.iter_mut().zip(b) {
+                    *x += y;
+                }
+                Some(a)
+            }
+            _ => None,
+        };
         self.rows += other.rows;
         Ok(())
     }
@@ -193,6 +234,32 @@ impl LayerStats {
     /// `Σ x_j²` per input column.
     pub fn sum_squares(&self) -> &[f64] {
         &self.sum_squares
+    }
+
+    /// `Σ x_j` per input column, where known (statistics imported by
+    /// [`LayerStats::from_sums`] have them only after
+    /// [`LayerStats::with_column_sums`]).
+    pub fn sums(&self) -> Option<&[f64]> {
+        self.sums.as_deref()
+    }
+
+    /// The population variance `Σx_j²/n − (Σx_j/n)²` per input column
+    /// (clamped at 0 against rounding): FLAP's fluctuation. Fails without
+    /// rows or without column sums.
+    pub fn column_variances(&self) -> Result<Vec<f64>> {
+        self.require_rows()?;
+        let sums = self.sums.as_ref().ok_or(Error::MissingInput {
+            what: "column sums of the calibration inputs (add them with with_column_sums)",
+        })?;
+        let n = self.rows as f64;
+        Ok(sums
+            .iter()
+            .zip(&self.sum_squares)
+            .map(|(&s, &q)| {
+                let mean = s / n;
+                (q / n - mean * mean).max(0.0)
+            })
+            .collect())
     }
 
     /// `‖X_j‖₂` per input column: Wanda's activation norms.
