@@ -32,8 +32,17 @@ pub(crate) enum Method {
     /// --calibration).
     Sparsegpt,
     /// Layer-wise OBS with its weight update: exact per row, or in column
-    /// blocks of --block-size (model folders, with --calibration).
+    /// blocks of --block-size (model folders, with --calibration). With
+    /// --structured: greedy backward elimination of groups by their exact
+    /// OBS cost, H⁻¹ downdated after every removal, then swaps.
     Obs,
+    /// FLAP's fluctuation, Var(X) times the squared column norms (model
+    /// folders with --structured and --calibration).
+    Fluctuation,
+    /// Greedy forward selection of the groups to keep on each layer's
+    /// reconstruction error, then swaps (model folders with --structured
+    /// and --calibration).
+    Forward,
 }
 
 /// Over which tensors the sparsity is counted.
@@ -156,11 +165,62 @@ pub(crate) struct PruneArgs {
     /// fraction of its mean.
     #[arg(long, value_name = "D", default_value_t = 0.01)]
     pub(crate) dampening: f64,
-    /// Model folders: OBS swap passes per row after the greedy removal.
+    /// Model folders: OBS swap passes per row after the greedy removal
+    /// (with --structured: swaps of one kept and one removed group after
+    /// the obs and forward searches).
     #[arg(long, default_value_t = 8)]
     pub(crate) swaps: usize,
+    /// Model folders: remove whole structures and write a smaller dense
+    /// model, its config.json changed to match. mlp=F removes round(F x
+    /// intermediate_size) MLP channels from every block (BERT, llama,
+    /// mistral, qwen2). Attention heads, KV groups and blocks are not
+    /// removed yet.
+    #[arg(long, value_name = "PARTS", value_parser = parse_structured)]
+    pub(crate) structured: Option<StructuredParts>,
+    /// Model folders with --structured: keep the surviving columns as they
+    /// are instead of refitting them by least squares on the calibration
+    /// statistics (the plain baselines; fluctuation then shifts the bias
+    /// by the removed channels' mean, as FLAP does).
+    #[arg(long)]
+    pub(crate) no_refit: bool,
     #[command(flatten)]
     pub(crate) show: Show,
+}
+
+/// The parts of `--structured`: structure name and fraction.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct StructuredParts(pub(crate) Vec<(String, f64)>);
+
+/// Parses `mlp=0.5[,heads=0.25,...]`: each part once, each fraction in
+/// (0, 1).
+pub(crate) fn parse_structured(s: &str) -> Result<StructuredParts, String> {
+    let mut parts: Vec<(String, f64)> = Vec::new();
+    for item in s.split(',') {
+        let (name, value) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not NAME=F (for example mlp=0.5)"))?;
+        let name = name.trim();
+        if name != "mlp" {
+            return Err(format!(
+                "{name:?}: prunus removes MLP channels (mlp=F); attention heads, KV groups and \
+                 blocks are not supported yet"
+            ));
+        }
+        let f: f64 = value
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name}={value}: the fraction is not a number"))?;
+        if !(f.is_finite() && f > 0.0 && f < 1.0) {
+            return Err(format!(
+                "{name}={value}: give a fraction in (0, 1); every block keeps at least one group"
+            ));
+        }
+        if parts.iter().any(|(n, _)| n == name) {
+            return Err(format!("{name} is given twice"));
+        }
+        parts.push((name.to_string(), f));
+    }
+    Ok(StructuredParts(parts))
 }
 
 /// How results are shown.
@@ -203,6 +263,18 @@ pub(crate) fn prune(args: &PruneArgs) -> Result<(), Error> {
             args.input.display(),
             "a .safetensors file (this prunus was built without the transformers feature, \
              which prunes model folders)",
+        ));
+    }
+    if args.structured.is_some() || args.no_refit {
+        return Err(Error::argument(
+            if args.no_refit {
+                "--no-refit"
+            } else {
+                "--structured"
+            },
+            "given",
+            "a model folder (config.json, weights, tokenizer.json): structured pruning needs \
+             the model's architecture to know what a channel spans",
         ));
     }
     let started = Instant::now();
@@ -289,7 +361,7 @@ fn request(args: &PruneArgs) -> Result<Request, Error> {
     match args.method {
         Method::Magnitude => {}
         Method::Random => config = config.importance(Importance::Random { seed: args.seed }),
-        Method::Wanda | Method::Sparsegpt | Method::Obs => {
+        Method::Wanda | Method::Sparsegpt | Method::Obs | Method::Fluctuation | Method::Forward => {
             return Err(invalid(
                 "--method",
                 format!("{:?}", args.method).to_lowercase(),

@@ -25,6 +25,8 @@ mod manual;
 mod memory;
 mod progress;
 #[cfg(feature = "transformers")]
+mod structured;
+#[cfg(feature = "transformers")]
 mod transformer;
 
 /// Prune neural-network weights exactly: a sparsity of 0.9 removes exactly

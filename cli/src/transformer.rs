@@ -33,6 +33,14 @@ fn settings(args: &PruneArgs) -> Result<Settings, Error> {
         Method::Wanda => LayerMethod::Wanda,
         Method::Sparsegpt => LayerMethod::SparseGpt,
         Method::Obs => LayerMethod::Obs,
+        Method::Fluctuation | Method::Forward => {
+            return Err(Error::argument(
+                "--method",
+                format!("{:?}", args.method).to_lowercase(),
+                "magnitude, wanda, sparsegpt or obs without --structured (fluctuation and \
+                 forward choose whole structures: give --structured mlp=F)",
+            ));
+        }
         Method::Random => {
             return Err(Error::argument(
                 "--method",
@@ -60,6 +68,13 @@ fn settings(args: &PruneArgs) -> Result<Settings, Error> {
             ));
         }
     };
+    if args.no_refit {
+        return Err(Error::argument(
+            "--no-refit",
+            "given",
+            "only with --structured (unstructured methods keep their own weight updates)",
+        ));
+    }
     for (flag, given) in [
         ("--masks", args.masks),
         ("--in-place", args.in_place),
@@ -95,6 +110,9 @@ fn settings(args: &PruneArgs) -> Result<Settings, Error> {
 
 /// Runs `prunus prune` on a model folder.
 pub(crate) fn prune(args: &PruneArgs) -> Result<(), Error> {
+    if let Some(parts) = &args.structured {
+        return crate::structured::prune(args, parts);
+    }
     let started = Instant::now();
     let settings = settings(args)?;
     let spec = BackendSpec::new(args.backend, args.threads);

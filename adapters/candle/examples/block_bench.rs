@@ -30,6 +30,10 @@ impl Sink for Discard {
     fn put(&mut self, _: &str, _: &[f32]) -> Result<()> {
         Ok(())
     }
+
+    fn put_tensor(&mut self, _: &str, _: &[usize], _: &[f32]) -> Result<()> {
+        Ok(())
+    }
 }
 
 fn peak_rss_mib() -> Option<f64> {

@@ -38,8 +38,9 @@ use candle_core::{D, DType, Device, Tensor};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::graph::{Family, Graph, Part, Weights};
+use crate::graph::{Family, Graph, Part, Structure, StructureSpan, Weights};
 use crate::record::{Linear, Recorder, record};
+use prunus_core::methods::layerwise::GroupLayout;
 
 /// The activation of a BERT block's intermediate layer (`hidden_act`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -563,6 +564,21 @@ impl Bert {
 impl Graph for Bert {
     fn family(&self) -> Family {
         Family::Encoder
+    }
+
+    fn structures(&self, i: usize) -> Vec<StructureSpan> {
+        let layer = format!("{}encoder.layer.{i}", self.prefix);
+        // A config with no channel has no structure to remove.
+        let Ok(layout) = GroupLayout::new(1, self.config.intermediate_size) else {
+            return Vec::new();
+        };
+        vec![StructureSpan {
+            structure: Structure::MlpChannels,
+            config_field: "intermediate_size",
+            consumer: format!("{layer}.output.dense"),
+            producers: vec![(format!("{layer}.intermediate.dense"), 1)],
+            layout,
+        }]
     }
 
     fn linear_names(&self, i: usize) -> Vec<String> {

@@ -506,6 +506,10 @@ pub struct FolderWriter<'a> {
     temp: tempfile::TempDir,
     /// Per tensor (global index order): whether it was replaced.
     replaced: Vec<bool>,
+    /// Per tensor: its new shape, where a replacement changed it.
+    shapes: Vec<Option<Vec<usize>>>,
+    /// The output's `config.json`, where it differs from the input's.
+    config: Option<Value>,
 }
 
 impl fmt::Debug for FolderWriter<'_> {
@@ -594,6 +598,8 @@ impl<'a> FolderWriter<'a> {
             overwrite,
             temp,
             replaced: vec![false; input.names.len()],
+            shapes: vec![None; input.names.len()],
+            config: None,
         })
     }
 
@@ -613,6 +619,19 @@ impl<'a> FolderWriter<'a> {
     /// The encoded bytes go to a file in the temporary folder, not memory.
     /// Replacing a tensor again keeps the last values.
     pub fn replace(&mut self, name: &str, values: &[f32]) -> Result<()> {
+        let shape = self
+            .input
+            .info(name)
+            .map(|t| t.shape.clone())
+            .unwrap_or_default();
+        self.replace_reshaped(name, &shape, values)
+    }
+
+    /// Gives tensor `name` a new shape and values (row-major, as many as
+    /// the shape holds), in its own dtype: a structured pruning's smaller
+    /// tensors. The output's header and index get the new shape; tensors
+    /// keep their order.
+    pub fn replace_reshaped(&mut self, name: &str, shape: &[usize], values: &[f32]) -> Result<()> {
         let g = self.input.index_of(name).ok_or_else(|| {
             Error::request(format!(
                 "cannot replace tensor '{name}': the model in {} has no tensor of that name",
@@ -627,11 +646,10 @@ impl<'a> FolderWriter<'a> {
                 t.dtype
             )));
         }
-        if values.len() as u64 != t.numel() {
+        let numel = shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64));
+        if numel != Some(values.len() as u64) {
             return Err(Error::request(format!(
-                "cannot replace tensor '{name}' of shape {:?} ({} elements) with {} values",
-                t.shape,
-                t.numel(),
+                "cannot replace tensor '{name}' with shape {shape:?} by {} values",
                 values.len()
             )));
         }
@@ -650,7 +668,38 @@ impl<'a> FolderWriter<'a> {
         w.flush()
             .map_err(|e| Error::io("write", path.display(), e))?;
         self.replaced[g] = true;
+        self.shapes[g] = (shape != t.shape.as_slice()).then(|| shape.to_vec());
         Ok(())
+    }
+
+    /// Sets the output's `config.json` (a structured pruning's new sizes);
+    /// without it the input's is copied as it is. Written pretty-printed.
+    pub fn set_config(&mut self, config: Value) {
+        self.config = Some(config);
+    }
+
+    /// The tensors of the shard whose first tensor has global index
+    /// `first`, with replaced shapes and the data offsets that follow from
+    /// them (in the shard's order).
+    fn shard_tensors(&self, shard: &Shard, first: usize) -> Vec<TensorInfo> {
+        let mut at = 0u64;
+        shard
+            .checkpoint
+            .tensors()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut t = t.clone();
+                if let Some(shape) = &self.shapes[first + i] {
+                    t.shape = shape.clone();
+                }
+                let len = t.numel() * t.dtype.bits() as u64 / 8;
+                t.start = at;
+                t.end = at + len;
+                at += len;
+                t
+            })
+            .collect()
     }
 
     /// Whether tensor `name` was replaced.
@@ -711,12 +760,16 @@ impl<'a> FolderWriter<'a> {
             first += count;
         }
         if let Some(index) = &input.index {
-            let total: u64 = input
-                .shards
-                .iter()
-                .flat_map(|s| s.checkpoint.tensors())
-                .map(TensorInfo::len)
-                .sum();
+            let mut first = 0;
+            let mut total = 0u64;
+            for shard in &input.shards {
+                total += self
+                    .shard_tensors(shard, first)
+                    .iter()
+                    .map(TensorInfo::len)
+                    .sum::<u64>();
+                first += shard.checkpoint.tensors().len();
+            }
             let path = root.join(INDEX_FILE);
             if input.index_total == Some(total) {
                 summary.bytes += copy_file(&input.dir.join(INDEX_FILE), &path)?;
@@ -742,6 +795,14 @@ impl<'a> FolderWriter<'a> {
             summary.files += 1;
             skip.insert(PathBuf::from(INDEX_FILE));
         }
+        if let Some(config) = &self.config {
+            let mut text = serde_json::to_string_pretty(config).expect("JSON serialises");
+            text.push('\n');
+            write_synced(&root.join(CONFIG_FILE), text.as_bytes())?;
+            summary.bytes += text.len() as u64;
+            summary.files += 1;
+            skip.insert(PathBuf::from(CONFIG_FILE));
+        }
         let spill = root.join(SPILL_DIR);
         fs::remove_dir_all(&spill).map_err(|e| Error::io("remove", spill.display(), e))?;
         skip.insert(PathBuf::from(".git"));
@@ -765,7 +826,8 @@ impl<'a> FolderWriter<'a> {
                 None => meta.push((k.clone(), v.clone())),
             }
         }
-        let header = write_header(checkpoint.tensors(), &meta);
+        let tensors = self.shard_tensors(shard, first);
+        let header = write_header(&tensors, &meta);
         let shown = path.display();
         let file = File::create(path).map_err(|e| Error::io("create", &shown, e))?;
         let mut w = BufWriter::with_capacity(8 << 20, file);
@@ -776,7 +838,7 @@ impl<'a> FolderWriter<'a> {
         put(&(header.len() as u64).to_le_bytes())?;
         put(&header)?;
         let mut written = 8 + header.len() as u64;
-        for (i, t) in checkpoint.tensors().iter().enumerate() {
+        for (i, t) in tensors.iter().enumerate() {
             if self.replaced[first + i] {
                 let spilled = self.spill_path(first + i);
                 let bytes =

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
+use prunus_core::methods::layerwise::GroupLayout;
 
 use crate::error::{Error, Result};
 use crate::record::{Linear, Recorder};
@@ -33,6 +34,43 @@ pub enum Part {
     /// What comes after the last block (final norm, LM head); nothing for
     /// an encoder without a pooler.
     Head,
+}
+
+/// A kind of structure that structured pruning removes from every block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Structure {
+    /// MLP channels: one row of each up (and gate) projection, one column
+    /// of the down projection.
+    MlpChannels,
+}
+
+impl Structure {
+    /// The structure's name on the command line (`--structured mlp=F`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Structure::MlpChannels => "mlp",
+        }
+    }
+}
+
+/// Where one kind of structure lives in one block: the groups are input
+/// columns of the `consumer` layer, each tied to rows of the `producers`,
+/// and `config_field` of `config.json` counts them. The folder writer and
+/// the pruner read this one description.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StructureSpan {
+    /// Which structure.
+    pub structure: Structure,
+    /// The `config.json` field that counts the groups in every block.
+    pub config_field: &'static str,
+    /// The layer whose input columns the groups are (its weight is
+    /// `<consumer>.weight`; its bias, if any, is refit, not sliced).
+    pub consumer: String,
+    /// The layers whose output rows are tied to the groups, with the rows
+    /// each group spans in them (their weights and biases are sliced).
+    pub producers: Vec<(String, usize)>,
+    /// The groups over the consumer's input columns.
+    pub layout: GroupLayout,
 }
 
 /// Where a graph's weights come from: a model folder
@@ -99,6 +137,13 @@ pub trait Graph: Send + Sync {
     /// `<name>.weight`), in the checkpoint's order, loaded or not: the
     /// layers calibrated pruning prunes by default.
     fn linear_names(&self, i: usize) -> Vec<String>;
+
+    /// The structures block `i` can lose, with the tensors they span
+    /// (none by default: the graph supports no structured pruning).
+    fn structures(&self, i: usize) -> Vec<StructureSpan> {
+        let _ = i;
+        Vec::new()
+    }
 
     /// The linear layers of block `i` (loaded), in the checkpoint's order.
     fn linears(&self, i: usize) -> Result<Vec<&Linear>>;

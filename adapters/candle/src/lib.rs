@@ -16,6 +16,7 @@ pub mod llama;
 pub mod model;
 pub mod pruning;
 pub mod record;
+pub mod structured;
 pub mod varmap;
 
 pub use error::{Error, Result};
@@ -26,7 +27,7 @@ pub use error::{Error, Result};
 #[doc = include_str!("../../../docs/candle.md")]
 pub struct CandleGuide;
 pub use folder::{FolderWriter, GlobalMagnitude, ModelFolder, WriteSummary, magnitude_global};
-pub use graph::{Family, Graph, Part, Weights};
+pub use graph::{Family, Graph, Part, Structure, StructureSpan, Weights};
 pub use host::{CandleHost, HostSettings, PerSample, Probes};
 pub use model::open_graph;
 pub use record::{Linear, Recorder};

@@ -46,8 +46,9 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::folder::ModelFolder;
-use crate::graph::{Family, Graph, Part, Weights};
+use crate::graph::{Family, Graph, Part, Structure, StructureSpan, Weights};
 use crate::record::{Linear, Recorder, record};
+use prunus_core::methods::layerwise::GroupLayout;
 
 /// The architectures this module runs, by their `config.json` `model_type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1033,6 +1034,25 @@ impl Llama {
 impl Graph for Llama {
     fn family(&self) -> Family {
         Family::Decoder
+    }
+
+    fn structures(&self, i: usize) -> Vec<StructureSpan> {
+        let c = &self.config;
+        let layer = format!("model.layers.{i}.mlp");
+        // A config with no channel has no structure to remove.
+        let Ok(layout) = GroupLayout::new(1, c.intermediate_size) else {
+            return Vec::new();
+        };
+        vec![StructureSpan {
+            structure: Structure::MlpChannels,
+            config_field: "intermediate_size",
+            consumer: format!("{layer}.down_proj"),
+            producers: vec![
+                (format!("{layer}.gate_proj"), 1),
+                (format!("{layer}.up_proj"), 1),
+            ],
+            layout,
+        }]
     }
 
     fn linear_names(&self, i: usize) -> Vec<String> {

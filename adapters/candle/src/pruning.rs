@@ -18,7 +18,8 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::folder::{FolderWriter, GlobalMagnitude, ModelFolder, magnitude_global};
-use crate::graph::{Graph, Part, Weights};
+use crate::graph::{Graph, Part, Structure, Weights};
+use crate::record::Recorded;
 use crate::record::Recorder;
 
 /// The layer-wise method that prunes each linear layer.
@@ -136,6 +137,20 @@ pub struct LayerReport {
     pub relative_error: Option<f64>,
     /// Seconds spent choosing the mask and updating the weights.
     pub seconds: f64,
+    /// For structured pruning, the groups of this (consuming) layer and
+    /// which of them went; `None` for unstructured pruning.
+    pub groups: Option<GroupReport>,
+}
+
+/// What structured pruning removed from one consuming layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupReport {
+    /// The structure.
+    pub structure: Structure,
+    /// Groups before.
+    pub before: usize,
+    /// The groups removed, ascending.
+    pub removed: Vec<usize>,
 }
 
 /// What happened to a model.
@@ -182,6 +197,10 @@ pub trait Sink {
     /// Takes the pruned weights of `name` (`<name>.weight`), `[out, in]`
     /// row-major.
     fn put(&mut self, name: &str, values: &[f32]) -> Result<()>;
+
+    /// Takes the tensor `tensor` (its full checkpoint name) with a new
+    /// `shape`: a structured pruning's smaller weights and biases.
+    fn put_tensor(&mut self, tensor: &str, shape: &[usize], values: &[f32]) -> Result<()>;
 }
 
 /// The pieces [`prune_model`] works with.
@@ -245,84 +264,64 @@ impl<B: Backend + ?Sized> Run<'_, '_, B> {
     ) -> Result<Report> {
         let (job, settings) = (self.job, self.settings);
         settings.check()?;
-        if samples.is_empty() || samples.iter().any(|s| s.is_empty()) {
-            return Err(Error::request("no calibration sample (or an empty one)"));
-        }
-        let mut report = Report {
-            samples: samples.len(),
-            tokens: samples.iter().map(Vec::len).sum(),
-            ..Report::default()
+        let calibration = Calibration {
+            dense: job.dense,
+            gram: true,
+            wanted: job.wanted,
         };
-        let clock = Instant::now();
-        graph.load(Part::Embeddings, weights)?;
-        let mut hidden: Vec<Tensor> = samples
-            .iter()
-            .map(|s| graph.embed(s))
-            .collect::<Result<_>>()?;
-        graph.release(Part::Embeddings);
-        report.forward_seconds += clock.elapsed().as_secs_f64();
-        let blocks = graph.blocks();
-        for i in 0..blocks {
-            progress(Progress::Block { index: i, blocks });
-            graph.load(Part::Block(i), weights)?;
-            let clock = Instant::now();
-            let mut recorder = Recorder::new(job.dense, true, job.wanted);
-            for h in &hidden {
-                graph.block(i, h, Some(&mut recorder))?;
-            }
-            report.forward_seconds += clock.elapsed().as_secs_f64();
-            let recorded = recorder.finish()?;
-            report.stats_bytes = report.stats_bytes.max(recorded.bytes());
-            let names: Vec<String> = graph
-                .linears(i)?
-                .iter()
-                .map(|l| l.name().to_string())
-                .filter(|n| (job.wanted)(n))
-                .collect();
-            for (done, name) in names.iter().enumerate() {
-                let stats = recorded.stats(name).ok_or_else(|| {
-                    Error::request(format!("layer {name} saw no calibration input"))
-                })?;
-                let layer = graph.linear_mut(i, name)?;
-                let (out, cols) = layer.weight().dims2()?;
-                let w: Vec<f32> = layer.weight().flatten_all()?.to_vec1()?;
-                let clock = Instant::now();
-                let (pruned, count) = self.layer(name, &w, out, cols, stats)?;
-                let seconds = clock.elapsed().as_secs_f64();
-                report.solve_seconds += seconds;
-                let original = Matrix::from_f32(out, cols, &w)?;
-                let updated = Matrix::from_f32(out, cols, &pruned)?;
-                let error = reconstruction_error(job.dense, &original, &updated, stats)?;
-                let energy =
-                    reconstruction_error(job.dense, &original, &Matrix::zeros(out, cols), stats)?;
-                layer.set_weight(Tensor::from_vec(pruned.clone(), (out, cols), job.device)?)?;
-                sink.put(name, &pruned)?;
-                report.layers.push(LayerReport {
-                    name: name.clone(),
-                    block: i,
-                    shape: [out, cols],
-                    pruned: count,
-                    error: Some(error),
-                    relative_error: Some(if energy > 0.0 { error / energy } else { 0.0 }),
-                    seconds,
-                });
-                progress(Progress::Layer {
-                    name,
-                    done: done + 1,
-                    of: names.len(),
-                });
-            }
-            drop(recorded);
-            let clock = Instant::now();
-            let g: &dyn Graph = graph;
-            hidden = hidden
-                .par_iter()
-                .map(|h| g.block(i, h, None))
-                .collect::<Result<_>>()?;
-            report.forward_seconds += clock.elapsed().as_secs_f64();
-            graph.release(Part::Block(i));
-        }
-        Ok(report)
+        calibration.run(
+            graph,
+            weights,
+            samples,
+            progress,
+            &mut |graph, i, recorded, report, progress| {
+                let names: Vec<String> = graph
+                    .linears(i)?
+                    .iter()
+                    .map(|l| l.name().to_string())
+                    .filter(|n| (job.wanted)(n))
+                    .collect();
+                for (done, name) in names.iter().enumerate() {
+                    let stats = recorded.stats(name).ok_or_else(|| {
+                        Error::request(format!("layer {name} saw no calibration input"))
+                    })?;
+                    let layer = graph.linear_mut(i, name)?;
+                    let (out, cols) = layer.weight().dims2()?;
+                    let w: Vec<f32> = layer.weight().flatten_all()?.to_vec1()?;
+                    let clock = Instant::now();
+                    let (pruned, count) = self.layer(name, &w, out, cols, stats)?;
+                    let seconds = clock.elapsed().as_secs_f64();
+                    report.solve_seconds += seconds;
+                    let original = Matrix::from_f32(out, cols, &w)?;
+                    let updated = Matrix::from_f32(out, cols, &pruned)?;
+                    let error = reconstruction_error(job.dense, &original, &updated, stats)?;
+                    let energy = reconstruction_error(
+                        job.dense,
+                        &original,
+                        &Matrix::zeros(out, cols),
+                        stats,
+                    )?;
+                    layer.set_weight(Tensor::from_vec(pruned.clone(), (out, cols), job.device)?)?;
+                    sink.put(name, &pruned)?;
+                    report.layers.push(LayerReport {
+                        name: name.clone(),
+                        block: i,
+                        shape: [out, cols],
+                        pruned: count,
+                        error: Some(error),
+                        relative_error: Some(if energy > 0.0 { error / energy } else { 0.0 }),
+                        seconds,
+                        groups: None,
+                    });
+                    progress(Progress::Layer {
+                        name,
+                        done: done + 1,
+                        of: names.len(),
+                    });
+                }
+                Ok(())
+            },
+        )
     }
 
     /// One layer's pruned weights, `[out, in]` row-major, exactly `+0.0` where
@@ -372,6 +371,79 @@ impl<B: Backend + ?Sized> Run<'_, '_, B> {
                 Ok(updated(obs(job.dense, &m, stats, &config)?))
             }
         }
+    }
+}
+
+/// What a block's pruning step is given: the graph (block `i` loaded),
+/// the block's index, the statistics its dense run recorded, the report
+/// and the progress callback.
+pub(crate) type BlockStep<'s> = dyn FnMut(&mut dyn Graph, usize, &Recorded, &mut Report, &mut dyn FnMut(Progress<'_>)) -> Result<()>
+    + 's;
+
+/// Sequential calibration, block by block: the one loop every calibrated
+/// pruning (unstructured and structured) runs.
+pub(crate) struct Calibration<'a> {
+    /// Dense linear algebra for the statistics.
+    pub(crate) dense: &'a dyn Dense,
+    /// Whether the statistics keep the Gram matrix.
+    pub(crate) gram: bool,
+    /// Which linear layers to record.
+    pub(crate) wanted: &'a dyn Fn(&str) -> bool,
+}
+
+impl Calibration<'_> {
+    /// Embeds `samples`, then for every block: loads it, runs it dense on
+    /// the held hidden states recording its layers' inputs, lets `step`
+    /// prune it, runs the pruned block to give the next one its inputs,
+    /// and releases it.
+    pub(crate) fn run(
+        &self,
+        graph: &mut dyn Graph,
+        weights: &dyn Weights,
+        samples: &[Vec<u32>],
+        progress: &mut dyn FnMut(Progress<'_>),
+        step: &mut BlockStep<'_>,
+    ) -> Result<Report> {
+        if samples.is_empty() || samples.iter().any(|s| s.is_empty()) {
+            return Err(Error::request("no calibration sample (or an empty one)"));
+        }
+        let mut report = Report {
+            samples: samples.len(),
+            tokens: samples.iter().map(Vec::len).sum(),
+            ..Report::default()
+        };
+        let clock = Instant::now();
+        graph.load(Part::Embeddings, weights)?;
+        let mut hidden: Vec<Tensor> = samples
+            .iter()
+            .map(|s| graph.embed(s))
+            .collect::<Result<_>>()?;
+        graph.release(Part::Embeddings);
+        report.forward_seconds += clock.elapsed().as_secs_f64();
+        let blocks = graph.blocks();
+        for i in 0..blocks {
+            progress(Progress::Block { index: i, blocks });
+            graph.load(Part::Block(i), weights)?;
+            let clock = Instant::now();
+            let mut recorder = Recorder::new(self.dense, self.gram, self.wanted);
+            for h in &hidden {
+                graph.block(i, h, Some(&mut recorder))?;
+            }
+            report.forward_seconds += clock.elapsed().as_secs_f64();
+            let recorded = recorder.finish()?;
+            report.stats_bytes = report.stats_bytes.max(recorded.bytes());
+            step(graph, i, &recorded, &mut report, progress)?;
+            drop(recorded);
+            let clock = Instant::now();
+            let g: &dyn Graph = graph;
+            hidden = hidden
+                .par_iter()
+                .map(|h| g.block(i, h, None))
+                .collect::<Result<_>>()?;
+            report.forward_seconds += clock.elapsed().as_secs_f64();
+            graph.release(Part::Block(i));
+        }
+        Ok(report)
     }
 }
 
@@ -425,6 +497,10 @@ fn updated(pruned: prunus_core::methods::layerwise::Pruned) -> (Vec<f32>, u64) {
 impl Sink for FolderWriter<'_> {
     fn put(&mut self, name: &str, values: &[f32]) -> Result<()> {
         self.replace(&format!("{name}.weight"), values)
+    }
+
+    fn put_tensor(&mut self, tensor: &str, shape: &[usize], values: &[f32]) -> Result<()> {
+        self.replace_reshaped(tensor, shape, values)
     }
 }
 
@@ -518,6 +594,7 @@ where
                     error: None,
                     relative_error: None,
                     seconds: 0.0,
+                    groups: None,
                 });
                 progress(Progress::Layer {
                     name,

@@ -73,6 +73,28 @@ impl Linear {
         Ok(())
     }
 
+    /// Replaces the weight and bias by ones of another shape (a structured
+    /// pruning's smaller layer), on the same dtype and device; the bias
+    /// must match the new weight's rows.
+    pub fn reshape(&mut self, weight: Tensor, bias: Option<Tensor>) -> Result<()> {
+        if weight.dtype() != self.weight.dtype() {
+            return Err(Error::request(format!(
+                "linear layer {}: a new weight of dtype {:?} for one of {:?}",
+                self.name,
+                weight.dtype(),
+                self.weight.dtype()
+            )));
+        }
+        if bias.is_some() != self.bias.is_some() {
+            return Err(Error::request(format!(
+                "linear layer {}: a bias must stay a bias, and none must stay none",
+                self.name
+            )));
+        }
+        *self = Linear::new(self.name.clone(), weight, bias)?;
+        Ok(())
+    }
+
     /// `x Wᵀ + b` over the last dimension of `x` (any leading dimensions).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = x.broadcast_matmul(&self.weight.t()?)?;
@@ -177,7 +199,8 @@ impl<'a> Recorder<'a> {
         Ok(())
     }
 
-    /// Bytes the statistics will hold (f64 Gram matrices and sums).
+    /// Bytes the statistics will hold (f64 Gram matrices, sums and sums of
+    /// squares).
     pub fn bytes(&self) -> u64 {
         self.groups.iter().map(|g| stats_bytes(&g.stats)).sum()
     }
@@ -206,7 +229,7 @@ fn flush(dense: &dyn Dense, g: &mut Group) -> Result<()> {
 
 fn stats_bytes(s: &LayerStats) -> u64 {
     let c = s.columns() as u64;
-    8 * c + if s.gram().is_some() { 8 * c * c } else { 0 }
+    16 * c + if s.gram().is_some() { 8 * c * c } else { 0 }
 }
 
 /// The statistics a [`Recorder`] collected, by layer name.

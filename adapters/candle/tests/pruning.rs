@@ -155,6 +155,11 @@ impl Sink for Collect {
         self.0.insert(name.to_string(), v.to_vec());
         Ok(())
     }
+
+    fn put_tensor(&mut self, tensor: &str, _: &[usize], v: &[f32]) -> Result<()> {
+        self.0.insert(tensor.to_string(), v.to_vec());
+        Ok(())
+    }
 }
 
 fn run(settings: &Settings) -> (Collect, prunus_candle::pruning::Report) {

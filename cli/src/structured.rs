@@ -1,0 +1,381 @@
+//! `prunus prune MODEL_DIR --structured mlp=F`: whole structures removed
+//! from a Hugging Face model folder, written as a smaller dense model.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use candle_core::Device as CandleDevice;
+use prunus_adapters::safetensors::PRUNUS_VERSION;
+use prunus_candle::calibration::read_lines;
+use prunus_candle::model::{DECODER_SEQ_LEN, open_graph, token_samples};
+use prunus_candle::pruning::{Progress, Report};
+use prunus_candle::structured::{
+    StructuredMethod, StructuredSettings, prune_folder_structured, removed_json,
+};
+use prunus_candle::{FolderWriter, ModelFolder, Structure, WriteSummary};
+use serde_json::{Value, json};
+
+use crate::backend::{BackendJob, BackendSpec, Device, dispatch};
+use crate::checkpoint::{Method, PruneArgs, ScopeKind, StructuredParts};
+use crate::error::Error;
+use crate::memory::peak_rss_mib;
+use crate::progress::Bars;
+
+/// What `args` ask of a structured pruning, checked before any work.
+fn settings(args: &PruneArgs, parts: &StructuredParts) -> Result<StructuredSettings, Error> {
+    let method = match args.method {
+        Method::Magnitude => StructuredMethod::Magnitude,
+        Method::Wanda => StructuredMethod::Wanda,
+        Method::Fluctuation => StructuredMethod::Fluctuation,
+        Method::Obs => StructuredMethod::Obs,
+        Method::Forward => StructuredMethod::Forward,
+        Method::Sparsegpt | Method::Random => {
+            return Err(Error::argument(
+                "--method",
+                format!("{:?}", args.method).to_lowercase(),
+                "magnitude, wanda, fluctuation, obs or forward with --structured",
+            ));
+        }
+    };
+    let refused: [(&'static str, bool, &str); 7] = [
+        (
+            "--sparsity",
+            args.sparsity.is_some(),
+            "--structured sets the sizes",
+        ),
+        (
+            "--pattern",
+            args.pattern.is_some(),
+            "structured and N:M pruning in one call: run them one after the other (prune \
+             the structured output again with --pattern)",
+        ),
+        (
+            "--scope",
+            args.scope == Some(ScopeKind::Global),
+            "widths stay uniform: every block loses the same count",
+        ),
+        (
+            "--block-size",
+            args.block_size.is_some(),
+            "it is for SparseGPT and unstructured OBS",
+        ),
+        (
+            "--masks",
+            args.masks,
+            "a structured output has no pruned weights to mask",
+        ),
+        (
+            "--in-place",
+            args.in_place,
+            "a model folder is never written in place",
+        ),
+        (
+            "--min-density",
+            args.min_density > 0.0,
+            "it is for unstructured pruning",
+        ),
+    ];
+    for (flag, given, why) in refused {
+        if given {
+            return Err(Error::argument(
+                flag,
+                "given",
+                format!("not to be given with --structured: {why}"),
+            ));
+        }
+    }
+    if args.calibration.is_none() && method.is_calibrated() {
+        return Err(Error::argument(
+            "--calibration",
+            "nothing",
+            format!(
+                "a UTF-8 text file, one sample per line: structured {} runs the model on it",
+                method.name()
+            ),
+        ));
+    }
+    let mut map = BTreeMap::new();
+    for (name, f) in &parts.0 {
+        let structure = match name.as_str() {
+            "mlp" => Structure::MlpChannels,
+            other => {
+                return Err(Error::argument(
+                    "--structured",
+                    other,
+                    "mlp=F (attention heads, KV groups and blocks are not supported yet)",
+                ));
+            }
+        };
+        map.insert(structure, *f);
+    }
+    let mut s = StructuredSettings::new(method, map);
+    s.refit = method.is_calibrated() && !args.no_refit;
+    s.swaps = args.swaps;
+    s.dampening = args.dampening;
+    s.check()
+        .map_err(|e| Error::argument("--structured", describe(parts), e.to_string()))?;
+    Ok(s)
+}
+
+fn describe(parts: &StructuredParts) -> String {
+    parts
+        .0
+        .iter()
+        .map(|(n, f)| format!("{n}={f}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs `prunus prune MODEL_DIR --structured ...`.
+pub(crate) fn prune(args: &PruneArgs, parts: &StructuredParts) -> Result<(), Error> {
+    let started = Instant::now();
+    let settings = settings(args, parts)?;
+    let spec = BackendSpec::new(args.backend, args.threads);
+    spec.check()?;
+    let folder = ModelFolder::open(&args.input)?;
+    if args.output.exists() && !args.force {
+        return Err(Error::argument(
+            "--output",
+            args.output.display(),
+            "a path that does not exist yet (or --force to replace it)",
+        ));
+    }
+    let device = CandleDevice::Cpu;
+    let mut graph = open_graph(&folder, &device)?;
+    let samples = match &args.calibration {
+        Some(path) if settings.method.is_calibrated() => {
+            let lines = read_lines(path)?;
+            let seq_len = args.seq_len.unwrap_or(DECODER_SEQ_LEN);
+            Some(token_samples(
+                &folder,
+                &*graph,
+                &lines,
+                args.samples,
+                seq_len,
+            )?)
+        }
+        _ => None,
+    };
+    let writer = FolderWriter::create(&folder, &args.output, args.force)?;
+    let job = StructuredJob {
+        folder: &folder,
+        graph: &mut *graph,
+        samples: samples.as_deref(),
+        settings: &settings,
+        writer,
+        quiet: args.show.quiet || args.show.json,
+        threads: args.threads,
+    };
+    let (report, writer) = dispatch(&spec, job)?;
+    let mut metadata = vec![
+        ("prunus_version".to_string(), PRUNUS_VERSION.to_string()),
+        ("prunus_method".into(), settings.method.name().into()),
+        ("prunus_structured".into(), describe(parts)),
+        ("prunus_refit".into(), settings.refit.to_string()),
+        ("prunus_removed_groups".into(), removed_json(&report)),
+    ];
+    if let Some(path) = &args.calibration
+        && settings.method.is_calibrated()
+    {
+        let file = path.file_name().map_or(path.display().to_string(), |f| {
+            f.to_string_lossy().into_owned()
+        });
+        metadata.push(("prunus_calibration".into(), file));
+        metadata.push(("prunus_samples".into(), report.samples.to_string()));
+        metadata.push(("prunus_dampening".into(), settings.dampening.to_string()));
+    }
+    let input_bytes = weight_bytes(&folder);
+    let summary = writer.finish(&metadata)?;
+    let wall = started.elapsed().as_secs_f64();
+    let output_bytes = ModelFolder::open(&summary.dir)
+        .map(|f| weight_bytes(&f))
+        .ok();
+    if args.show.json {
+        println!(
+            "{}",
+            json_report(
+                args,
+                &settings,
+                &report,
+                &summary,
+                input_bytes,
+                output_bytes,
+                wall
+            )
+        );
+    } else {
+        print_report(
+            &settings,
+            &report,
+            &summary,
+            input_bytes,
+            output_bytes,
+            wall,
+        );
+    }
+    Ok(())
+}
+
+/// Bytes of the folder's safetensors tensors.
+fn weight_bytes(folder: &ModelFolder) -> u64 {
+    folder
+        .names()
+        .iter()
+        .filter_map(|n| folder.info(n))
+        .map(|t| t.len())
+        .sum()
+}
+
+/// Structured pruning of a model folder on one backend, with a bar per
+/// block.
+struct StructuredJob<'a, 'f> {
+    folder: &'f ModelFolder,
+    graph: &'a mut dyn prunus_candle::Graph,
+    samples: Option<&'a [Vec<u32>]>,
+    settings: &'a StructuredSettings,
+    writer: FolderWriter<'f>,
+    quiet: bool,
+    threads: usize,
+}
+
+impl<'d, 'f> BackendJob<'d> for StructuredJob<'_, 'f> {
+    type Output = (Report, FolderWriter<'f>);
+
+    fn run<B: Device<'d>>(self, backend: &B) -> Result<Self::Output, Error> {
+        let StructuredJob {
+            folder,
+            graph,
+            samples,
+            settings,
+            mut writer,
+            quiet,
+            threads,
+        } = self;
+        let mut bars = Bars::new(quiet);
+        let mut block = (0, 0);
+        let report = backend.with_dense(threads, |dense, _| {
+            Ok(prune_folder_structured(
+                dense,
+                folder,
+                graph,
+                samples,
+                settings,
+                &mut writer,
+                &mut |p| match p {
+                    Progress::Block { index, blocks } => {
+                        block = (index, blocks);
+                        bars.steps("block", index as u64, blocks as u64, String::new());
+                    }
+                    Progress::Layer { name, .. } => {
+                        bars.steps("block", block.0 as u64, block.1 as u64, name.to_string());
+                    }
+                },
+            )?)
+        })?;
+        bars.clear();
+        Ok((report, writer))
+    }
+}
+
+fn ratio(a: u64, b: Option<u64>) -> Option<f64> {
+    b.map(|b| b as f64 / a.max(1) as f64)
+}
+
+fn print_report(
+    s: &StructuredSettings,
+    report: &Report,
+    summary: &WriteSummary,
+    input_bytes: u64,
+    output_bytes: Option<u64>,
+    wall: f64,
+) {
+    let width = report
+        .layers
+        .iter()
+        .map(|l| l.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!(
+        "{:<width$}  {:>8} {:>10} {:>8}",
+        "layer", "groups", "rel. error", "seconds"
+    );
+    for l in &report.layers {
+        let groups = l.groups.as_ref().map_or("-".into(), |g| {
+            format!("{} -> {}", g.before, g.before - g.removed.len())
+        });
+        println!(
+            "{:<width$}  {:>8} {:>10} {:>8.2}",
+            l.name,
+            groups,
+            l.relative_error.map_or("-".into(), |e| format!("{e:.4}")),
+            l.seconds
+        );
+    }
+    println!(
+        "\nstructured {} ({}) on {} layers{}; solves {:.1} s, forward {:.1} s",
+        s.method.name(),
+        if s.refit {
+            "kept columns refit"
+        } else {
+            "no refit"
+        },
+        report.layers.len(),
+        if report.samples > 0 {
+            format!(
+                ", calibrated on {} samples ({} tokens)",
+                report.samples, report.tokens
+            )
+        } else {
+            String::new()
+        },
+        report.solve_seconds,
+        report.forward_seconds,
+    );
+    println!(
+        "weights {:.2} MB -> {} ({}); wrote {} ({} files) in {wall:.2} s; peak memory {}",
+        input_bytes as f64 / 1e6,
+        output_bytes.map_or("?".into(), |b| format!("{:.2} MB", b as f64 / 1e6)),
+        ratio(input_bytes, output_bytes).map_or("?".into(), |r| format!("{:.1}%", 100.0 * r)),
+        summary.dir.display(),
+        summary.files,
+        peak_rss_mib().map_or("unknown".into(), |m| format!("{m:.0} MiB"))
+    );
+}
+
+fn json_report(
+    args: &PruneArgs,
+    s: &StructuredSettings,
+    report: &Report,
+    summary: &WriteSummary,
+    input_bytes: u64,
+    output_bytes: Option<u64>,
+    wall: f64,
+) -> Value {
+    json!({
+        "input": args.input.display().to_string(),
+        "output": summary.dir.display().to_string(),
+        "prunus_version": PRUNUS_VERSION,
+        "method": s.method.name(),
+        "structured": s.parts.iter().map(|(k, v)| (k.name().to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "refit": s.refit,
+        "calibration": args.calibration.as_ref().map(|p| p.display().to_string()),
+        "samples": report.samples,
+        "tokens": report.tokens,
+        "layers": report.layers.iter().map(|l| json!({
+            "name": l.name,
+            "block": l.block,
+            "groups_before": l.groups.as_ref().map(|g| g.before),
+            "removed": l.groups.as_ref().map(|g| g.removed.clone()),
+            "reconstruction_error": l.error,
+            "relative_error": l.relative_error,
+            "seconds": l.seconds,
+        })).collect::<Vec<_>>(),
+        "input_weight_bytes": input_bytes,
+        "output_weight_bytes": output_bytes,
+        "forward_s": report.forward_seconds,
+        "solve_s": report.solve_seconds,
+        "wall_s": wall,
+        "peak_rss_mib": peak_rss_mib(),
+    })
+}
