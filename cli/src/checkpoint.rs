@@ -171,10 +171,15 @@ pub(crate) struct PruneArgs {
     #[arg(long, default_value_t = 8)]
     pub(crate) swaps: usize,
     /// Model folders: remove whole structures and write a smaller dense
-    /// model, its config.json changed to match. mlp=F removes round(F x
-    /// intermediate_size) MLP channels from every block (BERT, llama,
-    /// mistral, qwen2). Attention heads, KV groups and blocks are not
-    /// removed yet.
+    /// model, its config.json changed to match; comma-separated parts:
+    /// mlp=F removes round(F x intermediate_size) MLP channels from every
+    /// block; heads=F removes round(F x query heads per KV group) query
+    /// heads from every KV group (for a model without GQA, that fraction
+    /// of its heads); kv-heads=F removes round(F x num_key_value_heads)
+    /// whole KV groups with their query heads. BERT takes mlp only:
+    /// transformers 5 derives BERT's head size from hidden_size /
+    /// num_attention_heads and no longer reads pruned_heads, so a BERT with
+    /// fewer heads would not load.
     #[arg(long, value_name = "PARTS", value_parser = parse_structured)]
     pub(crate) structured: Option<StructuredParts>,
     /// Model folders with --structured: keep the surviving columns as they
@@ -200,10 +205,10 @@ pub(crate) fn parse_structured(s: &str) -> Result<StructuredParts, String> {
             .split_once('=')
             .ok_or_else(|| format!("{item:?} is not NAME=F (for example mlp=0.5)"))?;
         let name = name.trim();
-        if name != "mlp" {
+        if !["mlp", "heads", "kv-heads"].contains(&name) {
             return Err(format!(
-                "{name:?}: prunus removes MLP channels (mlp=F); attention heads, KV groups and \
-                 blocks are not supported yet"
+                "{name:?}: prunus removes mlp=F (MLP channels), heads=F (query heads in every \
+                 KV group) and kv-heads=F (whole KV groups)"
             ));
         }
         let f: f64 = value

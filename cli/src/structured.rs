@@ -98,11 +98,13 @@ fn settings(args: &PruneArgs, parts: &StructuredParts) -> Result<StructuredSetti
     for (name, f) in &parts.0 {
         let structure = match name.as_str() {
             "mlp" => Structure::MlpChannels,
+            "heads" => Structure::Heads,
+            "kv-heads" => Structure::KvGroups,
             other => {
                 return Err(Error::argument(
                     "--structured",
                     other,
-                    "mlp=F (attention heads, KV groups and blocks are not supported yet)",
+                    "mlp=F, heads=F or kv-heads=F",
                 ));
             }
         };

@@ -574,7 +574,8 @@ impl Graph for Bert {
         };
         vec![StructureSpan {
             structure: Structure::MlpChannels,
-            config_field: "intermediate_size",
+            config: vec![("intermediate_size", 1)],
+            fixed: Vec::new(),
             consumer: format!("{layer}.output.dense"),
             producers: vec![(format!("{layer}.intermediate.dense"), 1)],
             layout,

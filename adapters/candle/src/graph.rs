@@ -37,8 +37,16 @@ pub enum Part {
 }
 
 /// A kind of structure that structured pruning removes from every block.
+/// Within a block they are pruned in this order: whole KV groups, then
+/// query heads within the groups left, then MLP channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Structure {
+    /// Grouped-query attention's KV groups: one key and one value head
+    /// with every query head that reads them.
+    KvGroups,
+    /// Query heads, the same number from every KV group (`head_dim`
+    /// unchanged).
+    Heads,
     /// MLP channels: one row of each up (and gate) projection, one column
     /// of the down projection.
     MlpChannels,
@@ -48,6 +56,8 @@ impl Structure {
     /// The structure's name on the command line (`--structured mlp=F`).
     pub fn name(self) -> &'static str {
         match self {
+            Structure::KvGroups => "kv-heads",
+            Structure::Heads => "heads",
             Structure::MlpChannels => "mlp",
         }
     }
@@ -55,14 +65,19 @@ impl Structure {
 
 /// Where one kind of structure lives in one block: the groups are input
 /// columns of the `consumer` layer, each tied to rows of the `producers`,
-/// and `config_field` of `config.json` counts them. The folder writer and
-/// the pruner read this one description.
+/// and `config.json` counts them. The folder writer and the pruner read
+/// this one description.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StructureSpan {
     /// Which structure.
     pub structure: Structure,
-    /// The `config.json` field that counts the groups in every block.
-    pub config_field: &'static str,
+    /// The `config.json` fields that count the groups, with how many of
+    /// that field's units one group holds (`num_attention_heads` counts
+    /// the query heads of a KV group).
+    pub config: Vec<(&'static str, usize)>,
+    /// `config.json` fields the pruned model must state explicitly
+    /// (`head_dim`, which loaders otherwise derive from the head count).
+    pub fixed: Vec<(&'static str, usize)>,
     /// The layer whose input columns the groups are (its weight is
     /// `<consumer>.weight`; its bias, if any, is refit, not sliced).
     pub consumer: String,

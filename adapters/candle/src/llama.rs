@@ -988,7 +988,11 @@ impl Llama {
     fn attention(&self, i: usize, block: &Block, x: &Tensor) -> Result<Tensor> {
         let (b, seq, _) = x.dims3()?;
         let c = &self.config;
-        let (heads, kv_heads, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let d = c.head_dim;
+        // The block's own head counts: structured pruning may have removed
+        // heads or KV groups from it (its projections say how many are left).
+        let heads = block.q.weight().dim(0)? / d;
+        let kv_heads = block.k.weight().dim(0)? / d;
         let split = |t: Tensor, n: usize| -> Result<Tensor> {
             Ok(t.reshape((b, seq, n, d))?.transpose(1, 2)?.contiguous()?)
         };
@@ -1038,21 +1042,59 @@ impl Graph for Llama {
 
     fn structures(&self, i: usize) -> Vec<StructureSpan> {
         let c = &self.config;
-        let layer = format!("model.layers.{i}.mlp");
-        // A config with no channel has no structure to remove.
-        let Ok(layout) = GroupLayout::new(1, c.intermediate_size) else {
-            return Vec::new();
+        let d = c.head_dim;
+        // A loaded block may already have lost KV groups or heads.
+        let (heads, kv_heads) = match self.blocks.get(i) {
+            Some(Some(b)) => (
+                b.q.weight().dim(0).map_or(c.num_attention_heads, |r| r / d),
+                b.k.weight().dim(0).map_or(c.num_key_value_heads, |r| r / d),
+            ),
+            _ => (c.num_attention_heads, c.num_key_value_heads),
         };
-        vec![StructureSpan {
-            structure: Structure::MlpChannels,
-            config_field: "intermediate_size",
-            consumer: format!("{layer}.down_proj"),
-            producers: vec![
-                (format!("{layer}.gate_proj"), 1),
-                (format!("{layer}.up_proj"), 1),
-            ],
-            layout,
-        }]
+        let attn = format!("model.layers.{i}.self_attn");
+        let mlp = format!("model.layers.{i}.mlp");
+        let mut spans = Vec::new();
+        if kv_heads > 0 && heads.is_multiple_of(kv_heads) {
+            let per = heads / kv_heads;
+            if let Ok(layout) = GroupLayout::new(d * per, kv_heads) {
+                spans.push(StructureSpan {
+                    structure: Structure::KvGroups,
+                    config: vec![("num_key_value_heads", 1), ("num_attention_heads", per)],
+                    fixed: vec![("head_dim", d)],
+                    consumer: format!("{attn}.o_proj"),
+                    producers: vec![
+                        (format!("{attn}.q_proj"), d * per),
+                        (format!("{attn}.k_proj"), d),
+                        (format!("{attn}.v_proj"), d),
+                    ],
+                    layout,
+                });
+            }
+            if let Ok(layout) = GroupLayout::new(d, heads).and_then(|l| l.in_sets(kv_heads)) {
+                spans.push(StructureSpan {
+                    structure: Structure::Heads,
+                    config: vec![("num_attention_heads", 1)],
+                    fixed: vec![("head_dim", d)],
+                    consumer: format!("{attn}.o_proj"),
+                    producers: vec![(format!("{attn}.q_proj"), d)],
+                    layout,
+                });
+            }
+        }
+        if let Ok(layout) = GroupLayout::new(1, c.intermediate_size) {
+            spans.push(StructureSpan {
+                structure: Structure::MlpChannels,
+                config: vec![("intermediate_size", 1)],
+                fixed: Vec::new(),
+                consumer: format!("{mlp}.down_proj"),
+                producers: vec![
+                    (format!("{mlp}.gate_proj"), 1),
+                    (format!("{mlp}.up_proj"), 1),
+                ],
+                layout,
+            });
+        }
+        spans
     }
 
     fn linear_names(&self, i: usize) -> Vec<String> {

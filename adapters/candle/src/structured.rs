@@ -358,14 +358,49 @@ fn write_linear(
     Ok(())
 }
 
-/// What [`prune_structured`] changed in the config: each structure's
-/// config field and its new (uniform) count.
+/// What [`prune_structured`] changed in the config: each field and its
+/// new (uniform) value.
 pub type ConfigChanges = BTreeMap<&'static str, usize>;
+
+/// The config fields a span's pruning sets: each counting field scaled by
+/// the groups left, and the fields to state explicitly.
+fn span_changes(span: &StructureSpan, remove: usize) -> Vec<(&'static str, usize)> {
+    let left = span.layout.count() - remove * span.layout.sets();
+    span.config
+        .iter()
+        .map(|&(field, unit)| (field, left * unit))
+        .chain(span.fixed.iter().copied())
+        .collect()
+}
+
+/// Records `new` into `changes`, refusing a value another block set
+/// differently.
+fn merge_changes(changes: &mut ConfigChanges, new: &[(&'static str, usize)]) -> Result<()> {
+    for &(field, value) in new {
+        if let Some(&other) = changes.get(field)
+            && other != value
+        {
+            return Err(Error::request(format!(
+                "the blocks would differ in {field} ({other} and {value}): structured pruning \
+                 keeps widths uniform"
+            )));
+        }
+        changes.insert(field, value);
+    }
+    Ok(())
+}
 
 /// Prunes the structures `settings` asks for from every block of `graph`
 /// (weights from `weights`), with calibration `samples` where the method
 /// needs them, writing the new tensors to `sink`. Returns the report and
 /// the config fields to change.
+///
+/// Within a block, KV groups go first, then query heads, then MLP
+/// channels. The statistics are those of the dense block: a head's
+/// output does not depend on the other heads, so after KV groups go the
+/// heads' statistics are the kept columns' own; the MLP's input
+/// statistics are taken before the attention was pruned (as unstructured
+/// methods prune every layer of a block from one recording).
 pub fn prune_structured(
     dense: &dyn Dense,
     graph: &mut dyn Graph,
@@ -376,58 +411,90 @@ pub fn prune_structured(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(Report, ConfigChanges)> {
     settings.check()?;
-    // Check every block's request before any work.
-    let mut changes = ConfigChanges::new();
-    for i in 0..graph.blocks() {
-        for (span, remove) in requested(graph, i, settings)? {
-            let new = span.layout.count() - remove * span.layout.sets();
-            if let Some(&other) = changes.get(span.config_field)
-                && other != new
-            {
-                return Err(Error::request(format!(
-                    "the blocks differ in {}: structured pruning keeps widths uniform",
-                    span.config_field
-                )));
-            }
-            changes.insert(span.config_field, new);
-        }
-    }
     if graph.blocks() == 0 {
         return Err(Error::request("the model has no block to prune"));
     }
+    // Check every block's request before any work.
+    for i in 0..graph.blocks() {
+        requested(graph, i, settings)?;
+    }
+    let mut changes = ConfigChanges::new();
+    let mut step = |graph: &mut dyn Graph,
+                    i: usize,
+                    recorded: Option<&Recorded>,
+                    report: &mut Report,
+                    sink: &mut dyn Sink,
+                    progress: &mut dyn FnMut(Progress<'_>)|
+     -> Result<()> {
+        let parts = settings.parts.len();
+        let mut block_changes = ConfigChanges::new();
+        // Per consuming layer, its current columns' original indices.
+        let mut columns: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (done, (&structure, &fraction)) in settings.parts.iter().enumerate() {
+            // Spans read afresh: an earlier structure may have changed them.
+            let span = graph
+                .structures(i)
+                .into_iter()
+                .find(|sp| sp.structure == structure)
+                .ok_or_else(|| {
+                    Error::request(format!("block {i} has no {} structure", structure.name()))
+                })?;
+            let remove = removed_count(structure, fraction, span.layout.per_set())?;
+            let selected;
+            let stats = match recorded {
+                Some(r) => {
+                    let all = r.stats(&span.consumer).ok_or_else(|| {
+                        Error::request(format!("layer {} saw no calibration input", span.consumer))
+                    })?;
+                    match columns.get(&span.consumer) {
+                        Some(cols) => {
+                            selected = all.select_columns(cols)?;
+                            Some(&selected)
+                        }
+                        None => Some(all),
+                    }
+                }
+                None => None,
+            };
+            let layer = prune_span(dense, graph, i, &span, remove, stats, settings, sink)?;
+            let width = span.layout.width();
+            let kept: Vec<usize> = (0..span.layout.count())
+                .filter(|g| {
+                    layer
+                        .groups
+                        .as_ref()
+                        .is_some_and(|r| !r.removed.contains(g))
+                })
+                .flat_map(|g| g * width..(g + 1) * width)
+                .collect();
+            let before = columns
+                .remove(&span.consumer)
+                .unwrap_or_else(|| (0..span.layout.total_columns()).collect());
+            columns.insert(
+                span.consumer.clone(),
+                kept.iter().map(|&c| before[c]).collect(),
+            );
+            for (field, value) in span_changes(&span, remove) {
+                block_changes.insert(field, value);
+            }
+            report.solve_seconds += layer.seconds;
+            report.layers.push(layer);
+            progress(Progress::Layer {
+                name: &span.consumer,
+                done: done + 1,
+                of: parts,
+            });
+        }
+        let block_changes: Vec<_> = block_changes.into_iter().collect();
+        merge_changes(&mut changes, &block_changes)
+    };
     let consumers = |graph: &dyn Graph, i: usize| -> Result<Vec<String>> {
         Ok(requested(graph, i, settings)?
             .into_iter()
             .map(|(s, _)| s.consumer)
             .collect())
     };
-    let step = |graph: &mut dyn Graph,
-                i: usize,
-                recorded: Option<&Recorded>,
-                report: &mut Report,
-                sink: &mut dyn Sink,
-                progress: &mut dyn FnMut(Progress<'_>)|
-     -> Result<()> {
-        let spans = requested(graph, i, settings)?;
-        for (done, (span, remove)) in spans.iter().enumerate() {
-            let stats = match recorded {
-                Some(r) => Some(r.stats(&span.consumer).ok_or_else(|| {
-                    Error::request(format!("layer {} saw no calibration input", span.consumer))
-                })?),
-                None => None,
-            };
-            let layer = prune_span(dense, graph, i, span, *remove, stats, settings, sink)?;
-            report.solve_seconds += layer.seconds;
-            report.layers.push(layer);
-            progress(Progress::Layer {
-                name: &span.consumer,
-                done: done + 1,
-                of: spans.len(),
-            });
-        }
-        Ok(())
-    };
-    match (samples, settings.method.is_calibrated()) {
+    let report = match (samples, settings.method.is_calibrated()) {
         (Some(samples), _) => {
             let mut names = std::collections::HashSet::new();
             for i in 0..graph.blocks() {
@@ -439,7 +506,7 @@ pub fn prune_structured(
                 gram: settings.needs_gram(),
                 wanted: &wanted,
             };
-            let report = calibration.run(
+            calibration.run(
                 graph,
                 weights,
                 samples,
@@ -447,8 +514,7 @@ pub fn prune_structured(
                 &mut |graph, i, recorded, report, progress| {
                     step(graph, i, Some(recorded), report, sink, progress)
                 },
-            )?;
-            Ok((report, changes))
+            )?
         }
         (None, false) => {
             let mut report = Report::default();
@@ -459,13 +525,17 @@ pub fn prune_structured(
                 step(graph, i, None, &mut report, sink, progress)?;
                 graph.release(Part::Block(i));
             }
-            Ok((report, changes))
+            report
         }
-        (None, true) => Err(Error::request(format!(
-            "{} needs calibration text: give a file with one sample per line",
-            settings.method.name()
-        ))),
-    }
+        (None, true) => {
+            return Err(Error::request(format!(
+                "{} needs calibration text: give a file with one sample per line",
+                settings.method.name()
+            )));
+        }
+    };
+    drop(step);
+    Ok((report, changes))
 }
 
 /// `config` with each changed field set to its new count: the config of

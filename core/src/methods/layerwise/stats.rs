@@ -221,6 +221,35 @@ impl LayerStats {
         Ok(())
     }
 
+    /// The statistics of the columns `cols` alone (in that order): what
+    /// the same inputs give a layer that reads only those columns. Fails on
+    /// an index out of range or no column.
+    pub fn select_columns(&self, cols: &[usize]) -> Result<LayerStats> {
+        if cols.is_empty() {
+            return Err(Error::InvalidArgument {
+                what: "selected columns",
+                expected: "at least one",
+            });
+        }
+        if let Some(&bad) = cols.iter().find(|&&c| c >= self.columns) {
+            return Err(Error::LengthMismatch {
+                what: "selected column (an index below the width)",
+                expected: self.columns,
+                found: bad,
+            });
+        }
+        Ok(LayerStats {
+            columns: cols.len(),
+            rows: self.rows,
+            sums: self
+                .sums
+                .as_ref()
+                .map(|s| cols.iter().map(|&c| s[c]).collect()),
+            sum_squares: cols.iter().map(|&c| self.sum_squares[c]).collect(),
+            gram: self.gram.as_ref().map(|g| g.select(cols)),
+        })
+    }
+
     /// The layer's input width.
     pub fn columns(&self) -> usize {
         self.columns
