@@ -534,7 +534,6 @@ pub fn prune_structured(
             )));
         }
     };
-    drop(step);
     Ok((report, changes))
 }
 
