@@ -176,7 +176,9 @@ pub(crate) struct PruneArgs {
     /// block; heads=F removes round(F x query heads per KV group) query
     /// heads from every KV group (for a model without GQA, that fraction
     /// of its heads); kv-heads=F removes round(F x num_key_value_heads)
-    /// whole KV groups with their query heads. BERT takes mlp only:
+    /// whole KV groups with their query heads; blocks=N removes the N
+    /// blocks of least importance on the calibration text (--block-score),
+    /// renumbering the rest. BERT takes mlp and blocks:
     /// transformers 5 derives BERT's head size from hidden_size /
     /// num_attention_heads and no longer reads pruned_heads, so a BERT with
     /// fewer heads would not load.
@@ -188,11 +190,28 @@ pub(crate) struct PruneArgs {
     /// by the removed channels' mean, as FLAP does).
     #[arg(long)]
     pub(crate) no_refit: bool,
+    /// Model folders with --structured blocks=N: influence is ShortGPT's
+    /// 1 - cos(block input, block output) over the calibration tokens (one
+    /// pass, one block in memory); skip is what skipping the block alone
+    /// costs: a decoder's next-token loss, an encoder's output cosine (one
+    /// pass per block, the whole model in memory).
+    #[arg(long, value_enum, default_value_t = BlockScoreArg::Influence)]
+    pub(crate) block_score: BlockScoreArg,
     #[command(flatten)]
     pub(crate) show: Show,
 }
 
-/// The parts of `--structured`: structure name and fraction.
+/// How `--structured blocks=N` judges blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BlockScoreArg {
+    /// ShortGPT's block influence.
+    Influence,
+    /// The loss (or output) change when the block alone is skipped.
+    Skip,
+}
+
+/// The parts of `--structured`: structure name and fraction (a count for
+/// blocks).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct StructuredParts(pub(crate) Vec<(String, f64)>);
 
@@ -205,11 +224,25 @@ pub(crate) fn parse_structured(s: &str) -> Result<StructuredParts, String> {
             .split_once('=')
             .ok_or_else(|| format!("{item:?} is not NAME=F (for example mlp=0.5)"))?;
         let name = name.trim();
-        if !["mlp", "heads", "kv-heads"].contains(&name) {
+        if !["mlp", "heads", "kv-heads", "blocks"].contains(&name) {
             return Err(format!(
                 "{name:?}: prunus removes mlp=F (MLP channels), heads=F (query heads in every \
-                 KV group) and kv-heads=F (whole KV groups)"
+                 KV group), kv-heads=F (whole KV groups) and blocks=N (whole blocks)"
             ));
+        }
+        if name == "blocks" {
+            let n: usize = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("blocks={value}: give a whole number of blocks to remove"))?;
+            if n == 0 {
+                return Err("blocks=0 removes nothing: give at least 1".into());
+            }
+            if parts.iter().any(|(n, _)| n == name) {
+                return Err(format!("{name} is given twice"));
+            }
+            parts.push((name.to_string(), n as f64));
+            continue;
         }
         let f: f64 = value
             .trim()

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use candle_core::Device as CandleDevice;
 use prunus_adapters::safetensors::PRUNUS_VERSION;
+use prunus_candle::blocks::BlockScore;
 use prunus_candle::calibration::read_lines;
 use prunus_candle::model::{DECODER_SEQ_LEN, open_graph, token_samples};
 use prunus_candle::pruning::{Progress, Report};
@@ -16,7 +17,7 @@ use prunus_candle::{FolderWriter, ModelFolder, Structure, WriteSummary};
 use serde_json::{Value, json};
 
 use crate::backend::{BackendJob, BackendSpec, Device, dispatch};
-use crate::checkpoint::{Method, PruneArgs, ScopeKind, StructuredParts};
+use crate::checkpoint::{BlockScoreArg, Method, PruneArgs, ScopeKind, StructuredParts};
 use crate::error::Error;
 use crate::memory::peak_rss_mib;
 use crate::progress::Bars;
@@ -95,8 +96,13 @@ fn settings(args: &PruneArgs, parts: &StructuredParts) -> Result<StructuredSetti
         ));
     }
     let mut map = BTreeMap::new();
+    let mut blocks = None;
     for (name, f) in &parts.0 {
         let structure = match name.as_str() {
+            "blocks" => {
+                blocks = Some(*f as usize);
+                continue;
+            }
             "mlp" => Structure::MlpChannels,
             "heads" => Structure::Heads,
             "kv-heads" => Structure::KvGroups,
@@ -111,6 +117,18 @@ fn settings(args: &PruneArgs, parts: &StructuredParts) -> Result<StructuredSetti
         map.insert(structure, *f);
     }
     let mut s = StructuredSettings::new(method, map);
+    s.blocks = blocks;
+    s.block_score = match args.block_score {
+        BlockScoreArg::Influence => BlockScore::Influence,
+        BlockScoreArg::Skip => BlockScore::Skip,
+    };
+    if blocks.is_some() && args.calibration.is_none() {
+        return Err(Error::argument(
+            "--calibration",
+            "nothing",
+            "a UTF-8 text file, one sample per line: blocks=N judges each block on it",
+        ));
+    }
     s.refit = method.is_calibrated() && !args.no_refit;
     s.swaps = args.swaps;
     s.dampening = args.dampening;
@@ -145,7 +163,7 @@ pub(crate) fn prune(args: &PruneArgs, parts: &StructuredParts) -> Result<(), Err
     let device = CandleDevice::Cpu;
     let mut graph = open_graph(&folder, &device)?;
     let samples = match &args.calibration {
-        Some(path) if settings.method.is_calibrated() => {
+        Some(path) if settings.method.is_calibrated() || settings.blocks.is_some() => {
             let lines = read_lines(path)?;
             let seq_len = args.seq_len.unwrap_or(DECODER_SEQ_LEN);
             Some(token_samples(
@@ -162,6 +180,7 @@ pub(crate) fn prune(args: &PruneArgs, parts: &StructuredParts) -> Result<(), Err
     let job = StructuredJob {
         folder: &folder,
         graph: &mut *graph,
+        device: &device,
         samples: samples.as_deref(),
         settings: &settings,
         writer,
@@ -176,8 +195,15 @@ pub(crate) fn prune(args: &PruneArgs, parts: &StructuredParts) -> Result<(), Err
         ("prunus_refit".into(), settings.refit.to_string()),
         ("prunus_removed_groups".into(), removed_json(&report)),
     ];
+    if let Some(b) = &report.blocks {
+        metadata.push(("prunus_block_score".into(), b.score.name().into()));
+        metadata.push((
+            "prunus_removed_blocks".into(),
+            Value::from(b.removed.clone()).to_string(),
+        ));
+    }
     if let Some(path) = &args.calibration
-        && settings.method.is_calibrated()
+        && (settings.method.is_calibrated() || settings.blocks.is_some())
     {
         let file = path.file_name().map_or(path.display().to_string(), |f| {
             f.to_string_lossy().into_owned()
@@ -233,6 +259,7 @@ fn weight_bytes(folder: &ModelFolder) -> u64 {
 struct StructuredJob<'a, 'f> {
     folder: &'f ModelFolder,
     graph: &'a mut dyn prunus_candle::Graph,
+    device: &'a CandleDevice,
     samples: Option<&'a [Vec<u32>]>,
     settings: &'a StructuredSettings,
     writer: FolderWriter<'f>,
@@ -247,6 +274,7 @@ impl<'d, 'f> BackendJob<'d> for StructuredJob<'_, 'f> {
         let StructuredJob {
             folder,
             graph,
+            device,
             samples,
             settings,
             mut writer,
@@ -260,6 +288,7 @@ impl<'d, 'f> BackendJob<'d> for StructuredJob<'_, 'f> {
                 dense,
                 folder,
                 graph,
+                device,
                 samples,
                 settings,
                 &mut writer,
@@ -312,6 +341,19 @@ fn print_report(
             groups,
             l.relative_error.map_or("-".into(), |e| format!("{e:.4}")),
             l.seconds
+        );
+    }
+    if let Some(b) = &report.blocks {
+        println!(
+            "block {} (lowest goes): {}; removed {:?}",
+            b.score.name(),
+            b.importance
+                .iter()
+                .enumerate()
+                .map(|(i, v)| format!("{i}: {v:.4}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            b.removed
         );
     }
     println!(
@@ -373,6 +415,11 @@ fn json_report(
             "relative_error": l.relative_error,
             "seconds": l.seconds,
         })).collect::<Vec<_>>(),
+        "blocks": report.blocks.as_ref().map(|b| json!({
+            "score": b.score.name(),
+            "importance": b.importance,
+            "removed": b.removed,
+        })),
         "input_weight_bytes": input_bytes,
         "output_weight_bytes": output_bytes,
         "forward_s": report.forward_seconds,

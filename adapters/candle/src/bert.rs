@@ -566,6 +566,10 @@ impl Graph for Bert {
         Family::Encoder
     }
 
+    fn block_prefix(&self, i: usize) -> Option<String> {
+        Some(format!("{}encoder.layer.{i}.", self.prefix))
+    }
+
     fn structures(&self, i: usize) -> Vec<StructureSpan> {
         let layer = format!("{}encoder.layer.{i}", self.prefix);
         // A config with no channel has no structure to remove.

@@ -510,6 +510,11 @@ pub struct FolderWriter<'a> {
     shapes: Vec<Option<Vec<usize>>>,
     /// The output's `config.json`, where it differs from the input's.
     config: Option<Value>,
+    /// Per tensor: its name in the output, `None` where it is dropped
+    /// (blocks removed, later ones renumbered).
+    out_names: Vec<Option<String>>,
+    /// Output name to input index, where any tensor was renamed or dropped.
+    by_out: Option<HashMap<String, usize>>,
 }
 
 impl fmt::Debug for FolderWriter<'_> {
@@ -600,6 +605,8 @@ impl<'a> FolderWriter<'a> {
             replaced: vec![false; input.names.len()],
             shapes: vec![None; input.names.len()],
             config: None,
+            out_names: input.names.iter().cloned().map(Some).collect(),
+            by_out: None,
         })
     }
 
@@ -632,13 +639,16 @@ impl<'a> FolderWriter<'a> {
     /// tensors. The output's header and index get the new shape; tensors
     /// keep their order.
     pub fn replace_reshaped(&mut self, name: &str, shape: &[usize], values: &[f32]) -> Result<()> {
-        let g = self.input.index_of(name).ok_or_else(|| {
+        let g = self.out_index(name).ok_or_else(|| {
             Error::request(format!(
                 "cannot replace tensor '{name}': the model in {} has no tensor of that name",
                 self.input.dir.display()
             ))
         })?;
-        let t = self.input.info(name).expect("indexed tensors have entries");
+        let t = self
+            .input
+            .info(&self.input.names[g])
+            .expect("indexed tensors have entries");
         if !t.dtype.is_prunable() {
             return Err(Error::request(format!(
                 "cannot replace tensor '{name}': it is {}, and only F32, F16 and BF16 tensors \
@@ -672,6 +682,40 @@ impl<'a> FolderWriter<'a> {
         Ok(())
     }
 
+    /// The input index of the tensor called `name` in the output.
+    fn out_index(&self, name: &str) -> Option<usize> {
+        match &self.by_out {
+            Some(map) => map.get(name).copied(),
+            None => self.input.index_of(name),
+        }
+    }
+
+    /// Renames and drops tensors: `rename(name)` gives each input
+    /// tensor's name in the output, or `None` to leave it out (blocks
+    /// removed, the later ones renumbered). Call it before replacing any
+    /// tensor; replacements then name the output's tensors. Fails where
+    /// two tensors would get the same name or a tensor was already
+    /// replaced. Shards left empty are not written; the index is rebuilt.
+    pub fn restructure(&mut self, rename: impl Fn(&str) -> Option<String>) -> Result<()> {
+        if self.replaced.contains(&true) {
+            return Err(Error::request("tensors are renamed before any is replaced"));
+        }
+        let out: Vec<Option<String>> = self.input.names.iter().map(|n| rename(n)).collect();
+        let mut map = HashMap::new();
+        for (g, name) in out.iter().enumerate() {
+            if let Some(name) = name
+                && map.insert(name.clone(), g).is_some()
+            {
+                return Err(Error::request(format!(
+                    "two tensors would both be called {name} in the output"
+                )));
+            }
+        }
+        self.out_names = out;
+        self.by_out = Some(map);
+        Ok(())
+    }
+
     /// Sets the output's `config.json` (a structured pruning's new sizes);
     /// without it the input's is copied as it is. Written pretty-printed.
     pub fn set_config(&mut self, config: Value) {
@@ -681,30 +725,33 @@ impl<'a> FolderWriter<'a> {
     /// The tensors of the shard whose first tensor has global index
     /// `first`, with replaced shapes and the data offsets that follow from
     /// them (in the shard's order).
-    fn shard_tensors(&self, shard: &Shard, first: usize) -> Vec<TensorInfo> {
+    fn shard_tensors(&self, shard: &Shard, first: usize) -> Vec<(usize, TensorInfo)> {
         let mut at = 0u64;
         shard
             .checkpoint
             .tensors()
             .iter()
             .enumerate()
-            .map(|(i, t)| {
+            .filter_map(|(i, t)| {
+                let g = first + i;
+                let name = self.out_names[g].as_ref()?;
                 let mut t = t.clone();
-                if let Some(shape) = &self.shapes[first + i] {
+                t.name = name.clone();
+                if let Some(shape) = &self.shapes[g] {
                     t.shape = shape.clone();
                 }
                 let len = t.numel() * t.dtype.bits() as u64 / 8;
                 t.start = at;
                 t.end = at + len;
                 at += len;
-                t
+                Some((g, t))
             })
             .collect()
     }
 
     /// Whether tensor `name` was replaced.
     pub fn is_replaced(&self, name: &str) -> bool {
-        self.input.index_of(name).is_some_and(|g| self.replaced[g])
+        self.out_index(name).is_some_and(|g| self.replaced[g])
     }
 
     fn spill_path(&self, g: usize) -> PathBuf {
@@ -734,12 +781,25 @@ impl<'a> FolderWriter<'a> {
         };
         let mut skip: HashSet<PathBuf> = HashSet::new();
         let mut first = 0;
+        // The output's tensors by shard file, for a rebuilt index.
+        let mut weight_map = serde_json::Map::new();
         for shard in &input.shards {
             let count = shard.checkpoint.tensors().len();
             let replaced = &self.replaced[first..first + count];
+            skip.insert(PathBuf::from(&shard.file));
+            let tensors = self.shard_tensors(shard, first);
+            if tensors.is_empty() {
+                // Every tensor of this shard was dropped.
+                first += count;
+                continue;
+            }
+            for (_, t) in &tensors {
+                weight_map.insert(t.name.clone(), Value::from(shard.file.clone()));
+            }
             let path = root.join(&shard.file);
             create_parent(&path)?;
-            if metadata.is_empty() && !replaced.contains(&true) {
+            let renamed = self.by_out.is_some();
+            if metadata.is_empty() && !replaced.contains(&true) && !renamed {
                 let n = copy_file(shard.checkpoint.path(), &path)?;
                 if n != shard.checkpoint.file_len() {
                     return Err(Error::model(
@@ -756,22 +816,20 @@ impl<'a> FolderWriter<'a> {
                 summary.bytes += self.write_shard(shard, first, metadata, &path)?;
             }
             summary.files += 1;
-            skip.insert(PathBuf::from(&shard.file));
             first += count;
         }
         if let Some(index) = &input.index {
             let mut first = 0;
-            let mut total = 0u64;
+            let (mut total, mut parameters) = (0u64, 0u64);
             for shard in &input.shards {
-                total += self
-                    .shard_tensors(shard, first)
-                    .iter()
-                    .map(TensorInfo::len)
-                    .sum::<u64>();
+                for (_, t) in self.shard_tensors(shard, first) {
+                    total += t.len();
+                    parameters += t.numel();
+                }
                 first += shard.checkpoint.tensors().len();
             }
             let path = root.join(INDEX_FILE);
-            if input.index_total == Some(total) {
+            if input.index_total == Some(total) && self.by_out.is_none() {
                 summary.bytes += copy_file(&input.dir.join(INDEX_FILE), &path)?;
             } else {
                 let mut index = index.clone();
@@ -784,9 +842,15 @@ impl<'a> FolderWriter<'a> {
                 if !meta.is_object() {
                     *meta = Value::Object(Default::default());
                 }
-                meta.as_object_mut()
-                    .expect("just made an object")
-                    .insert("total_size".into(), total.into());
+                let meta = meta.as_object_mut().expect("just made an object");
+                meta.insert("total_size".into(), total.into());
+                // Some writers also record the parameter count.
+                if meta.contains_key("total_parameters") {
+                    meta.insert("total_parameters".into(), parameters.into());
+                }
+                if self.by_out.is_some() {
+                    object.insert("weight_map".into(), Value::Object(weight_map));
+                }
                 let mut text = serde_json::to_string_pretty(&index).expect("JSON serialises");
                 text.push('\n');
                 summary.bytes += text.len() as u64;
@@ -827,7 +891,8 @@ impl<'a> FolderWriter<'a> {
             }
         }
         let tensors = self.shard_tensors(shard, first);
-        let header = write_header(&tensors, &meta);
+        let infos: Vec<TensorInfo> = tensors.iter().map(|(_, t)| t.clone()).collect();
+        let header = write_header(&infos, &meta);
         let shown = path.display();
         let file = File::create(path).map_err(|e| Error::io("create", &shown, e))?;
         let mut w = BufWriter::with_capacity(8 << 20, file);
@@ -838,9 +903,10 @@ impl<'a> FolderWriter<'a> {
         put(&(header.len() as u64).to_le_bytes())?;
         put(&header)?;
         let mut written = 8 + header.len() as u64;
-        for (i, t) in tensors.iter().enumerate() {
-            if self.replaced[first + i] {
-                let spilled = self.spill_path(first + i);
+        for (g, t) in &tensors {
+            let g = *g;
+            if self.replaced[g] {
+                let spilled = self.spill_path(g);
                 let bytes =
                     fs::read(&spilled).map_err(|e| Error::io("read", spilled.display(), e))?;
                 if bytes.len() as u64 != t.len() {
@@ -854,7 +920,7 @@ impl<'a> FolderWriter<'a> {
                 }
                 put(&bytes)?;
             } else {
-                put(&checkpoint.data(i)?)?;
+                put(&checkpoint.data(g - first)?)?;
             }
             written += t.len();
         }

@@ -153,6 +153,13 @@ pub trait Graph: Send + Sync {
     /// layers calibrated pruning prunes by default.
     fn linear_names(&self, i: usize) -> Vec<String>;
 
+    /// The prefix of block `i`'s tensor names (`model.layers.{i}.`), for
+    /// removing whole blocks; `None` where blocks cannot be removed.
+    fn block_prefix(&self, i: usize) -> Option<String> {
+        let _ = i;
+        None
+    }
+
     /// The structures block `i` can lose, with the tensors they span
     /// (none by default: the graph supports no structured pruning).
     fn structures(&self, i: usize) -> Vec<StructureSpan> {

@@ -6,6 +6,7 @@
 //! ([`varmap`]), so every method of prunus runs on it.
 
 pub mod bert;
+pub mod blocks;
 pub mod calibration;
 mod error;
 pub mod eval;
@@ -29,6 +30,6 @@ pub struct CandleGuide;
 pub use folder::{FolderWriter, GlobalMagnitude, ModelFolder, WriteSummary, magnitude_global};
 pub use graph::{Family, Graph, Part, Structure, StructureSpan, Weights};
 pub use host::{CandleHost, HostSettings, PerSample, Probes};
-pub use model::open_graph;
+pub use model::{open_graph, open_graph_with};
 pub use record::{Linear, Recorder};
 pub use varmap::{Selection, VarMasks, prune_varmap};

@@ -1040,6 +1040,10 @@ impl Graph for Llama {
         Family::Decoder
     }
 
+    fn block_prefix(&self, i: usize) -> Option<String> {
+        Some(format!("model.layers.{i}."))
+    }
+
     fn structures(&self, i: usize) -> Vec<StructureSpan> {
         let c = &self.config;
         let d = c.head_dim;

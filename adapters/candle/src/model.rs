@@ -10,7 +10,7 @@ use crate::calibration::{bos_token, packed, sentences};
 use crate::error::{Error, Result};
 use crate::folder::ModelFolder;
 use crate::graph::{Family, Graph};
-use crate::llama::Llama;
+use crate::llama::{Llama, LlamaConfig};
 
 /// The `model_type`s prunus runs.
 pub const SUPPORTED: [&str; 4] = ["bert", "llama", "mistral", "qwen2"];
@@ -23,17 +23,28 @@ pub const DECODER_SEQ_LEN: usize = 512;
 /// `model_type`, computing on `device`; no part is loaded yet. An
 /// [`Error::Model`] for a `model_type` prunus cannot run.
 pub fn open_graph(folder: &ModelFolder, device: &Device) -> Result<Box<dyn Graph>> {
+    open_graph_with(folder, folder.config(), device)
+}
+
+/// [`open_graph`] with another `config.json` than the folder's (a model
+/// whose blocks are being removed); the tensors are still `folder`'s.
+pub fn open_graph_with(
+    folder: &ModelFolder,
+    config: &Value,
+    device: &Device,
+) -> Result<Box<dyn Graph>> {
     let origin = folder.dir().display().to_string();
     match folder.model_type() {
         Some("bert") => {
-            let config = BertConfig::from_value(folder.config(), &origin)?;
+            let config = BertConfig::from_value(config, &origin)?;
             Ok(Box::new(
                 Bert::new(config, folder, device.clone())?.with_origin(origin),
             ))
         }
-        Some("llama" | "mistral" | "qwen2") => {
-            Ok(Box::new(Llama::from_model_folder(folder, device.clone())?))
-        }
+        Some("llama" | "mistral" | "qwen2") => Ok(Box::new(
+            Llama::new(LlamaConfig::from_value(config, &origin)?, device.clone())?
+                .with_origin(origin),
+        )),
         other => Err(Error::model(
             origin,
             format!(

@@ -16,6 +16,7 @@ use prunus_core::methods::layerwise::{
 use prunus_core::{Backend, Dense, Granularity, Layer, Mask, Matrix, PruneConfig, Shape, prune};
 use rayon::prelude::*;
 
+use crate::blocks::BlockRemoval;
 use crate::error::{Error, Result};
 use crate::folder::{FolderWriter, GlobalMagnitude, ModelFolder, magnitude_global};
 use crate::graph::{Graph, Part, Structure, Weights};
@@ -168,6 +169,8 @@ pub struct Report {
     pub solve_seconds: f64,
     /// The most bytes of layer statistics held at once.
     pub stats_bytes: u64,
+    /// Whole blocks removed by structured pruning, if any.
+    pub blocks: Option<BlockRemoval>,
 }
 
 /// Progress of [`prune_model`], for a bar per block.

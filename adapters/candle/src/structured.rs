@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use prunus_core::methods::layerwise::{
     GroupScore, GroupSearch, LayerStats, StructuredConfig, StructuredLayer, StructuredPruned,
     reconstruction_error, structured, structured_error,
@@ -20,9 +20,13 @@ use prunus_core::methods::layerwise::{
 use prunus_core::{Dense, Matrix};
 use serde_json::Value;
 
+use crate::blocks::{
+    BlockMap, BlockRemoval, BlockScore, Renamed, block_importance, config_without, least_important,
+};
 use crate::error::{Error, Result};
 use crate::folder::{FolderWriter, ModelFolder};
 use crate::graph::{Graph, Part, Structure, StructureSpan, Weights};
+use crate::model::open_graph_with;
 use crate::pruning::{Calibration, GroupReport, LayerReport, Progress, Report, Sink};
 use crate::record::Recorded;
 
@@ -89,6 +93,11 @@ pub struct StructuredSettings {
     pub dampening: f64,
     /// Groups per step of the obs and forward searches (`None`: automatic).
     pub batch: Option<usize>,
+    /// Whole blocks to remove (before any other structure), chosen by
+    /// `block_score` on the calibration text.
+    pub blocks: Option<usize>,
+    /// How blocks are judged.
+    pub block_score: BlockScore,
 }
 
 impl StructuredSettings {
@@ -102,15 +111,20 @@ impl StructuredSettings {
             swaps: 8,
             dampening: prunus_core::methods::layerwise::PERCDAMP,
             batch: None,
+            blocks: None,
+            block_score: BlockScore::Influence,
         }
     }
 
     /// Refuses settings no model honours, before any work.
     pub fn check(&self) -> Result<()> {
-        if self.parts.is_empty() {
+        if self.parts.is_empty() && self.blocks.is_none() {
             return Err(Error::request(
-                "no structure to remove: give at least one of mlp=F",
+                "no structure to remove: give at least one of mlp=F, heads=F, kv-heads=F, blocks=N",
             ));
+        }
+        if self.blocks == Some(0) {
+            return Err(Error::request("blocks=0 removes nothing: give at least 1"));
         }
         for (s, &f) in &self.parts {
             if !(f.is_finite() && f > 0.0 && f < 1.0) {
@@ -136,10 +150,6 @@ impl StructuredSettings {
             return Err(Error::request("a search batch of 0: give at least 1"));
         }
         Ok(())
-    }
-
-    fn needs_gram(&self) -> bool {
-        self.config(0).needs_gram()
     }
 
     fn config(&self, remove: usize) -> StructuredConfig {
@@ -503,7 +513,9 @@ pub fn prune_structured(
             let wanted = move |name: &str| names.contains(name);
             let calibration = Calibration {
                 dense,
-                gram: settings.needs_gram(),
+                // Every method's reconstruction error is reported, so the
+                // Gram matrix is kept even for the plain score methods.
+                gram: true,
                 wanted: &wanted,
             };
             calibration.run(
@@ -550,20 +562,72 @@ pub fn updated_config(config: &Value, changes: &ConfigChanges) -> Result<Value> 
     Ok(config)
 }
 
-/// Prunes the model in `folder` (its `graph`) structurally into `writer`,
-/// which copies the folder, and gives the writer the updated config.
+/// Prunes the model in `folder` (its `graph`, computing on `device`)
+/// structurally into `writer`, which copies the folder, and gives the
+/// writer the updated config. Blocks go first (judged on the dense model),
+/// then the other structures from the blocks left.
+#[allow(clippy::too_many_arguments)]
 pub fn prune_folder_structured(
     dense: &dyn Dense,
     folder: &ModelFolder,
     graph: &mut dyn Graph,
+    device: &Device,
     samples: Option<&[Vec<u32>]>,
     settings: &StructuredSettings,
     writer: &mut FolderWriter<'_>,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Report> {
-    let (report, changes) =
-        prune_structured(dense, graph, folder, samples, settings, writer, progress)?;
-    writer.set_config(updated_config(folder.config(), &changes)?);
+    settings.check()?;
+    let Some(n) = settings.blocks else {
+        let (report, changes) =
+            prune_structured(dense, graph, folder, samples, settings, writer, progress)?;
+        writer.set_config(updated_config(folder.config(), &changes)?);
+        return Ok(report);
+    };
+    let samples = samples.ok_or_else(|| {
+        Error::request(
+            "blocks=N judges each block on calibration text: give a file with one sample per line",
+        )
+    })?;
+    // Refuse a structure the model lacks before the blocks are measured.
+    for i in 0..graph.blocks() {
+        requested(graph, i, settings)?;
+    }
+    let importance = block_importance(graph, folder, samples, settings.block_score)?;
+    let removed = least_important(&importance, n)?;
+    let map = BlockMap::new(graph, &removed)?;
+    writer.restructure(|name| map.rename(name))?;
+    let config = config_without(folder.config(), &removed)?;
+    let removal = BlockRemoval {
+        score: settings.block_score,
+        importance,
+        removed,
+    };
+    if settings.parts.is_empty() {
+        writer.set_config(config);
+        return Ok(Report {
+            samples: samples.len(),
+            tokens: samples.iter().map(Vec::len).sum(),
+            blocks: Some(removal),
+            ..Report::default()
+        });
+    }
+    let mut smaller = open_graph_with(folder, &config, device)?;
+    let weights = Renamed {
+        inner: folder,
+        map: &map,
+    };
+    let (mut report, changes) = prune_structured(
+        dense,
+        &mut *smaller,
+        &weights,
+        Some(samples),
+        settings,
+        writer,
+        progress,
+    )?;
+    writer.set_config(updated_config(&config, &changes)?);
+    report.blocks = Some(removal);
     Ok(report)
 }
 

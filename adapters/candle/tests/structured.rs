@@ -1,0 +1,381 @@
+//! Structured pruning of model folders: the pruned tiny decoders committed
+//! by `tests/fixtures/make_structured.py` run in prunus's graph exactly as
+//! transformers runs them; every structure and method on the three tiny
+//! decoders keeps exact, uniform counts and a valid grouped-query layout,
+//! writes a config that matches its tensors, and loads back; bad requests
+//! are errors that leave nothing behind.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use prunus_candle::blocks::BlockScore;
+use prunus_candle::model::token_samples;
+use prunus_candle::structured::{StructuredMethod, StructuredSettings, prune_folder_structured};
+use prunus_candle::{FolderWriter, ModelFolder, Structure, open_graph};
+use prunus_cpu::{CpuBackend, Par};
+use serde_json::Value;
+
+/// Allowed difference against transformers, relative to the largest
+/// reference logit where that exceeds 1 (f32 on both sides).
+const TOLERANCE: f64 = 1e-4;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn calibration_lines() -> Vec<String> {
+    std::fs::read_to_string(fixture("make_llama.py"))
+        .unwrap()
+        .lines()
+        .take(200)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn pruned_folders_match_transformers() {
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("structured_reference.json")).unwrap(),
+    )
+    .unwrap();
+    let reference =
+        candle_core::safetensors::load(fixture("structured_reference.safetensors"), &Device::Cpu)
+            .unwrap();
+    for (model, m) in meta["models"].as_object().unwrap() {
+        let folder = ModelFolder::open(fixture(&format!("structured/{model}"))).unwrap();
+        for field in [
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "intermediate_size",
+            "head_dim",
+        ] {
+            assert_eq!(folder.config()[field], m[field], "{model} {field}");
+        }
+        let mut graph = open_graph(&folder, &Device::Cpu).unwrap();
+        graph.load_all(&folder).unwrap();
+        let ids: Vec<u32> = m["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let got = graph.forward(&ids).unwrap().squeeze(0).unwrap();
+        let want = &reference[&format!("{model}.logits")];
+        assert_eq!(got.dims(), want.dims(), "{model}");
+        let scale = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .max(1.0);
+        let diff = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let rel = f64::from(diff / scale);
+        println!("{model}: logits differ from transformers' by {rel:e} (relative)");
+        assert!(rel < TOLERANCE, "{model}: {rel:e}");
+        let params: u64 = folder
+            .names()
+            .iter()
+            .map(|n| folder.info(n).unwrap().numel())
+            .sum();
+        assert_eq!(
+            params,
+            m["parameters"].as_u64().unwrap(),
+            "{model} parameters"
+        );
+    }
+}
+
+/// The shape of every tensor in a folder.
+fn shapes(folder: &ModelFolder) -> BTreeMap<String, Vec<usize>> {
+    folder
+        .names()
+        .iter()
+        .map(|n| (n.clone(), folder.info(n).unwrap().shape.clone()))
+        .collect()
+}
+
+/// Prunes the tiny `model` into `out` with `parts` by `method`.
+fn prune(
+    model: &str,
+    out: &Path,
+    method: StructuredMethod,
+    parts: &[(Structure, f64)],
+    blocks: Option<usize>,
+) -> prunus_candle::Result<prunus_candle::pruning::Report> {
+    let folder = ModelFolder::open(fixture(&format!("tiny-{model}"))).unwrap();
+    let mut graph = open_graph(&folder, &Device::Cpu).unwrap();
+    let samples = token_samples(&folder, &*graph, &calibration_lines(), 4, 48).unwrap();
+    let mut settings = StructuredSettings::new(method, parts.iter().copied().collect());
+    settings.blocks = blocks;
+    settings.block_score = BlockScore::Skip;
+    let cpu = CpuBackend::new(Par::Rayon(2)).unwrap();
+    let mut writer = FolderWriter::create(&folder, out, false)?;
+    let report = prune_folder_structured(
+        &cpu,
+        &folder,
+        &mut *graph,
+        &Device::Cpu,
+        Some(&samples),
+        &settings,
+        &mut writer,
+        &mut |_| {},
+    )?;
+    writer.finish(&[])?;
+    Ok(report)
+}
+
+#[test]
+fn every_structure_and_method_keeps_the_model_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let methods = [
+        StructuredMethod::Magnitude,
+        StructuredMethod::Wanda,
+        StructuredMethod::Fluctuation,
+        StructuredMethod::Obs,
+        StructuredMethod::Forward,
+    ];
+    // mistral has one KV group: its query heads go, not its groups.
+    let specs: [(&str, Vec<(Structure, f64)>, Option<usize>); 4] = [
+        (
+            "llama",
+            vec![(Structure::KvGroups, 0.5), (Structure::MlpChannels, 0.25)],
+            None,
+        ),
+        ("llama", vec![(Structure::Heads, 0.5)], Some(1)),
+        (
+            "mistral",
+            vec![(Structure::Heads, 0.5), (Structure::MlpChannels, 0.5)],
+            Some(1),
+        ),
+        (
+            "qwen2",
+            vec![
+                (Structure::KvGroups, 0.5),
+                (Structure::Heads, 0.5),
+                (Structure::MlpChannels, 0.75),
+            ],
+            None,
+        ),
+    ];
+    for (k, (model, parts, blocks)) in specs.iter().enumerate() {
+        let input = ModelFolder::open(fixture(&format!("tiny-{model}"))).unwrap();
+        let c = input.config();
+        let size = |f: &str| c[f].as_u64().unwrap() as usize;
+        let (layers, heads, kv, inter) = (
+            size("num_hidden_layers"),
+            size("num_attention_heads"),
+            size("num_key_value_heads"),
+            size("intermediate_size"),
+        );
+        let head_dim = c
+            .get("head_dim")
+            .and_then(Value::as_u64)
+            .map_or(size("hidden_size") / heads, |d| d as usize);
+        let fraction = |s: Structure| parts.iter().find(|p| p.0 == s).map(|p| p.1);
+        let mut want_kv = kv;
+        let mut want_heads = heads;
+        if let Some(f) = fraction(Structure::KvGroups) {
+            want_kv = kv - (f * kv as f64).round() as usize;
+            want_heads = want_kv * (heads / kv);
+        }
+        if let Some(f) = fraction(Structure::Heads) {
+            let per = want_heads / want_kv;
+            want_heads = want_kv * (per - (f * per as f64).round() as usize);
+        }
+        let want_inter = fraction(Structure::MlpChannels)
+            .map_or(inter, |f| inter - (f * inter as f64).round() as usize);
+        let want_layers = layers - blocks.unwrap_or(0);
+        for method in methods {
+            let out = dir.path().join(format!("{k}-{}", method.name()));
+            let report = prune(model, &out, method, parts, *blocks)
+                .unwrap_or_else(|e| panic!("{model} {parts:?} {}: {e}", method.name()));
+            let folder = ModelFolder::open(&out).unwrap();
+            let cfg = folder.config();
+            let got = |f: &str| cfg[f].as_u64().unwrap() as usize;
+            let what = format!("{model} {parts:?} {}", method.name());
+            assert_eq!(got("num_hidden_layers"), want_layers, "{what}");
+            assert_eq!(got("num_key_value_heads"), want_kv, "{what}");
+            assert_eq!(got("num_attention_heads"), want_heads, "{what}");
+            assert_eq!(got("intermediate_size"), want_inter, "{what}");
+            assert_eq!(
+                got("num_attention_heads") % got("num_key_value_heads"),
+                0,
+                "{what}: GQA"
+            );
+            // Every tensor has the shape the new config implies, and every
+            // block is there, renumbered from 0.
+            let shapes = shapes(&folder);
+            let (q, kvw) = (want_heads * head_dim, want_kv * head_dim);
+            for i in 0..want_layers {
+                let p = format!("model.layers.{i}");
+                assert_eq!(
+                    shapes[&format!("{p}.self_attn.q_proj.weight")][0],
+                    q,
+                    "{what}"
+                );
+                assert_eq!(
+                    shapes[&format!("{p}.self_attn.k_proj.weight")][0],
+                    kvw,
+                    "{what}"
+                );
+                assert_eq!(
+                    shapes[&format!("{p}.self_attn.o_proj.weight")][1],
+                    q,
+                    "{what}"
+                );
+                assert_eq!(
+                    shapes[&format!("{p}.mlp.up_proj.weight")][0],
+                    want_inter,
+                    "{what}"
+                );
+                assert_eq!(
+                    shapes[&format!("{p}.mlp.down_proj.weight")][1],
+                    want_inter,
+                    "{what}"
+                );
+            }
+            assert!(
+                !shapes
+                    .keys()
+                    .any(|n| n.starts_with(&format!("model.layers.{want_layers}."))),
+                "{what}"
+            );
+            // Exact counts in the report: each block's layer lost its share.
+            for l in &report.layers {
+                let g = l.groups.as_ref().unwrap();
+                let f = fraction(g.structure).unwrap();
+                let per_set = match g.structure {
+                    Structure::Heads => g.before / want_kv,
+                    _ => g.before,
+                };
+                let sets = g.before / per_set;
+                assert_eq!(
+                    g.removed.len(),
+                    sets * (f * per_set as f64).round() as usize,
+                    "{what}"
+                );
+            }
+            assert_eq!(
+                report.blocks.as_ref().map(|b| b.removed.len()),
+                *blocks,
+                "{what}"
+            );
+            // The output loads in prunus's graph and runs.
+            let mut graph = open_graph(&folder, &Device::Cpu).unwrap();
+            graph.load_all(&folder).unwrap();
+            let logits = graph.forward(&[3, 17, 42, 5]).unwrap();
+            let finite = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(finite.iter().all(|v| v.is_finite()), "{what}");
+        }
+    }
+}
+
+/// The refit (on by default) reconstructs each layer better than the plain
+/// cut of the same method, and obs is never worse than the score methods.
+#[test]
+fn refit_and_exact_search_lower_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = [(Structure::MlpChannels, 0.5)];
+    let error = |method, refit: bool, name: &str| -> f64 {
+        let folder = ModelFolder::open(fixture("tiny-llama")).unwrap();
+        let mut graph = open_graph(&folder, &Device::Cpu).unwrap();
+        let samples = token_samples(&folder, &*graph, &calibration_lines(), 4, 48).unwrap();
+        let mut settings = StructuredSettings::new(method, parts.iter().copied().collect());
+        settings.refit = refit;
+        let cpu = CpuBackend::new(Par::Seq).unwrap();
+        let out = dir.path().join(name);
+        let mut writer = FolderWriter::create(&folder, &out, false).unwrap();
+        let report = prune_folder_structured(
+            &cpu,
+            &folder,
+            &mut *graph,
+            &Device::Cpu,
+            Some(&samples),
+            &settings,
+            &mut writer,
+            &mut |_| {},
+        )
+        .unwrap();
+        // Block 0 sees the same inputs in every run.
+        report.layers[0].error.unwrap()
+    };
+    let wanda_plain = error(StructuredMethod::Wanda, false, "wp");
+    let wanda = error(StructuredMethod::Wanda, true, "wr");
+    let flap = error(StructuredMethod::Fluctuation, true, "fr");
+    let obs = error(StructuredMethod::Obs, true, "or");
+    println!(
+        "block 0 errors: wanda-sp {wanda_plain:.4e}, wanda + refit {wanda:.4e}, flap + refit {flap:.4e}, obs {obs:.4e}"
+    );
+    assert!(wanda < wanda_plain);
+    assert!(obs <= wanda && obs <= flap);
+}
+
+#[test]
+fn bad_requests_are_errors_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, Vec<(Structure, f64)>, Option<usize>, &str); 4] = [
+        // One KV group: removing one removes all.
+        (
+            "mistral",
+            vec![(Structure::KvGroups, 0.5)],
+            None,
+            "keep at least one",
+        ),
+        // Every channel.
+        (
+            "llama",
+            vec![(Structure::MlpChannels, 0.999)],
+            None,
+            "keep at least one",
+        ),
+        // Every block.
+        ("llama", vec![], Some(2), "keep at least one"),
+        // Nothing at all.
+        ("llama", vec![], None, "no structure"),
+    ];
+    for (k, (model, parts, blocks, says)) in cases.into_iter().enumerate() {
+        let out = dir.path().join(format!("bad-{k}"));
+        let err = prune(model, &out, StructuredMethod::Wanda, &parts, blocks)
+            .err()
+            .unwrap_or_else(|| panic!("{model} {parts:?} {blocks:?} was accepted"));
+        assert!(err.to_string().contains(says), "{err}");
+        assert!(!out.exists(), "{out:?} was written");
+    }
+    // Calibrated methods need calibration samples.
+    let folder = ModelFolder::open(fixture("tiny-llama")).unwrap();
+    let mut graph = open_graph(&folder, &Device::Cpu).unwrap();
+    let settings = StructuredSettings::new(
+        StructuredMethod::Obs,
+        [(Structure::MlpChannels, 0.5)].into_iter().collect(),
+    );
+    let cpu = CpuBackend::new(Par::Seq).unwrap();
+    let out = dir.path().join("no-samples");
+    let mut writer = FolderWriter::create(&folder, &out, false).unwrap();
+    let err = prune_folder_structured(
+        &cpu,
+        &folder,
+        &mut *graph,
+        &Device::Cpu,
+        None,
+        &settings,
+        &mut writer,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("calibration"), "{err}");
+    drop(writer);
+    assert!(!out.exists());
+}
