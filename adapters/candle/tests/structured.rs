@@ -26,6 +26,9 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Structures and the fraction of each to remove.
+type Parts = Vec<(Structure, f64)>;
+
 fn calibration_lines() -> Vec<String> {
     std::fs::read_to_string(fixture("make_llama.py"))
         .unwrap()
@@ -148,7 +151,7 @@ fn every_structure_and_method_keeps_the_model_valid() {
         StructuredMethod::Forward,
     ];
     // mistral has one KV group: its query heads go, not its groups.
-    let specs: [(&str, Vec<(Structure, f64)>, Option<usize>); 4] = [
+    let specs: [(&str, Parts, Option<usize>); 4] = [
         (
             "llama",
             vec![(Structure::KvGroups, 0.5), (Structure::MlpChannels, 0.25)],
@@ -326,7 +329,7 @@ fn refit_and_exact_search_lower_the_error() {
 #[test]
 fn bad_requests_are_errors_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, Vec<(Structure, f64)>, Option<usize>, &str); 4] = [
+    let cases: [(&str, Parts, Option<usize>, &str); 4] = [
         // One KV group: removing one removes all.
         (
             "mistral",
