@@ -659,7 +659,8 @@ impl<'a> FolderWriter<'a> {
         let numel = shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64));
         if numel != Some(values.len() as u64) {
             return Err(Error::request(format!(
-                "cannot replace tensor '{name}' with shape {shape:?} by {} values",
+                "cannot replace tensor '{name}' of shape {shape:?} ({} elements) with {} values",
+                numel.map_or("too many".into(), |n| n.to_string()),
                 values.len()
             )));
         }

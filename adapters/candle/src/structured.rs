@@ -192,29 +192,40 @@ fn requested(
         .parts
         .iter()
         .map(|(&s, &f)| {
-            let span = spans
-                .iter()
-                .find(|sp| sp.structure == s)
-                .cloned()
-                .ok_or_else(|| {
-                    Error::request(format!(
-                        "this model has no {} structure prunus can remove (supported here: {})",
-                        s.name(),
-                        if spans.is_empty() {
-                            "none".to_string()
-                        } else {
-                            spans
-                                .iter()
-                                .map(|sp| sp.structure.name())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        }
-                    ))
-                })?;
+            let span = find_span(&spans, s)?;
             let remove = removed_count(s, f, span.layout.per_set())?;
             Ok((span, remove))
         })
         .collect()
+}
+
+/// The span of `structure` among a block's `spans`. Query heads of a model
+/// without grouped-query attention (one query head per KV group) go with
+/// their key and value heads: there, `heads=F` removes that fraction of
+/// the KV groups.
+fn find_span(spans: &[StructureSpan], structure: Structure) -> Result<StructureSpan> {
+    let find = |s: Structure| spans.iter().find(|sp| sp.structure == s).cloned();
+    match find(structure) {
+        Some(span) if structure == Structure::Heads && span.layout.per_set() == 1 => {
+            find(Structure::KvGroups).ok_or_else(|| {
+                Error::request("every KV group has one query head, and KV groups cannot go")
+            })
+        }
+        Some(span) => Ok(span),
+        None => Err(Error::request(format!(
+            "this model has no {} structure prunus can remove (supported here: {})",
+            structure.name(),
+            if spans.is_empty() {
+                "none".to_string()
+            } else {
+                spans
+                    .iter()
+                    .map(|sp| sp.structure.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ))),
+    }
 }
 
 /// A block's loaded linear layer's weight `[out, in]` and bias as f64 and
@@ -442,13 +453,7 @@ pub fn prune_structured(
         let mut columns: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (done, (&structure, &fraction)) in settings.parts.iter().enumerate() {
             // Spans read afresh: an earlier structure may have changed them.
-            let span = graph
-                .structures(i)
-                .into_iter()
-                .find(|sp| sp.structure == structure)
-                .ok_or_else(|| {
-                    Error::request(format!("block {i} has no {} structure", structure.name()))
-                })?;
+            let span = find_span(&graph.structures(i), structure)?;
             let remove = removed_count(structure, fraction, span.layout.per_set())?;
             let selected;
             let stats = match recorded {

@@ -416,10 +416,11 @@ fn recording_sees_each_input_once_per_group() {
             assert_eq!(stats(n).columns(), columns, "{l}.{n}");
         }
     }
-    // Four statistics per block: q/k/v share one, gate/up another.
+    // Four statistics per block: q/k/v share one, gate/up another; each
+    // holds its sums and sums of squares (16 bytes a column) and its Gram.
     let c = 64u64;
     let f = 128u64;
-    let per_block = 8 * (c + c * c) * 2 + 8 * (f + f * f) * 2;
+    let per_block = (16 * c + 8 * c * c) * 2 + (16 * f + 8 * f * f) * 2;
     assert_eq!(recorder.bytes(), per_block * mistral.blocks() as u64);
 
     // The q/k/v input is block 0's input after input_layernorm, in f64 here.

@@ -382,3 +382,136 @@ fn bad_requests_are_errors_and_write_nothing() {
     drop(writer);
     assert!(!out.exists());
 }
+
+/// The real all-MiniLM-L6-v2 in `../shared/data` (skipped, with a notice,
+/// where it is missing): prunus's magnitude, Wanda-sp and FLAP scores of
+/// every block's MLP channels, FLAP's bias compensation and the
+/// least-squares refit equal the Python references written from the
+/// papers (`tests/fixtures/minilm_structured.py`) on the same 512
+/// calibration sentences, up to the two frameworks' f32 forward passes.
+#[test]
+fn minilm_scores_match_the_python_references() {
+    use prunus_candle::Recorder;
+    use prunus_candle::calibration::read_lines;
+    use prunus_core::Matrix;
+    use prunus_core::methods::layerwise::{
+        GroupLayout, GroupScore, GroupSearch, StructuredConfig, StructuredLayer, group_scores,
+        refit, structured,
+    };
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+    let (model, text) = (
+        data.join("minilm-l6-v2"),
+        data.join("text/python-docstrings.txt"),
+    );
+    if !model.exists() || !text.exists() {
+        eprintln!(
+            "skipping: {} is missing (the shared data folder is not here)",
+            model.display()
+        );
+        return;
+    }
+    let reference =
+        candle_core::safetensors::load(fixture("minilm_structured.safetensors"), &Device::Cpu)
+            .unwrap();
+    let get = |name: &str| -> Vec<f64> {
+        reference[name]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+    };
+    let folder = ModelFolder::open(&model).unwrap();
+    let mut graph = open_graph(&folder, &Device::Cpu).unwrap();
+    graph.load_all(&folder).unwrap();
+    let lines = read_lines(&text).unwrap();
+    let samples = token_samples(&folder, &*graph, &lines, 512, 0).unwrap();
+    let cpu = CpuBackend::new(Par::Rayon(2)).unwrap();
+    let blocks = graph.blocks();
+    let names: Vec<String> = (0..blocks)
+        .map(|i| format!("encoder.layer.{i}.output.dense"))
+        .collect();
+    let wanted = |n: &str| names.iter().any(|m| m == n);
+    let mut recorders: Vec<Recorder<'_>> = (0..blocks)
+        .map(|_| Recorder::new(&cpu, true, &wanted))
+        .collect();
+    for s in &samples {
+        let mut h = graph.embed(s).unwrap();
+        for (i, r) in recorders.iter_mut().enumerate() {
+            h = graph.block(i, &h, Some(r)).unwrap();
+        }
+    }
+    let stats: Vec<_> = recorders
+        .into_iter()
+        .zip(&names)
+        .map(|(r, n)| r.finish().unwrap().stats(n).unwrap().clone())
+        .collect();
+    let linear = |i: usize, name: &str| {
+        let l = graph
+            .linears(i)
+            .unwrap()
+            .into_iter()
+            .find(|l| l.name() == format!("encoder.layer.{i}.{name}"))
+            .unwrap()
+            .clone();
+        let (r, c) = l.weight().dims2().unwrap();
+        let w =
+            Matrix::from_f32(r, c, &l.weight().flatten_all().unwrap().to_vec1().unwrap()).unwrap();
+        let b: Vec<f64> = l
+            .bias()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect();
+        (w, b)
+    };
+    let worst = |got: &[f64], want: &[f64]| -> f64 {
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        got.iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs() / scale)
+            .fold(0.0, f64::max)
+    };
+    for (i, stats) in stats.iter().enumerate() {
+        let (w, b) = linear(i, "output.dense");
+        let (up, _) = linear(i, "intermediate.dense");
+        let tied: Vec<f64> = (0..up.rows())
+            .map(|r| up.row(r).iter().map(|v| v * v).sum())
+            .collect();
+        let lay = GroupLayout::new(1, w.cols()).unwrap();
+        let layer = StructuredLayer::new(&w, stats, lay)
+            .bias(&b)
+            .tied_squares(&tied);
+        for (score, name) in [
+            (GroupScore::Magnitude, "magnitude"),
+            (GroupScore::Wanda, "wanda"),
+            (GroupScore::Fluctuation, "fluctuation"),
+        ] {
+            let got = group_scores(&cpu, &layer, score, 0.01).unwrap();
+            let want = get(&format!("b{i}.{name}"));
+            let d = worst(&got, &want);
+            println!("block {i} {name}: largest difference {d:.2e} of the largest score");
+            assert!(d < 1e-4, "block {i} {name}: {d:e}");
+        }
+        if i == 0 {
+            let flap = structured(
+                &cpu,
+                &layer,
+                &StructuredConfig::new(GroupSearch::Score(GroupScore::Fluctuation), 768)
+                    .refit(false)
+                    .swaps(0),
+            )
+            .unwrap();
+            let d = worst(flap.bias.as_ref().unwrap(), &get("b0.flap_bias"));
+            println!("block 0 FLAP bias: largest difference {d:.2e}");
+            assert!(d < 1e-4, "FLAP bias: {d:e}");
+            let even: Vec<bool> = (0..w.cols()).map(|j| j % 2 == 0).collect();
+            let fitted = refit(&cpu, &layer, &even, 0.01).unwrap();
+            let d = worst(fitted.weights.data(), &get("b0.refit"));
+            let db = worst(fitted.bias.as_ref().unwrap(), &get("b0.refit_bias"));
+            println!("block 0 refit: largest difference {d:.2e} (weights), {db:.2e} (bias)");
+            assert!(d < 1e-3 && db < 1e-3, "refit: {d:e} {db:e}");
+        }
+    }
+}

@@ -47,7 +47,7 @@ pub use sparsegpt::{SparseGptConfig, sparsegpt};
 pub use stats::LayerStats;
 pub use structured::{
     GroupLayout, GroupScore, GroupSearch, MAX_STEPS, StructuredConfig, StructuredLayer,
-    StructuredPruned, group_scores, kept_objective, structured, structured_error,
+    StructuredPruned, group_scores, kept_objective, refit, structured, structured_error,
 };
 pub use wanda::{WandaLayer, WandaScope, wanda, wanda_scores};
 

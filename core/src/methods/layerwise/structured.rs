@@ -505,30 +505,9 @@ pub fn structured<D: Dense + ?Sized>(
         out.objective = Some(problem.objective_of_weights(dense, &out)?);
         return Ok(out);
     }
-    let (refit, objective) = problem.refit(dense, &kept)?;
-    let groups: Vec<usize> = (0..lay.count()).filter(|&g| kept[g]).collect();
-    let d = lay.width();
-    let out_rows = layer.weights.rows();
-    let mut weights = Matrix::zeros(out_rows, groups.len() * d);
-    for r in 0..out_rows {
-        for (k, &g) in groups.iter().enumerate() {
-            for (c, j) in lay.columns(g).enumerate() {
-                weights.row_mut(r)[k * d + c] = refit.get(r, j);
-            }
-        }
-    }
-    let bias = layer.bias.map(|b| match problem.intercept {
-        Some(col) => (0..out_rows).map(|r| refit.get(r, col)).collect(),
-        None => b.to_vec(),
-    });
-    Ok(StructuredPruned {
-        removed: (0..lay.count()).filter(|&g| !kept[g]).collect(),
-        kept: groups,
-        weights,
-        bias,
-        objective: Some(objective),
-        swaps,
-    })
+    let mut out = problem.compact(layer, &kept, dense)?;
+    out.swaps = swaps;
+    Ok(out)
 }
 
 /// `‖(W − Ŵ) Xᵀ + (b − b̂) 1ᵀ‖²_F` of a structured result against the
@@ -573,6 +552,29 @@ pub fn kept_objective<D: Dense + ?Sized>(
     }
     let problem = Problem::new(dense, layer, percdamp, true)?;
     Ok(problem.refit(dense, kept)?.1)
+}
+
+/// The least-squares refit of `layer` keeping the groups flagged in
+/// `kept` (one flag per group): `W_S' = B_S (H_SS)⁻¹` on the damped `H`,
+/// with the bias as an intercept where the layer has one and the
+/// statistics have column sums. What every calibrated search ends with,
+/// for a set chosen elsewhere.
+pub fn refit<D: Dense + ?Sized>(
+    dense: &D,
+    layer: &StructuredLayer<'_>,
+    kept: &[bool],
+    percdamp: f64,
+) -> Result<StructuredPruned> {
+    layer.check()?;
+    let lay = layer.layout;
+    if kept.len() != lay.count() || !kept.contains(&true) {
+        return Err(Error::InvalidArgument {
+            what: "kept flags",
+            expected: "one per group, at least one set",
+        });
+    }
+    let problem = Problem::new(dense, layer, percdamp, true)?;
+    problem.compact(layer, kept, dense)
 }
 
 /// The `remove` lowest of `scores` in every set go (ties: lowest index
@@ -834,6 +836,40 @@ impl Problem {
             }
         }
         Ok((wide, self.energy - explained))
+    }
+
+    /// The refit on the kept groups, compacted to the kept columns.
+    fn compact<D: Dense + ?Sized>(
+        &self,
+        layer: &StructuredLayer<'_>,
+        kept: &[bool],
+        dense: &D,
+    ) -> Result<StructuredPruned> {
+        let lay = self.layout;
+        let (refit, objective) = self.refit(dense, kept)?;
+        let groups: Vec<usize> = (0..lay.count()).filter(|&g| kept[g]).collect();
+        let d = lay.width();
+        let out_rows = layer.weights.rows();
+        let mut weights = Matrix::zeros(out_rows, groups.len() * d);
+        for r in 0..out_rows {
+            for (k, &g) in groups.iter().enumerate() {
+                for (c, j) in lay.columns(g).enumerate() {
+                    weights.row_mut(r)[k * d + c] = refit.get(r, j);
+                }
+            }
+        }
+        let bias = layer.bias.map(|b| match self.intercept {
+            Some(col) => (0..out_rows).map(|r| refit.get(r, col)).collect(),
+            None => b.to_vec(),
+        });
+        Ok(StructuredPruned {
+            removed: (0..lay.count()).filter(|&g| !kept[g]).collect(),
+            kept: groups,
+            weights,
+            bias,
+            objective: Some(objective),
+            swaps: 0,
+        })
     }
 
     /// `E` of sliced weights (no refit) on the damped `H`.
