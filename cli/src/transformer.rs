@@ -10,7 +10,7 @@ use clap::Args;
 use prunus_adapters::safetensors::{Filter, PRUNUS_VERSION};
 use prunus_candle::bert::SentencePooling;
 use prunus_candle::calibration::{read_lines, stream};
-use prunus_candle::eval::{agreement, sentence_embeddings};
+use prunus_candle::eval::{agreement, decoder_speed, sentence_embeddings};
 use prunus_candle::llama::perplexity;
 use prunus_candle::model::{DECODER_SEQ_LEN, open_graph, sentence_len, token_samples};
 use prunus_candle::pruning::{
@@ -473,6 +473,14 @@ pub(crate) struct EvalArgs {
     /// A decoder's perplexity window (default 512, cut to the context).
     #[arg(long, value_name = "L")]
     pub(crate) seq_len: Option<usize>,
+    /// A decoder's speed too: the first window as a prompt in one pass
+    /// (prefill), then --generate tokens one at a time against a key and
+    /// value cache (decode), best of 3.
+    #[arg(long)]
+    pub(crate) speed: bool,
+    /// Tokens generated to time decoding (with --speed).
+    #[arg(long, default_value_t = 32)]
+    pub(crate) generate: usize,
     /// CPU threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub(crate) threads: usize,
@@ -567,6 +575,23 @@ fn run_eval(args: &EvalArgs) -> Result<(), Error> {
                 let q = perplexity(&*r.graph, &ids, seq_len)?;
                 out["reference_perplexity"] = q.perplexity.into();
             }
+            if args.speed {
+                let prompt = &ids[..seq_len.min(ids.len())];
+                let generate = args
+                    .generate
+                    .min(model.graph.max_len() - prompt.len())
+                    .max(1);
+                let s = decoder_speed(&*model.graph, prompt, generate, 3)?;
+                out["prefill_tokens_per_s"] = s.prefill_tokens_per_s.into();
+                out["decode_tokens_per_s"] = s.decode_tokens_per_s.into();
+                out["prompt_tokens"] = s.prompt.into();
+                out["generated_tokens"] = s.generated.into();
+                if let Some(r) = &reference {
+                    let q = decoder_speed(&*r.graph, prompt, generate, 3)?;
+                    out["reference_prefill_tokens_per_s"] = q.prefill_tokens_per_s.into();
+                    out["reference_decode_tokens_per_s"] = q.decode_tokens_per_s.into();
+                }
+            }
         }
         Family::Encoder => {
             let Some(r) = &reference else {
@@ -583,10 +608,17 @@ fn run_eval(args: &EvalArgs) -> Result<(), Error> {
                 lines.len(),
                 sentence_len(&model.folder, &*model.graph),
             )?;
+            let tokens = samples.iter().map(Vec::len).sum::<usize>() as f64;
             let pooling = SentencePooling::from_folder(model.folder.dir())?;
+            let clock = Instant::now();
             let a = sentence_embeddings(&*model.graph, &pooling, &samples)?;
+            let model_s = clock.elapsed().as_secs_f64();
             let ref_pooling = SentencePooling::from_folder(r.folder.dir())?;
+            let clock = Instant::now();
             let b = sentence_embeddings(&*r.graph, &ref_pooling, &samples)?;
+            let reference_s = clock.elapsed().as_secs_f64();
+            out["encode_tokens_per_s"] = (tokens / model_s.max(1e-12)).into();
+            out["reference_encode_tokens_per_s"] = (tokens / reference_s.max(1e-12)).into();
             let g = agreement(&a, &b)?;
             out["family"] = "encoder".into();
             out["sentences"] = g.sentences.into();
@@ -619,6 +651,24 @@ fn print_eval(out: &Value) {
             print!("; reference {:.4}", f("reference_perplexity"));
         }
         println!();
+        if out["decode_tokens_per_s"].is_number() {
+            print!(
+                "speed: prefill {:.0} tokens/s ({} prompt tokens), decode {:.1} tokens/s ({} \
+                 generated, key and value cache)",
+                f("prefill_tokens_per_s"),
+                out["prompt_tokens"],
+                f("decode_tokens_per_s"),
+                out["generated_tokens"]
+            );
+            if out["reference_decode_tokens_per_s"].is_number() {
+                print!(
+                    "; reference prefill {:.0}, decode {:.1}",
+                    f("reference_prefill_tokens_per_s"),
+                    f("reference_decode_tokens_per_s")
+                );
+            }
+            println!();
+        }
     } else {
         println!(
             "{} sentences: mean cosine to the reference {:.4} (smallest {:.4}); nearest \
@@ -627,6 +677,11 @@ fn print_eval(out: &Value) {
             f("mean_cosine"),
             f("min_cosine"),
             100.0 * f("neighbour_agreement")
+        );
+        println!(
+            "speed: {:.0} tokens/s embedding the sentences (reference {:.0})",
+            f("encode_tokens_per_s"),
+            f("reference_encode_tokens_per_s")
         );
     }
     println!(

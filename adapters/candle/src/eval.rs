@@ -118,3 +118,70 @@ pub fn agreement(model: &[Vec<f32>], reference: &[Vec<f32>]) -> Result<Agreement
         neighbours: same as f64 / n as f64,
     })
 }
+
+/// How fast a decoder runs through candle, as a serving runtime runs it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Speed {
+    /// Prompt tokens.
+    pub prompt: usize,
+    /// Prompt tokens per second, the prompt in one pass (prefill).
+    pub prefill_tokens_per_s: f64,
+    /// Generated tokens.
+    pub generated: usize,
+    /// Generated tokens per second, one at a time against the key and
+    /// value cache (decode, greedy).
+    pub decode_tokens_per_s: f64,
+}
+
+/// Times a decoder (every part loaded): `prompt` in one pass with a fresh
+/// key and value cache, then `generate` tokens one at a time, each the
+/// greedy choice of the last logits. The best of `repeat` runs of each.
+pub fn decoder_speed(
+    graph: &dyn Graph,
+    prompt: &[u32],
+    generate: usize,
+    repeat: usize,
+) -> Result<Speed> {
+    use std::time::Instant;
+    if prompt.is_empty() || generate == 0 || repeat == 0 {
+        return Err(Error::request(
+            "a speed measurement needs a prompt, tokens to generate and one run at least",
+        ));
+    }
+    if prompt.len() + generate > graph.max_len() {
+        return Err(Error::request(format!(
+            "{} prompt and {generate} generated tokens exceed the model's context of {}",
+            prompt.len(),
+            graph.max_len()
+        )));
+    }
+    let (mut prefill, mut decode) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..repeat {
+        let mut cache = graph
+            .cache()
+            .ok_or_else(|| Error::request("this model does not decode token by token"))?;
+        let clock = Instant::now();
+        let logits = graph.forward_cached(prompt, &mut cache)?;
+        let mut next = last_argmax(&logits)?;
+        prefill = prefill.min(clock.elapsed().as_secs_f64());
+        let clock = Instant::now();
+        for _ in 0..generate {
+            let logits = graph.forward_cached(&[next], &mut cache)?;
+            next = last_argmax(&logits)?;
+        }
+        decode = decode.min(clock.elapsed().as_secs_f64());
+    }
+    Ok(Speed {
+        prompt: prompt.len(),
+        prefill_tokens_per_s: prompt.len() as f64 / prefill.max(1e-12),
+        generated: generate,
+        decode_tokens_per_s: generate as f64 / decode.max(1e-12),
+    })
+}
+
+/// The index of the largest logit at the last position of `[1, seq, vocab]`.
+fn last_argmax(logits: &candle_core::Tensor) -> Result<u32> {
+    let seq = logits.dim(1)?;
+    let last = logits.narrow(1, seq - 1, 1)?.flatten_all()?;
+    Ok(last.argmax(0)?.to_scalar::<u32>()?)
+}

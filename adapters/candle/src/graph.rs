@@ -88,6 +88,37 @@ pub struct StructureSpan {
     pub layout: GroupLayout,
 }
 
+/// The keys and values of every block for the tokens a decoder's
+/// [`Graph::forward_cached`] has seen.
+#[derive(Clone, Debug)]
+pub struct KvCache {
+    /// Per block: keys and values `[batch, kv_heads, seen, head_dim]`.
+    pub(crate) blocks: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    /// An empty cache for `blocks` blocks.
+    pub fn new(blocks: usize) -> KvCache {
+        KvCache {
+            blocks: vec![None; blocks],
+        }
+    }
+
+    /// Tokens seen.
+    pub fn len(&self) -> usize {
+        self.blocks
+            .first()
+            .and_then(|b| b.as_ref())
+            .and_then(|(k, _)| k.dim(2).ok())
+            .unwrap_or(0)
+    }
+
+    /// Whether no token was seen.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Where a graph's weights come from: a model folder
 /// ([`ModelFolder`](crate::folder::ModelFolder)) or tensors in memory.
 pub trait Weights {
@@ -172,6 +203,22 @@ pub trait Graph: Send + Sync {
 
     /// The linear layer of block `i` called `name`, to set its pruned weight.
     fn linear_mut(&mut self, i: usize, name: &str) -> Result<&mut Linear>;
+
+    /// An empty key and value cache for [`Graph::forward_cached`], where
+    /// the graph decodes token by token (decoders); `None` otherwise.
+    fn cache(&self) -> Option<KvCache> {
+        None
+    }
+
+    /// The logits `[1, seq, vocab]` of `tokens` following the tokens the
+    /// `cache` has seen (none at first), which it then holds too: a prompt
+    /// in one call (prefill), then one generated token per call (decode),
+    /// as serving runtimes run a model. Every part must be loaded. An
+    /// error for a graph without a cache.
+    fn forward_cached(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let _ = (tokens, cache);
+        Err(Error::request("this model does not decode token by token"))
+    }
 
     /// Loads every part: for evaluation and models that fit in memory.
     fn load_all(&mut self, weights: &dyn Weights) -> Result<()> {

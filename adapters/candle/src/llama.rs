@@ -46,7 +46,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::folder::ModelFolder;
-use crate::graph::{Family, Graph, Part, Structure, StructureSpan, Weights};
+use crate::graph::{Family, Graph, KvCache, Part, Structure, StructureSpan, Weights};
 use crate::record::{Linear, Recorder, record};
 use prunus_core::methods::layerwise::GroupLayout;
 
@@ -948,13 +948,14 @@ impl Llama {
         })
     }
 
-    /// The rotary embedding's `cos` and `sin` for positions `0..seq`:
-    /// `[seq, head_dim]` each, the frequencies repeated over both halves.
-    fn rotary(&self, seq: usize) -> Result<(Tensor, Tensor)> {
+    /// The rotary embedding's `cos` and `sin` for positions
+    /// `offset..offset + seq`: `[seq, head_dim]` each, the frequencies
+    /// repeated over both halves.
+    fn rotary(&self, offset: usize, seq: usize) -> Result<(Tensor, Tensor)> {
         let d = self.config.head_dim;
         let mut cos = Vec::with_capacity(seq * d);
         let mut sin = Vec::with_capacity(seq * d);
-        for p in 0..seq {
+        for p in offset..offset + seq {
             for _ in 0..2 {
                 for &f in &self.inv_freq {
                     // f32 product, as transformers computes the angles.
@@ -970,22 +971,33 @@ impl Llama {
         ))
     }
 
-    /// The additive mask `[seq, seq]`: 0 where query `q` sees key `k` (`k ≤ q`,
-    /// and `k > q - window` with a window), −∞ elsewhere.
-    fn mask(&self, seq: usize, window: Option<usize>) -> Result<Tensor> {
-        let mut m = Vec::with_capacity(seq * seq);
-        for q in 0..seq {
-            for k in 0..seq {
+    /// The additive mask `[seq, offset + seq]` of queries at positions
+    /// `offset..offset + seq` over keys `0..offset + seq`: 0 where query `q`
+    /// sees key `k` (`k ≤ q`, and `k > q - window` with a window), −∞
+    /// elsewhere.
+    fn mask(&self, offset: usize, seq: usize, window: Option<usize>) -> Result<Tensor> {
+        let keys = offset + seq;
+        let mut m = Vec::with_capacity(seq * keys);
+        for q in offset..keys {
+            for k in 0..keys {
                 let seen = k <= q && window.is_none_or(|w| k + w > q);
                 m.push(if seen { 0.0f32 } else { f32::NEG_INFINITY });
             }
         }
-        Ok(Tensor::from_vec(m, (seq, seq), &self.device)?)
+        Ok(Tensor::from_vec(m, (seq, keys), &self.device)?)
     }
 
     /// Grouped-query causal self-attention: `x` `[b, seq, hidden]` (normed)
     /// in, the heads' concatenated context `[b, seq, heads · head_dim]` out.
-    fn attention(&self, i: usize, block: &Block, x: &Tensor) -> Result<Tensor> {
+    /// With `past`, the keys and values of the earlier tokens (rotated, as
+    /// cached) come first and are replaced by those of all tokens seen.
+    fn attention(
+        &self,
+        i: usize,
+        block: &Block,
+        x: &Tensor,
+        past: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
         let (b, seq, _) = x.dims3()?;
         let c = &self.config;
         let d = c.head_dim;
@@ -999,7 +1011,11 @@ impl Llama {
         let q = split(block.q.forward(x)?, heads)?;
         let k = split(block.k.forward(x)?, kv_heads)?;
         let v = split(block.v.forward(x)?, kv_heads)?;
-        let (cos, sin) = self.rotary(seq)?;
+        let offset = match &past {
+            Some(Some((k, _))) => k.dim(2)?,
+            _ => 0,
+        };
+        let (cos, sin) = self.rotary(offset, seq)?;
         let rotate = |t: &Tensor| -> Result<Tensor> {
             let first = t.narrow(D::Minus1, 0, d / 2)?;
             let second = t.narrow(D::Minus1, d / 2, d / 2)?;
@@ -1007,7 +1023,16 @@ impl Llama {
             Ok((t.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
         };
         let q = rotate(&q)?;
-        let k = rotate(&k)?;
+        let mut k = rotate(&k)?;
+        let mut v = v;
+        if let Some(cache) = past {
+            if let Some((pk, pv)) = cache.take() {
+                k = Tensor::cat(&[&pk, &k], 2)?.contiguous()?;
+                v = Tensor::cat(&[&pv, &v], 2)?.contiguous()?;
+            }
+            *cache = Some((k.clone(), v.clone()));
+        }
+        let keys = k.dim(2)?;
         // Each kv head serves `heads / kv_heads` consecutive query heads.
         let repeat = |t: Tensor| -> Result<Tensor> {
             let groups = heads / kv_heads;
@@ -1015,14 +1040,14 @@ impl Llama {
                 return Ok(t);
             }
             Ok(t.unsqueeze(2)?
-                .expand((b, kv_heads, groups, seq, d))?
-                .reshape((b, heads, seq, d))?)
+                .expand((b, kv_heads, groups, keys, d))?
+                .reshape((b, heads, keys, d))?)
         };
         let k = repeat(k)?;
         let v = repeat(v)?;
         let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (d as f64).sqrt()))?;
-        let scores = if seq > 1 {
-            scores.broadcast_add(&self.mask(seq, c.window(i))?)?
+        let scores = if seq > 1 || c.window(i).is_some_and(|w| keys > w) {
+            scores.broadcast_add(&self.mask(offset, seq, c.window(i))?)?
         } else {
             scores
         };
@@ -1033,11 +1058,63 @@ impl Llama {
             .contiguous()?
             .reshape((b, seq, heads * d))?)
     }
+
+    /// Block `i` on hidden states `[b, seq, hidden]`, recording into
+    /// `recorder`, attending also to the cached earlier tokens with `past`.
+    fn run_block(
+        &self,
+        i: usize,
+        hidden: &Tensor,
+        recorder: Option<&mut Recorder<'_>>,
+        past: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let block = self.loaded_block(i)?;
+        let mut recorder = recorder;
+        let eps = self.config.rms_norm_eps;
+        match hidden.dims() {
+            &[_, seq, h] if h == self.config.hidden_size && seq > 0 => {}
+            dims => {
+                return Err(Error::request(format!(
+                    "{} block {i}: hidden states of shape {dims:?}, expected [batch, seq, {}]",
+                    self.config.model_type, self.config.hidden_size
+                )));
+            }
+        }
+        let x = block.input_norm.forward(hidden, eps)?;
+        record(&mut recorder, &[&block.q, &block.k, &block.v], &x)?;
+        let context = self.attention(i, block, &x, past)?;
+        record(&mut recorder, &[&block.o], &context)?;
+        let h = (hidden + block.o.forward(&context)?)?;
+        let y = block.post_attention_norm.forward(&h, eps)?;
+        record(&mut recorder, &[&block.gate, &block.up], &y)?;
+        let inner = (block.gate.forward(&y)?.silu()? * block.up.forward(&y)?)?;
+        record(&mut recorder, &[&block.down], &inner)?;
+        Ok((h + block.down.forward(&inner)?)?)
+    }
 }
 
 impl Graph for Llama {
     fn family(&self) -> Family {
         Family::Decoder
+    }
+
+    fn cache(&self) -> Option<KvCache> {
+        Some(KvCache::new(self.blocks.len()))
+    }
+
+    fn forward_cached(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        if cache.blocks.len() != self.blocks.len() {
+            return Err(Error::request(format!(
+                "a key and value cache of {} blocks for a model of {}",
+                cache.blocks.len(),
+                self.blocks.len()
+            )));
+        }
+        let mut h = self.embed(tokens)?;
+        for (i, past) in cache.blocks.iter_mut().enumerate() {
+            h = self.run_block(i, &h, None, Some(past))?;
+        }
+        self.head(&h)
     }
 
     fn block_prefix(&self, i: usize) -> Option<String> {
@@ -1178,28 +1255,7 @@ impl Graph for Llama {
         hidden: &Tensor,
         recorder: Option<&mut Recorder<'_>>,
     ) -> Result<Tensor> {
-        let block = self.loaded_block(i)?;
-        let mut recorder = recorder;
-        let eps = self.config.rms_norm_eps;
-        match hidden.dims() {
-            &[_, seq, h] if h == self.config.hidden_size && seq > 0 => {}
-            dims => {
-                return Err(Error::request(format!(
-                    "{} block {i}: hidden states of shape {dims:?}, expected [batch, seq, {}]",
-                    self.config.model_type, self.config.hidden_size
-                )));
-            }
-        }
-        let x = block.input_norm.forward(hidden, eps)?;
-        record(&mut recorder, &[&block.q, &block.k, &block.v], &x)?;
-        let context = self.attention(i, block, &x)?;
-        record(&mut recorder, &[&block.o], &context)?;
-        let h = (hidden + block.o.forward(&context)?)?;
-        let y = block.post_attention_norm.forward(&h, eps)?;
-        record(&mut recorder, &[&block.gate, &block.up], &y)?;
-        let inner = (block.gate.forward(&y)?.silu()? * block.up.forward(&y)?)?;
-        record(&mut recorder, &[&block.down], &inner)?;
-        Ok((h + block.down.forward(&inner)?)?)
+        self.run_block(i, hidden, recorder, None)
     }
 
     fn head(&self, hidden: &Tensor) -> Result<Tensor> {

@@ -651,3 +651,41 @@ fn configs_prunus_cannot_run_are_errors() {
     odd.num_key_value_heads = 3;
     assert!(Llama::new(odd, Device::Cpu).is_err());
 }
+
+/// Decoding against the key and value cache gives the logits of the whole
+/// sequence run at once: a prompt, then one token per call, past
+/// mistral's sliding window of 48.
+#[test]
+fn cached_decoding_matches_the_full_forward() {
+    for model in MODELS {
+        let (llama, _) = loaded(model);
+        let tokens: Vec<u32> = (0..70u32).map(|t| (t * 37 + 5) % 300 + 3).collect();
+        let full = llama.forward(&tokens).unwrap().squeeze(0).unwrap();
+        let mut cache = llama.cache().unwrap();
+        assert!(cache.is_empty());
+        let prompt = 20;
+        let mut rows = vec![
+            llama
+                .forward_cached(&tokens[..prompt], &mut cache)
+                .unwrap()
+                .squeeze(0)
+                .unwrap(),
+        ];
+        for t in prompt..tokens.len() {
+            rows.push(
+                llama
+                    .forward_cached(&tokens[t..t + 1], &mut cache)
+                    .unwrap()
+                    .squeeze(0)
+                    .unwrap(),
+            );
+        }
+        assert_eq!(cache.len(), tokens.len());
+        let cached = Tensor::cat(&rows, 0).unwrap();
+        let (_, rel) = difference(&cached, &full);
+        assert!(
+            rel < TOLERANCE,
+            "{model}: cached decoding differs by {rel:e}"
+        );
+    }
+}
