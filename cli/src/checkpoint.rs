@@ -78,6 +78,31 @@ copied, prunus's settings in the safetensors metadata, written into a \
 temporary folder and renamed. Memory: one block's weights and statistics \
 plus the calibration hidden states.
 
+STRUCTURED pruning of a model folder (--structured mlp=F,heads=F,kv-heads=F,blocks=N, \
+any subset) removes whole MLP channels, query heads, KV groups and blocks, \
+the same number from every block, and writes a smaller dense model whose \
+config.json has the new sizes (and head_dim stated), loadable by \
+transformers' from_pretrained and by prunus. BERT takes mlp and blocks \
+(transformers 5 cannot load a BERT with fewer heads). Blocks go first, \
+judged on the calibration text by --block-score; then, block by block, KV \
+groups, query heads and channels, each a group of input columns of the \
+consuming layer (down_proj, o_proj) with the producing rows tied to it. \
+The methods: magnitude, the L2 norm of every weight a group spans (no \
+text, no refit, one block in memory); wanda, Wanda-sp's |W| times the \
+input norms; fluctuation, FLAP's input variance times the squared column \
+norms (with --no-refit, FLAP's bias compensation); obs, greedy backward \
+elimination by the exact OBS cost of each group with the rest refit, the \
+inverse Hessian downdated after every removal, then --swaps exchanges of a \
+kept and a removed group while the error falls (about in^2 x removed \
+multiply-adds per layer, in the consuming layer's input width: seconds \
+for MiniLM, minutes for a 7B down_proj); forward, greedy forward \
+selection of the groups to keep on the layer's reconstruction error, then \
+swaps (about in^2 x kept). Every method but magnitude then refits the kept \
+columns by least squares on the calibration statistics, the bias as an \
+intercept, damped as SparseGPT damps (--no-refit keeps them as they are). \
+Structured and N:M pruning do not mix in one call: prune the structured \
+output again.
+
 A SINGLE FILE: only F32, F16 and BF16 tensors of rank 2 or more (weight matrices, conv kernels, \
 embeddings) are pruned. 1-D tensors such as biases and norm scales, scalars and \
 other dtypes are copied bit for bit. Pruned weights become zero in their own dtype; \

@@ -502,3 +502,201 @@ fn wgpu_backend_gives_the_cpu_masks() {
         "SparseGPT weights differ by {worst} (scale {scale})"
     );
 }
+
+/// Structured pruning from the command line: every structure of the tiny
+/// llama in one call, reported as JSON, then evaluated with its speed.
+#[test]
+fn structured_pruning_writes_a_smaller_model_that_evaluates() {
+    let dir = scratch("structured");
+    let model = fixture("tiny-llama");
+    let calib = text(&dir, 40);
+    let out = dir.join("out");
+    let r = prunus(&[
+        "prune",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--structured",
+        "blocks=1,kv-heads=0.5,mlp=0.5",
+        "--method",
+        "obs",
+        "--calibration",
+        calib.to_str().unwrap(),
+        "--samples",
+        "4",
+        "--seq-len",
+        "32",
+        "--json",
+    ]);
+    let j = json_of(&r);
+    assert_eq!(j["blocks"]["removed"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        j["layers"].as_array().unwrap().len(),
+        2,
+        "one block left, two structures"
+    );
+    assert!(j["output_weight_bytes"].as_u64().unwrap() < j["input_weight_bytes"].as_u64().unwrap());
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["num_hidden_layers"], 1);
+    assert_eq!(config["num_key_value_heads"], 1);
+    assert_eq!(config["num_attention_heads"], 2);
+    assert_eq!(config["intermediate_size"], 64);
+    let e = json_of(&prunus(&[
+        "eval",
+        out.to_str().unwrap(),
+        "--reference",
+        model.to_str().unwrap(),
+        "--text",
+        calib.to_str().unwrap(),
+        "--seq-len",
+        "32",
+        "--speed",
+        "--generate",
+        "4",
+        "--json",
+    ]));
+    assert!(e["perplexity"].as_f64().unwrap().is_finite());
+    assert!(e["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(e["reference_prefill_tokens_per_s"].as_f64().unwrap() > 0.0);
+}
+
+/// Bad structured requests: exit status 2, a message naming the problem,
+/// nothing written.
+#[test]
+fn structured_requests_fail_with_clear_errors() {
+    let dir = scratch("structured-errors");
+    let llama = fixture("tiny-llama");
+    let mistral = fixture("tiny-mistral");
+    let (l, mi) = (llama.to_str().unwrap(), mistral.to_str().unwrap());
+    let shard = llama.join("model-00001-of-00003.safetensors");
+    let calib = text(&dir, 20);
+    let c = calib.to_str().unwrap();
+    let out = dir.join("out");
+    let o = out.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "prune",
+                l,
+                "-o",
+                o,
+                "--structured",
+                "mlp=0.5",
+                "--pattern",
+                "2:4",
+            ],
+            "N:M",
+        ),
+        (
+            vec!["prune", l, "-o", o, "--structured", "mlp=1.5"],
+            "fraction",
+        ),
+        (
+            vec!["prune", l, "-o", o, "--structured", "experts=0.5"],
+            "experts",
+        ),
+        (
+            vec!["prune", l, "-o", o, "--structured", "blocks=0"],
+            "blocks=0",
+        ),
+        (
+            vec![
+                "prune",
+                l,
+                "-o",
+                o,
+                "--structured",
+                "mlp=0.5",
+                "--method",
+                "wanda",
+            ],
+            "--calibration",
+        ),
+        (
+            vec![
+                "prune",
+                l,
+                "-o",
+                o,
+                "--structured",
+                "mlp=0.5",
+                "--method",
+                "sparsegpt",
+            ],
+            "--structured",
+        ),
+        (
+            vec![
+                "prune",
+                l,
+                "-o",
+                o,
+                "--method",
+                "fluctuation",
+                "--sparsity",
+                "0.5",
+            ],
+            "--structured",
+        ),
+        (
+            vec!["prune", l, "-o", o, "--no-refit", "--sparsity", "0.5"],
+            "--structured",
+        ),
+        (
+            vec![
+                "prune",
+                shard.to_str().unwrap(),
+                "-o",
+                o,
+                "--structured",
+                "mlp=0.5",
+            ],
+            "model folder",
+        ),
+        (
+            vec![
+                "prune",
+                mi,
+                "-o",
+                o,
+                "--structured",
+                "kv-heads=0.5",
+                "--calibration",
+                c,
+            ],
+            "keep at least one",
+        ),
+        (
+            vec![
+                "prune",
+                l,
+                "-o",
+                o,
+                "--structured",
+                "blocks=2",
+                "--calibration",
+                c,
+            ],
+            "keep at least one",
+        ),
+        (
+            vec!["prune", l, "-o", o, "--structured", "mlp=0.999"],
+            "keep at least one",
+        ),
+        (
+            vec!["prune", l, "-o", o, "--structured", "blocks=1"],
+            "--calibration",
+        ),
+    ];
+    for (args, says) in cases {
+        let r = prunus(&args);
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("error") && stderr.contains(says),
+            "{args:?}: {stderr}"
+        );
+        assert!(!out.exists(), "{args:?} left an output");
+    }
+}
