@@ -7,8 +7,7 @@ use std::time::Instant;
 use candle_core::Device as CandleDevice;
 use prunus_adapters::safetensors::PRUNUS_VERSION;
 use prunus_candle::blocks::BlockScore;
-use prunus_candle::calibration::read_lines;
-use prunus_candle::model::{DECODER_SEQ_LEN, open_graph, token_samples};
+use prunus_candle::model::open_graph;
 use prunus_candle::pruning::{Progress, Report};
 use prunus_candle::structured::{
     StructuredMethod, StructuredSettings, prune_folder_structured, removed_json,
@@ -21,6 +20,7 @@ use crate::checkpoint::{BlockScoreArg, Method, PruneArgs, ScopeKind, StructuredP
 use crate::error::Error;
 use crate::memory::peak_rss_mib;
 use crate::progress::Bars;
+use crate::transformer::calibration_samples;
 
 /// What `args` ask of a structured pruning, checked before any work.
 fn settings(args: &PruneArgs, parts: &StructuredParts) -> Result<StructuredSettings, Error> {
@@ -164,15 +164,7 @@ pub(crate) fn prune(args: &PruneArgs, parts: &StructuredParts) -> Result<(), Err
     let mut graph = open_graph(&folder, &device)?;
     let samples = match &args.calibration {
         Some(path) if settings.method.is_calibrated() || settings.blocks.is_some() => {
-            let lines = read_lines(path)?;
-            let seq_len = args.seq_len.unwrap_or(DECODER_SEQ_LEN);
-            Some(token_samples(
-                &folder,
-                &*graph,
-                &lines,
-                args.samples,
-                seq_len,
-            )?)
+            Some(calibration_samples(args, path, &folder, &*graph)?)
         }
         _ => None,
     };

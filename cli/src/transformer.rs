@@ -129,17 +129,7 @@ pub(crate) fn prune(args: &PruneArgs) -> Result<(), Error> {
     let mut graph = open_graph(&folder, &device)?;
     let filter = Filter::new(args.include.as_deref(), args.exclude.as_deref())?;
     let samples = match &args.calibration {
-        Some(path) => {
-            let lines = read_lines(path)?;
-            let seq_len = args.seq_len.unwrap_or(DECODER_SEQ_LEN);
-            Some(token_samples(
-                &folder,
-                &*graph,
-                &lines,
-                args.samples,
-                seq_len,
-            )?)
-        }
+        Some(path) => Some(calibration_samples(args, path, &folder, &*graph)?),
         None => None,
     };
     let writer = FolderWriter::create(&folder, &args.output, args.force)?;
@@ -168,6 +158,20 @@ pub(crate) fn prune(args: &PruneArgs) -> Result<(), Error> {
         print_prune(args, &settings, family, &report, &summary, wall);
     }
     Ok(())
+}
+
+/// The calibration samples of `path` for the model in `folder`: sentences
+/// for an encoder, packed sequences of `--seq-len` for a decoder, at most
+/// `--samples` of them.
+pub(crate) fn calibration_samples(
+    args: &PruneArgs,
+    path: &Path,
+    folder: &ModelFolder,
+    graph: &dyn Graph,
+) -> Result<Vec<Vec<u32>>, Error> {
+    let lines = read_lines(path)?;
+    let seq_len = args.seq_len.unwrap_or(DECODER_SEQ_LEN);
+    Ok(token_samples(folder, graph, &lines, args.samples, seq_len)?)
 }
 
 /// Pruning a model folder on one backend, with a bar per block.

@@ -559,6 +559,41 @@ fn structured_pruning_writes_a_smaller_model_that_evaluates() {
     assert!(e["perplexity"].as_f64().unwrap().is_finite());
     assert!(e["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
     assert!(e["reference_prefill_tokens_per_s"].as_f64().unwrap() > 0.0);
+    // Every weight file records which groups of which layer went.
+    let mut recorded = 0;
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            let bytes = std::fs::read(&path).unwrap();
+            let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+            let m = meta.metadata().clone().unwrap();
+            let removed: Value = serde_json::from_str(&m["prunus_removed_groups"]).unwrap();
+            assert_eq!(removed.as_object().unwrap().len(), 2);
+            assert_eq!(m["prunus_structured"], "blocks=1,kv-heads=0.5,mlp=0.5");
+            recorded += 1;
+        }
+    }
+    assert!(recorded > 0);
+    // The smaller model can be pruned again, unstructured.
+    let again = dir.join("again");
+    let j = json_of(&prunus(&[
+        "prune",
+        out.to_str().unwrap(),
+        "-o",
+        again.to_str().unwrap(),
+        "--method",
+        "sparsegpt",
+        "--sparsity",
+        "0.5",
+        "--calibration",
+        calib.to_str().unwrap(),
+        "--samples",
+        "4",
+        "--seq-len",
+        "32",
+        "--json",
+    ]));
+    assert_eq!(j["pruned_weights"].as_u64().unwrap() * 2, j["layer_weights"].as_u64().unwrap());
 }
 
 /// Bad structured requests: exit status 2, a message naming the problem,

@@ -17,6 +17,7 @@ use candle_core::{D, Tensor};
 use crate::error::{Error, Result};
 use crate::graph::{Family, Graph, Part, Weights};
 use crate::llama::next_token_nll;
+use crate::pruning::embed_all;
 
 /// How a block's importance is measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,12 +68,7 @@ pub fn block_importance(
     let blocks = graph.blocks();
     match score {
         BlockScore::Influence => {
-            graph.load(Part::Embeddings, weights)?;
-            let mut hidden: Vec<Tensor> = samples
-                .iter()
-                .map(|s| graph.embed(s))
-                .collect::<Result<_>>()?;
-            graph.release(Part::Embeddings);
+            let mut hidden = embed_all(graph, weights, samples)?;
             let mut importance = Vec::with_capacity(blocks);
             for i in 0..blocks {
                 graph.load(Part::Block(i), weights)?;

@@ -416,12 +416,7 @@ impl Calibration<'_> {
             ..Report::default()
         };
         let clock = Instant::now();
-        graph.load(Part::Embeddings, weights)?;
-        let mut hidden: Vec<Tensor> = samples
-            .iter()
-            .map(|s| graph.embed(s))
-            .collect::<Result<_>>()?;
-        graph.release(Part::Embeddings);
+        let mut hidden = embed_all(graph, weights, samples)?;
         report.forward_seconds += clock.elapsed().as_secs_f64();
         let blocks = graph.blocks();
         for i in 0..blocks {
@@ -448,6 +443,22 @@ impl Calibration<'_> {
         }
         Ok(report)
     }
+}
+
+/// The hidden states entering block 0 for every sample, the embeddings
+/// loaded for it and released after.
+pub(crate) fn embed_all(
+    graph: &mut dyn Graph,
+    weights: &dyn Weights,
+    samples: &[Vec<u32>],
+) -> Result<Vec<Tensor>> {
+    graph.load(Part::Embeddings, weights)?;
+    let hidden = samples
+        .iter()
+        .map(|s| graph.embed(s))
+        .collect::<Result<_>>();
+    graph.release(Part::Embeddings);
+    hidden
 }
 
 /// `w` with the weights `mask` prunes set to `+0.0`, and their count.

@@ -746,19 +746,9 @@ impl Problem {
                 .map(|q| Ok((self.removal_cost(&w, &g, q)?, q)))
                 .collect::<Result<_>>()?;
             costs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            let mut step = Vec::new();
-            for &(_, q) in &costs {
-                if step.len() == batch {
-                    break;
-                }
-                let s = lay.set_of(q);
-                if left[s] > 0 {
-                    left[s] -= 1;
-                    step.push(q);
-                }
-            }
+            let step = take_step(&lay, &costs, batch, &mut left);
             let cols: Vec<usize> = step.iter().flat_map(|&q| self.cols(q)).collect();
-            obs_downdate(dense, &mut g, &mut w, &cols)?;
+            eliminate(dense, &mut g, &mut w, &cols)?;
             for &q in &step {
                 kept[q] = false;
             }
@@ -778,7 +768,7 @@ impl Problem {
         let mut hr = self.h.clone();
         let mut br = self.b.clone();
         if let Some(c) = self.intercept {
-            schur_add(dense, &mut hr, &mut br, &[c])?;
+            eliminate(dense, &mut hr, &mut br, &[c])?;
         }
         let mut kept = vec![false; lay.count()];
         let mut room = vec![keep; lay.sets()];
@@ -790,19 +780,9 @@ impl Problem {
                 gains.push((quadratic_rows(&br, &cols, &s), q));
             }
             gains.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            let mut step = Vec::new();
-            for &(_, q) in &gains {
-                if step.len() == batch {
-                    break;
-                }
-                let s = lay.set_of(q);
-                if room[s] > 0 {
-                    room[s] -= 1;
-                    step.push(q);
-                }
-            }
+            let step = take_step(&lay, &gains, batch, &mut room);
             let cols: Vec<usize> = step.iter().flat_map(|&q| self.cols(q)).collect();
-            schur_add(dense, &mut hr, &mut br, &cols)?;
+            eliminate(dense, &mut hr, &mut br, &cols)?;
             for &q in &step {
                 kept[q] = true;
             }
@@ -1011,6 +991,28 @@ impl Problem {
     }
 }
 
+/// The groups of one search step: the first `batch` of `ranked` whose
+/// set still has `budget` left (taken from it).
+fn take_step(
+    lay: &GroupLayout,
+    ranked: &[(f64, usize)],
+    batch: usize,
+    budget: &mut [usize],
+) -> Vec<usize> {
+    let mut step = Vec::new();
+    for &(_, q) in ranked {
+        if step.len() == batch {
+            break;
+        }
+        let s = lay.set_of(q);
+        if budget[s] > 0 {
+            budget[s] -= 1;
+            step.push(q);
+        }
+    }
+    step
+}
+
 /// `Σ_r w_{r,cols} M w_{r,cols}ᵀ`.
 fn quadratic_rows(w: &Matrix, cols: &[usize], m: &Matrix) -> f64 {
     let d = cols.len();
@@ -1048,60 +1050,35 @@ fn spd_inverse<D: Dense + ?Sized>(dense: &D, a: &Matrix) -> Result<Matrix> {
     Ok(inv)
 }
 
-/// Removes the columns `p` by OBS: `w −= w_:,P M G_P,:`, `G −= G_:,P M
-/// G_P,:` with `M = [G_PP]⁻¹`; the columns `p` are exactly zero after.
-fn obs_downdate<D: Dense + ?Sized>(
+/// Eliminates the columns `p`: `a −= a_:,P [a_PP]⁻¹ a_P,:` and
+/// `b −= b_:,P [a_PP]⁻¹ a_P,:` for a symmetric `a`, then zeroes the
+/// columns `p` of both (and the rows of `a`). With `a = H⁻¹` and `b` the
+/// weights this is OBS's removal of the columns `p` with the rest refit
+/// (`H⁻¹` downdated); with `a` the Schur complement of `H` on the kept
+/// columns and `b` the residual `W H`, it adds `p` to the kept columns.
+fn eliminate<D: Dense + ?Sized>(
     dense: &D,
-    g: &mut Matrix,
-    w: &mut Matrix,
+    a: &mut Matrix,
+    b: &mut Matrix,
     p: &[usize],
 ) -> Result<()> {
-    let m = spd_inverse(dense, &g.select(p))?;
-    let gp = g.select_rows(p); // |P| x n: G_P,:
-    let wp = w.select_cols(p);
-    let mut wm = Matrix::zeros(wp.rows(), p.len());
-    dense.matmul(&mut wm, 0.0, &wp, Transpose::No, &m, Transpose::No, 1.0)?;
-    dense.matmul(w, 1.0, &wm, Transpose::No, &gp, Transpose::No, -1.0)?;
-    let mut gm = Matrix::zeros(gp.cols(), p.len());
-    dense.matmul(&mut gm, 0.0, &gp, Transpose::Yes, &m, Transpose::No, 1.0)?;
-    dense.matmul(g, 1.0, &gm, Transpose::No, &gp, Transpose::No, -1.0)?;
+    let m = spd_inverse(dense, &a.select(p))?;
+    let ap = a.select_rows(p); // |P| x n: a_P,:
+    let bp = b.select_cols(p);
+    let mut bm = Matrix::zeros(bp.rows(), p.len());
+    dense.matmul(&mut bm, 0.0, &bp, Transpose::No, &m, Transpose::No, 1.0)?;
+    dense.matmul(b, 1.0, &bm, Transpose::No, &ap, Transpose::No, -1.0)?;
+    let mut am = Matrix::zeros(ap.cols(), p.len());
+    dense.matmul(&mut am, 0.0, &ap, Transpose::Yes, &m, Transpose::No, 1.0)?;
+    dense.matmul(a, 1.0, &am, Transpose::No, &ap, Transpose::No, -1.0)?;
     for &c in p {
-        for r in 0..w.rows() {
-            w.row_mut(r)[c] = 0.0;
+        for r in 0..b.rows() {
+            b.row_mut(r)[c] = 0.0;
         }
-        for r in 0..g.rows() {
-            g.row_mut(r)[c] = 0.0;
+        for r in 0..a.rows() {
+            a.row_mut(r)[c] = 0.0;
         }
-        g.row_mut(c).iter_mut().for_each(|v| *v = 0.0);
-    }
-    Ok(())
-}
-
-/// Adds the columns `p` to the kept set of the Schur complements:
-/// `Hr −= Hr_:,P s⁻¹ Hr_P,:`, `Br −= Br_:,P s⁻¹ Hr_P,:` with `s = Hr_PP`.
-fn schur_add<D: Dense + ?Sized>(
-    dense: &D,
-    hr: &mut Matrix,
-    br: &mut Matrix,
-    p: &[usize],
-) -> Result<()> {
-    let s = spd_inverse(dense, &hr.select(p))?;
-    let hp = hr.select_rows(p);
-    let bp = br.select_cols(p);
-    let mut bs = Matrix::zeros(bp.rows(), p.len());
-    dense.matmul(&mut bs, 0.0, &bp, Transpose::No, &s, Transpose::No, 1.0)?;
-    dense.matmul(br, 1.0, &bs, Transpose::No, &hp, Transpose::No, -1.0)?;
-    let mut hs = Matrix::zeros(hp.cols(), p.len());
-    dense.matmul(&mut hs, 0.0, &hp, Transpose::Yes, &s, Transpose::No, 1.0)?;
-    dense.matmul(hr, 1.0, &hs, Transpose::No, &hp, Transpose::No, -1.0)?;
-    for &c in p {
-        for r in 0..br.rows() {
-            br.row_mut(r)[c] = 0.0;
-        }
-        for r in 0..hr.rows() {
-            hr.row_mut(r)[c] = 0.0;
-        }
-        hr.row_mut(c).iter_mut().for_each(|v| *v = 0.0);
+        a.row_mut(c).iter_mut().for_each(|v| *v = 0.0);
     }
     Ok(())
 }
