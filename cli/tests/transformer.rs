@@ -593,7 +593,10 @@ fn structured_pruning_writes_a_smaller_model_that_evaluates() {
         "32",
         "--json",
     ]));
-    assert_eq!(j["pruned_weights"].as_u64().unwrap() * 2, j["layer_weights"].as_u64().unwrap());
+    assert_eq!(
+        j["pruned_weights"].as_u64().unwrap() * 2,
+        j["layer_weights"].as_u64().unwrap()
+    );
 }
 
 /// Bad structured requests: exit status 2, a message naming the problem,
