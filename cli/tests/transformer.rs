@@ -738,3 +738,34 @@ fn structured_requests_fail_with_clear_errors() {
         assert!(!out.exists(), "{args:?} left an output");
     }
 }
+
+/// A structure the model type lacks: BERT's heads (transformers 5 cannot
+/// load a BERT with fewer heads), refused before any work.
+#[test]
+fn bert_refuses_heads() {
+    let Some(model) = data("minilm-l6-v2") else {
+        return;
+    };
+    let dir = scratch("bert-heads");
+    let calib = text(&dir, 8);
+    let out = dir.join("out");
+    let r = prunus(&[
+        "prune",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--structured",
+        "heads=0.5",
+        "--method",
+        "wanda",
+        "--calibration",
+        calib.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no heads structure") && stderr.contains("mlp"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
