@@ -266,8 +266,10 @@ impl Weights for Renamed<'_> {
     }
 }
 
-/// `config` with `removed` blocks left out: `num_hidden_layers` lowered and
-/// a per-layer `layer_types` list (where the config has one) cut to match.
+/// `config` with `removed` blocks left out: `num_hidden_layers` lowered, a
+/// per-layer `layer_types` list (where the config has one) cut to match,
+/// and qwen2's `max_window_layers` lowered by the removed blocks below it,
+/// so every kept block keeps its attention window.
 pub fn config_without(config: &serde_json::Value, removed: &[usize]) -> Result<serde_json::Value> {
     let mut config = config.clone();
     let object = config
@@ -279,6 +281,15 @@ pub fn config_without(config: &serde_json::Value, removed: &[usize]) -> Result<s
         .ok_or_else(|| Error::request("config.json has no num_hidden_layers"))?
         as usize;
     object.insert("num_hidden_layers".into(), (layers - removed.len()).into());
+    // qwen2's window starts at block max_window_layers: keep it on the
+    // same kept blocks.
+    if let Some(from) = object
+        .get("max_window_layers")
+        .and_then(serde_json::Value::as_u64)
+    {
+        let before = removed.iter().filter(|&&i| (i as u64) < from).count() as u64;
+        object.insert("max_window_layers".into(), (from - before).into());
+    }
     if let Some(serde_json::Value::Array(types)) = object.get_mut("layer_types")
         && types.len() == layers
     {

@@ -515,3 +515,25 @@ fn minilm_scores_match_the_python_references() {
         }
     }
 }
+
+/// Removing blocks keeps every kept block's attention window: qwen2's
+/// `max_window_layers` moves down by the removed blocks below it, a
+/// `layer_types` list loses the removed entries.
+#[test]
+fn removed_blocks_keep_the_windows_of_the_rest() {
+    use prunus_candle::blocks::config_without;
+    let config = serde_json::json!({
+        "num_hidden_layers": 6,
+        "max_window_layers": 3,
+        "layer_types": ["full", "full", "full", "sliding", "sliding", "sliding"],
+    });
+    let out = config_without(&config, &[1, 4]).unwrap();
+    assert_eq!(out["num_hidden_layers"], 4);
+    // Kept blocks 0, 2, 3, 5 become 0..4; windows from old block 3, new 2.
+    assert_eq!(out["max_window_layers"], 2);
+    assert_eq!(
+        out["layer_types"],
+        serde_json::json!(["full", "full", "sliding", "sliding"])
+    );
+    assert!(config_without(&serde_json::json!({"layers": 2}), &[0]).is_err());
+}
