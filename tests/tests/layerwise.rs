@@ -214,9 +214,19 @@ fn statistics_add_up_whatever_the_split() {
             assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{a} vs {b}");
         }
     }
-    // Imported sums give the same statistics.
+    for s in [&split, &merged] {
+        for (a, b) in s.sums().unwrap().iter().zip(whole.sums().unwrap()) {
+            assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+    // Imported sums give the same statistics (the column sums, which not
+    // every framework reports, added separately).
     let imported =
         LayerStats::from_sums(30, whole.sum_squares().to_vec(), whole.gram().cloned()).unwrap();
+    assert_eq!(imported.sums(), None);
+    let imported = imported
+        .with_column_sums(whole.sums().unwrap().to_vec())
+        .unwrap();
     assert_eq!(imported, whole);
     // Bad input is an error that changes nothing.
     let before = whole.clone();
