@@ -38,7 +38,7 @@ use candle_core::{D, DType, Device, Tensor};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::graph::{Family, Graph, Part, Structure, StructureSpan, Weights};
+use crate::graph::{Family, Graph, Part, Producer, Structure, StructureSpan, Weights};
 use crate::record::{Linear, Recorder, record};
 use prunus_core::methods::layerwise::GroupLayout;
 
@@ -581,7 +581,11 @@ impl Graph for Bert {
             config: vec![("intermediate_size", 1)],
             fixed: Vec::new(),
             consumer: format!("{layer}.output.dense"),
-            producers: vec![(format!("{layer}.intermediate.dense"), 1)],
+            producers: vec![Producer {
+                name: format!("{layer}.intermediate.dense"),
+                offset: 0,
+                rows: 1,
+            }],
             layout,
         }]
     }

@@ -16,7 +16,7 @@ use candle_core::{D, Tensor};
 
 use crate::error::{Error, Result};
 use crate::graph::{Family, Graph, Part, Weights};
-use crate::llama::next_token_nll;
+use crate::llama::{LlamaConfig, next_token_nll};
 use crate::pruning::embed_all;
 
 /// How a block's importance is measured.
@@ -269,9 +269,31 @@ impl Weights for Renamed<'_> {
 /// `config` with `removed` blocks left out: `num_hidden_layers` lowered, a
 /// per-layer `layer_types` list (where the config has one) cut to match,
 /// and qwen2's `max_window_layers` lowered by the removed blocks below it,
-/// so every kept block keeps its attention window.
+/// so every kept block keeps its attention window. A decoder whose blocks
+/// differ in attention by a rule rather than a list (Gemma 2's alternation,
+/// Gemma 3's `sliding_window_pattern`) gets the list written out first.
 pub fn config_without(config: &serde_json::Value, removed: &[usize]) -> Result<serde_json::Value> {
+    let implicit = match LlamaConfig::from_value(config, "<config>") {
+        Ok(c) if c.sliding_window.is_some() && c.sliding.iter().any(|&s| !s) => Some(c.sliding),
+        _ => None,
+    };
     let mut config = config.clone();
+    if let (Some(sliding), Some(object)) = (implicit, config.as_object_mut())
+        && !object.contains_key("layer_types")
+    {
+        let types: Vec<serde_json::Value> = sliding
+            .iter()
+            .map(|&s| {
+                if s {
+                    "sliding_attention"
+                } else {
+                    "full_attention"
+                }
+                .into()
+            })
+            .collect();
+        object.insert("layer_types".into(), types.into());
+    }
     let object = config
         .as_object_mut()
         .ok_or_else(|| Error::request("config.json is not a JSON object"))?;

@@ -81,11 +81,26 @@ pub struct StructureSpan {
     /// The layer whose input columns the groups are (its weight is
     /// `<consumer>.weight`; its bias, if any, is refit, not sliced).
     pub consumer: String,
-    /// The layers whose output rows are tied to the groups, with the rows
-    /// each group spans in them (their weights and biases are sliced).
-    pub producers: Vec<(String, usize)>,
+    /// The row ranges tied to the groups in the layers that produce the
+    /// consumer's input (their weights and biases are sliced); a fused
+    /// layer appears once per range.
+    pub producers: Vec<Producer>,
     /// The groups over the consumer's input columns.
     pub layout: GroupLayout,
+}
+
+/// Rows of a producing layer tied to a [`StructureSpan`]'s groups: group
+/// `g` spans rows `offset + g · rows .. offset + (g + 1) · rows` of layer
+/// `name`; rows outside every range of that layer are kept as they are (a
+/// fused `qkv_proj` losing query heads keeps its key and value rows).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Producer {
+    /// The layer (its weight is `<name>.weight`).
+    pub name: String,
+    /// The first row of group 0.
+    pub offset: usize,
+    /// The rows of one group.
+    pub rows: usize,
 }
 
 /// The keys and values of every block for the tokens a decoder's

@@ -28,7 +28,7 @@ pub use error::{Error, Result};
 #[doc = include_str!("../../../docs/candle.md")]
 pub struct CandleGuide;
 pub use folder::{FolderWriter, GlobalMagnitude, ModelFolder, WriteSummary, magnitude_global};
-pub use graph::{Family, Graph, KvCache, Part, Structure, StructureSpan, Weights};
+pub use graph::{Family, Graph, KvCache, Part, Producer, Structure, StructureSpan, Weights};
 pub use host::{CandleHost, HostSettings, PerSample, Probes};
 pub use model::{open_graph, open_graph_with};
 pub use record::{Linear, Recorder};

@@ -10,10 +10,19 @@ use crate::calibration::{bos_token, packed, sentences};
 use crate::error::{Error, Result};
 use crate::folder::ModelFolder;
 use crate::graph::{Family, Graph};
-use crate::llama::{Llama, LlamaConfig};
+use crate::llama::{Llama, LlamaConfig, ModelType};
 
 /// The `model_type`s prunus runs.
-pub const SUPPORTED: [&str; 4] = ["bert", "llama", "mistral", "qwen2"];
+pub const SUPPORTED: [&str; 8] = [
+    "bert",
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma2",
+    "gemma3_text",
+    "phi3",
+];
 
 /// The default sequence length of a decoder's calibration samples and
 /// perplexity windows (cut to the model's context).
@@ -41,9 +50,15 @@ pub fn open_graph_with(
                 Bert::new(config, folder, device.clone())?.with_origin(origin),
             ))
         }
-        Some("llama" | "mistral" | "qwen2") => Ok(Box::new(
+        Some(name) if ModelType::from_name(name).is_some() => Ok(Box::new(
             Llama::new(LlamaConfig::from_value(config, &origin)?, device.clone())?
                 .with_origin(origin),
+        )),
+        Some("gemma3") => Err(Error::model(
+            origin,
+            "config.json has model_type \"gemma3\", Gemma 3's image-text model: prunus runs its \
+             text model, model_type \"gemma3_text\" (Gemma 3 1B, or the language model saved \
+             on its own with Gemma3ForCausalLM)",
         )),
         other => Err(Error::model(
             origin,

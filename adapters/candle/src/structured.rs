@@ -261,25 +261,36 @@ fn prune_span(
     let (w, bias) = read_linear(graph, i, &span.consumer)?;
     let (out, cols) = (w.rows(), w.cols());
     let lay = span.layout;
-    // Magnitude's norm takes the producers' tied rows too.
+    // Magnitude's norm takes the producers' tied rows too. A fused layer
+    // is read once however many ranges it has.
     let mut tied = vec![0.0f64; lay.count()];
-    let mut producers = Vec::with_capacity(span.producers.len());
-    for (name, rows) in &span.producers {
-        let (pw, pb) = read_linear(graph, i, name)?;
-        if pw.rows() != rows * lay.count() {
+    let mut producers: Vec<(&str, Matrix, Option<Vec<f32>>)> = Vec::new();
+    for p in &span.producers {
+        if !producers.iter().any(|(name, ..)| *name == p.name) {
+            let (pw, pb) = read_linear(graph, i, &p.name)?;
+            producers.push((&p.name, pw, pb));
+        }
+        let (_, pw, _) = producers
+            .iter()
+            .find(|(name, ..)| *name == p.name)
+            .expect("read above");
+        if p.offset + p.rows * lay.count() > pw.rows() {
             return Err(Error::request(format!(
-                "{name} has {} rows where {} groups of {rows} were expected",
+                "{} has {} rows where {} groups of {} from row {} were expected",
+                p.name,
                 pw.rows(),
-                lay.count()
+                lay.count(),
+                p.rows,
+                p.offset
             )));
         }
         for (g, t) in tied.iter_mut().enumerate() {
-            *t += (g * rows..(g + 1) * rows)
+            let first = p.offset + g * p.rows;
+            *t += (first..first + p.rows)
                 .flat_map(|r| pw.row(r))
                 .map(|v| v * v)
                 .sum::<f64>();
         }
-        producers.push((name, *rows, pw, pb));
     }
     let empty;
     let stats = match stats {
@@ -310,12 +321,17 @@ fn prune_span(
         (None, None)
     };
     write_consumer(graph, i, &span.consumer, &pruned, sink)?;
-    for (name, rows, pw, pb) in &producers {
-        let keep: Vec<usize> = pruned
-            .kept
-            .iter()
-            .flat_map(|&g| g * rows..(g + 1) * rows)
-            .collect();
+    let removed: std::collections::HashSet<usize> = pruned.removed.iter().copied().collect();
+    for (name, pw, pb) in &producers {
+        // Keep every row but those of the removed groups' ranges.
+        let mut dropped = vec![false; pw.rows()];
+        for p in span.producers.iter().filter(|p| p.name == *name) {
+            for &g in &removed {
+                let first = p.offset + g * p.rows;
+                dropped[first..first + p.rows].fill(true);
+            }
+        }
+        let keep: Vec<usize> = (0..pw.rows()).filter(|&r| !dropped[r]).collect();
         let sliced = pw.select_rows(&keep);
         let bias = pb
             .as_ref()

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use prunus_candle::llama::{
-    Llama, LlamaConfig, ModelType, Perplexity, RopeScaling, next_token_nll, perplexity,
+    Activation, Llama, LlamaConfig, ModelType, Perplexity, RopeScaling, next_token_nll, perplexity,
 };
 use prunus_candle::{Error, Graph, ModelFolder, Part, Recorder};
 use prunus_cpu::{CpuBackend, Par};
@@ -19,7 +19,11 @@ use serde_json::Value;
 /// largest reference value where that exceeds 1 (f32 on both sides).
 const TOLERANCE: f64 = 1e-4;
 
-const MODELS: [&str; 3] = ["llama", "mistral", "qwen2"];
+/// The fixtures: those of `make_llama.py`, then those of
+/// `make_families.py` (the same tokenizer, sequences and stream).
+const MODELS: [&str; 7] = [
+    "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3",
+];
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -31,13 +35,31 @@ fn folder(model: &str) -> PathBuf {
     fixture(&format!("tiny-{model}"))
 }
 
+/// `llama_reference.json` with the models of `families_reference.json`.
 fn meta() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture("llama_reference.json")).unwrap())
-        .unwrap()
+    let read = |name: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(fixture(name)).unwrap()).unwrap()
+    };
+    let mut meta = read("llama_reference.json");
+    let families = read("families_reference.json");
+    assert_eq!(meta["sequences"], families["sequences"]);
+    assert_eq!(meta["perplexity"], families["perplexity"]);
+    let models = meta["models"].as_object_mut().unwrap();
+    for (name, model) in families["models"].as_object().unwrap() {
+        models.insert(name.clone(), model.clone());
+    }
+    meta
 }
 
 fn reference() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture("llama_reference.safetensors"), &Device::Cpu).unwrap()
+    let mut tensors =
+        candle_core::safetensors::load(fixture("llama_reference.safetensors"), &Device::Cpu)
+            .unwrap();
+    tensors.extend(
+        candle_core::safetensors::load(fixture("families_reference.safetensors"), &Device::Cpu)
+            .unwrap(),
+    );
+    tensors
 }
 
 fn ids(v: &Value) -> Vec<u32> {
@@ -237,6 +259,14 @@ fn model_folder_gives_the_same_graph() {
         assert!(dir.is_sharded());
         let mut llama = Llama::from_model_folder(&dir, Device::Cpu).unwrap();
         assert_eq!(llama.config(), reference.config());
+        // The graph reads exactly the checkpoint's tensors, with their shapes.
+        let shapes = llama.config().tensor_shapes();
+        let names: BTreeSet<&str> = shapes.iter().map(|(n, _)| n.as_str()).collect();
+        let stored: BTreeSet<&str> = dir.names().iter().map(String::as_str).collect();
+        assert_eq!(names, stored, "{model}");
+        for (name, dims) in &shapes {
+            assert_eq!(&dir.info(name).unwrap().shape, dims, "{model} {name}");
+        }
         llama.load_all(&dir).unwrap();
         let (diff, _) = difference(
             &llama.forward(&tokens).unwrap(),
@@ -258,9 +288,9 @@ fn fixture_configs_are_read_as_written() {
         ),
         (4, 2, 16)
     );
-    assert_eq!(llama.rope_theta, 500000.0);
+    assert_eq!(llama.rope.theta, 500000.0);
     assert_eq!(
-        llama.rope_scaling,
+        llama.rope.scaling,
         RopeScaling::Llama3 {
             factor: 8.0,
             low_freq_factor: 1.0,
@@ -273,20 +303,73 @@ fn fixture_configs_are_read_as_written() {
 
     let mistral = LlamaConfig::from_folder(folder("mistral")).unwrap();
     assert_eq!((mistral.head_dim, mistral.num_key_value_heads), (32, 1));
-    assert_eq!(mistral.rope_scaling, RopeScaling::None);
+    assert_eq!(mistral.rope.scaling, RopeScaling::None);
     assert_eq!((mistral.window(0), mistral.window(2)), (Some(48), Some(48)));
     assert!(!mistral.qkv_bias && !mistral.mlp_bias);
 
     let qwen2 = LlamaConfig::from_folder(folder("qwen2")).unwrap();
     assert!(qwen2.qkv_bias && !qwen2.o_bias && qwen2.tie_word_embeddings);
-    assert_eq!(qwen2.rope_theta, 1e6);
+    assert_eq!(qwen2.rope.theta, 1e6);
     assert_eq!(qwen2.window(1), None);
+
+    let qwen3 = LlamaConfig::from_folder(folder("qwen3")).unwrap();
+    assert_eq!((qwen3.model_type, qwen3.head_dim), (ModelType::Qwen3, 32));
+    assert!(qwen3.qk_norm && !qwen3.qkv_bias && !qwen3.norm_plus_one);
+
+    let gemma2 = LlamaConfig::from_folder(folder("gemma2")).unwrap();
+    assert_eq!(gemma2.activation, Activation::GeluTanh);
+    assert!(gemma2.norm_plus_one && gemma2.sandwich_norms && gemma2.scale_embeddings);
+    assert!(gemma2.tie_word_embeddings && !gemma2.qk_norm);
+    assert_eq!(
+        (
+            gemma2.attn_logit_softcapping,
+            gemma2.final_logit_softcapping
+        ),
+        (Some(5.0), Some(3.0))
+    );
+    assert_eq!(gemma2.query_pre_attn_scalar, Some(24.0));
+    let windows: Vec<_> = (0..3).map(|i| gemma2.window(i)).collect();
+    assert_eq!(windows, [Some(24), None, Some(24)]);
+
+    // Gemma 3's transformers 4 layout: flat RoPE keys and a window pattern.
+    let gemma3 = LlamaConfig::from_folder(folder("gemma3")).unwrap();
+    assert!(gemma3.qk_norm && gemma3.attn_logit_softcapping.is_none());
+    let windows: Vec<_> = (0..3).map(|i| gemma3.window(i)).collect();
+    assert_eq!(windows, [Some(24), None, Some(24)]);
+    assert_eq!(
+        gemma3.rope_of(1).scaling,
+        RopeScaling::Linear { factor: 4.0 }
+    );
+    assert_eq!(gemma3.rope_of(1).theta, 1e6);
+    assert_eq!(
+        (gemma3.rope_of(0).theta, &gemma3.rope_of(0).scaling),
+        (10000.0, &RopeScaling::None)
+    );
+
+    let phi3 = LlamaConfig::from_folder(folder("phi3")).unwrap();
+    assert!(phi3.fused_projections);
+    assert_eq!((phi3.head_dim, phi3.rotary_dim), (16, 8));
+    let RopeScaling::LongRope {
+        original_max_position_embeddings,
+        attention_factor,
+        ..
+    } = phi3.rope.scaling
+    else {
+        panic!("phi3 runs LongRoPE: {:?}", phi3.rope.scaling)
+    };
+    assert_eq!(original_max_position_embeddings, 64);
+    // sqrt(1 + ln(512 / 64) / ln(64)).
+    assert!((attention_factor - (1.5f64).sqrt()).abs() < 1e-12);
+    let short = phi3.rope.inv_freq(8, 64);
+    let long = phi3.rope.inv_freq(8, 65);
+    assert_eq!(short[1], 1.0 / (1.3 * 10000f32.powf(0.25)));
+    assert_eq!(long[3], 1.0 / (7.5 * 10000f32.powf(0.75)));
 
     // The llama3 scaling keeps high frequencies, divides low ones, and
     // interpolates between (wavelengths 64 and 256 here).
     let mut plain = llama.clone();
-    plain.rope_scaling = RopeScaling::None;
-    let (scaled, plain) = (llama.inv_freq(), plain.inv_freq());
+    plain.rope.scaling = RopeScaling::None;
+    let (scaled, plain) = (llama.rope.inv_freq(16, 1), plain.rope.inv_freq(16, 1));
     assert_eq!(scaled.len(), 8);
     let mut kinds = BTreeSet::new();
     for (s, p) in scaled.iter().zip(&plain) {
@@ -344,9 +427,13 @@ fn the_sliding_window_changes_long_sequences_only() {
     text["layer_types"] = serde_json::json!(["full_attention", "sliding_attention"]);
     let config = LlamaConfig::from_value(&text, "<qwen2>").unwrap();
     assert_eq!((config.window(0), config.window(1)), (None, Some(16)));
+    // Any pattern of layer types, as Gemma alternates them.
     text["layer_types"] = serde_json::json!(["sliding_attention", "full_attention"]);
+    let config = LlamaConfig::from_value(&text, "<qwen2>").unwrap();
+    assert_eq!((config.window(0), config.window(1)), (Some(16), None));
+    text["layer_types"] = serde_json::json!(["sliding_attention", "chunked_attention"]);
     let e = LlamaConfig::from_value(&text, "<qwen2>").unwrap_err();
-    assert!(e.to_string().contains("layer_types"), "{e}");
+    assert!(e.to_string().contains("chunked_attention"), "{e}");
 }
 
 #[test]
@@ -584,22 +671,23 @@ fn configs_prunus_cannot_run_are_errors() {
     let ok =
         LlamaConfig::from_json(&format!(r#"{{"model_type": "llama", {base}}}"#), "<t>").unwrap();
     assert_eq!(
-        (ok.num_key_value_heads, ok.head_dim, ok.rope_theta),
+        (ok.num_key_value_heads, ok.head_dim, ok.rope.theta),
         (4, 16, 10000.0)
     );
 
     let e = config_error(&format!(r#"{{"model_type": "gpt2", {base}}}"#));
     assert!(
-        e.contains("\"gpt2\"") && e.contains("llama, mistral and qwen2"),
+        e.contains("\"gpt2\"")
+            && e.contains("llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3"),
         "{e}"
     );
     let e = config_error(&format!(r#"{{{base}}}"#));
     assert!(e.contains("no model_type"), "{e}");
     let e = config_error(&format!(
-        r#"{{"model_type": "mistral", "hidden_act": "gelu", {base}}}"#
+        r#"{{"model_type": "mistral", "hidden_act": "relu", {base}}}"#
     ));
     assert!(
-        e.contains("hidden_act") && e.contains("gelu") && e.contains("silu"),
+        e.contains("hidden_act") && e.contains("relu") && e.contains("silu"),
         "{e}"
     );
     let e = config_error(r#"{"model_type": "llama", "hidden_size": 64}"#);
@@ -643,9 +731,9 @@ fn configs_prunus_cannot_run_are_errors() {
         "<t>",
     )
     .unwrap();
-    assert_eq!(linear.rope_scaling, RopeScaling::Linear { factor: 2.0 });
-    let halves: Vec<f32> = ok.inv_freq().iter().map(|f| f / 2.0).collect();
-    assert_eq!(linear.inv_freq(), halves);
+    assert_eq!(linear.rope.scaling, RopeScaling::Linear { factor: 2.0 });
+    let halves: Vec<f32> = ok.rope.inv_freq(16, 1).iter().map(|f| f / 2.0).collect();
+    assert_eq!(linear.rope.inv_freq(16, 1), halves);
     // Inconsistent sizes set by hand are refused by the graph.
     let mut odd = ok;
     odd.num_key_value_heads = 3;
@@ -654,12 +742,16 @@ fn configs_prunus_cannot_run_are_errors() {
 
 /// Decoding against the key and value cache gives the logits of the whole
 /// sequence run at once: a prompt, then one token per call, past
-/// mistral's sliding window of 48.
+/// mistral's sliding window of 48. Phi-3's LongRoPE switches to its long
+/// factors when a call reaches past 64 positions, for the whole call as in
+/// transformers, so a cache filled before the switch holds keys rotated
+/// otherwise: it is compared within those 64.
 #[test]
 fn cached_decoding_matches_the_full_forward() {
     for model in MODELS {
         let (llama, _) = loaded(model);
-        let tokens: Vec<u32> = (0..70u32).map(|t| (t * 37 + 5) % 300 + 3).collect();
+        let len = if model == "phi3" { 64 } else { 70 };
+        let tokens: Vec<u32> = (0..len).map(|t| (t * 37 + 5) % 300 + 3).collect();
         let full = llama.forward(&tokens).unwrap().squeeze(0).unwrap();
         let mut cache = llama.cache().unwrap();
         assert!(cache.is_empty());

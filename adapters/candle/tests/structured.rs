@@ -536,4 +536,18 @@ fn removed_blocks_keep_the_windows_of_the_rest() {
         serde_json::json!(["full", "full", "sliding", "sliding"])
     );
     assert!(config_without(&serde_json::json!({"layers": 2}), &[0]).is_err());
+
+    // Gemma 3's transformers 4 config states a window pattern (sliding,
+    // global, sliding here): the kept blocks' types are written out.
+    let gemma3: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("tiny-gemma3/config.json")).unwrap())
+            .unwrap();
+    assert!(gemma3.get("layer_types").is_none());
+    let out = config_without(&gemma3, &[0]).unwrap();
+    assert_eq!(
+        out["layer_types"],
+        serde_json::json!(["full_attention", "sliding_attention"])
+    );
+    let config = prunus_candle::llama::LlamaConfig::from_value(&out, "<out>").unwrap();
+    assert_eq!((config.window(0), config.window(1)), (None, Some(24)));
 }

@@ -21,17 +21,41 @@ pub enum ModelType {
     /// `qwen2`: biases on the query, key and value projections only; a
     /// sliding window on the upper blocks when `use_sliding_window`.
     Qwen2,
+    /// `qwen3`: an RMSNorm over each query and key head (`q_norm`,
+    /// `k_norm`) before the rotary embedding; optional biases on the four
+    /// attention projections (`attention_bias`); qwen2's sliding window.
+    Qwen3,
+    /// `gemma2`: GeGLU MLPs (tanh GELU), RMSNorms scaling by `1 + w`, four
+    /// norms per block (after attention and after the MLP too), embeddings
+    /// times `sqrt(hidden_size)`, attention scaled by
+    /// `query_pre_attn_scalar^-1/2`, soft-capped attention and final
+    /// logits, sliding and global blocks alternating, tied embeddings.
+    Gemma2,
+    /// `gemma3_text` (Gemma 3's text models, `Gemma3ForCausalLM`): gemma2's
+    /// block with query and key norms instead of attention soft-capping,
+    /// five sliding blocks to one global, and its own RoPE base on the
+    /// sliding blocks.
+    Gemma3Text,
+    /// `phi3` (Phi-3, Phi-3.5 and Phi-4-mini): fused `qkv_proj` and
+    /// `gate_up_proj`, LongRoPE scaling and partial rotary embeddings.
+    Phi3,
 }
 
 impl ModelType {
+    /// Every model type, in the order the documentation lists them.
+    pub const ALL: [ModelType; 7] = [
+        ModelType::Llama,
+        ModelType::Mistral,
+        ModelType::Qwen2,
+        ModelType::Qwen3,
+        ModelType::Gemma2,
+        ModelType::Gemma3Text,
+        ModelType::Phi3,
+    ];
+
     /// The model type called `name` in a `config.json`; `None` for another.
     pub fn from_name(name: &str) -> Option<ModelType> {
-        match name {
-            "llama" => Some(ModelType::Llama),
-            "mistral" => Some(ModelType::Mistral),
-            "qwen2" => Some(ModelType::Qwen2),
-            _ => None,
-        }
+        ModelType::ALL.into_iter().find(|t| t.name() == name)
     }
 
     /// The `model_type` string.
@@ -40,7 +64,17 @@ impl ModelType {
             ModelType::Llama => "llama",
             ModelType::Mistral => "mistral",
             ModelType::Qwen2 => "qwen2",
+            ModelType::Qwen3 => "qwen3",
+            ModelType::Gemma2 => "gemma2",
+            ModelType::Gemma3Text => "gemma3_text",
+            ModelType::Phi3 => "phi3",
         }
+    }
+
+    /// Whether this is a Gemma (norms by `1 + w`, scaled embeddings,
+    /// four norms per block, tied embeddings by default).
+    fn is_gemma(self) -> bool {
+        matches!(self, ModelType::Gemma2 | ModelType::Gemma3Text)
     }
 }
 
@@ -50,9 +84,21 @@ impl fmt::Display for ModelType {
     }
 }
 
+/// The MLP's gate activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Activation {
+    /// `silu` (SwiGLU): LLaMA, Mistral, Qwen, Phi-3.
+    Silu,
+    /// `gelu_pytorch_tanh` (GeGLU with the tanh approximation): Gemma.
+    GeluTanh,
+    /// `gelu`: the exact (erf) GELU.
+    Gelu,
+}
+
 /// How the rotary embedding's frequencies are rescaled for long contexts
 /// (`rope_scaling`, or `rope_parameters` in transformers 5 configs).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum RopeScaling {
     /// `default` (or no scaling): `inv_freq = 1 / theta^(2i/d)`.
@@ -76,6 +122,103 @@ pub enum RopeScaling {
         /// The context length of pre-training.
         original_max_position_embeddings: usize,
     },
+    /// `longrope` (also called `su`; Phi-3 and Phi-4 long-context models):
+    /// each frequency divided by its own factor, the short ones while a
+    /// forward pass ends within `original_max_position_embeddings`, the
+    /// long ones beyond; `cos` and `sin` multiplied by `attention_factor`.
+    LongRope {
+        /// The divisors for sequences within the original context, one
+        /// per rotated pair.
+        short_factor: Vec<f64>,
+        /// The divisors beyond it.
+        long_factor: Vec<f64>,
+        /// The context length of pre-training.
+        original_max_position_embeddings: usize,
+        /// The scale of `cos` and `sin`: given, else `sqrt(1 + ln(s) /
+        /// ln(original))` with `s = max_position_embeddings / original`
+        /// (1 when `s ≤ 1`).
+        attention_factor: f64,
+    },
+}
+
+/// One rotary embedding: its base and scaling.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Rope {
+    /// The base, `rope_theta`.
+    pub theta: f64,
+    /// The long-context scaling.
+    pub scaling: RopeScaling,
+}
+
+impl Rope {
+    /// The inverse frequencies of the `dim / 2` rotated pairs of a
+    /// `dim`-wide rotation, computed in f32 as transformers does
+    /// (`1 / theta^(2i/d)`, then the scaling); for LongRoPE, those of a
+    /// forward pass ending at position `end` (exclusive).
+    pub fn inv_freq(&self, dim: usize, end: usize) -> Vec<f32> {
+        let base = self.theta as f32;
+        let exponent = |i: usize| (2 * i) as f32 / dim as f32;
+        let plain = (0..dim / 2).map(|i| 1.0 / base.powf(exponent(i)));
+        match &self.scaling {
+            RopeScaling::None => plain.collect(),
+            RopeScaling::Linear { factor } => plain.map(|f| f / *factor as f32).collect(),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                let old = *original_max_position_embeddings as f32;
+                let (factor, low, high) = (
+                    *factor as f32,
+                    *low_freq_factor as f32,
+                    *high_freq_factor as f32,
+                );
+                let low_wavelen = old / low;
+                let high_wavelen = old / high;
+                plain
+                    .map(|f| {
+                        let wavelen = 2.0 * std::f32::consts::PI / f;
+                        if wavelen < high_wavelen {
+                            f
+                        } else if wavelen > low_wavelen {
+                            f / factor
+                        } else {
+                            let smooth = (old / wavelen - low) / (high - low);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+            RopeScaling::LongRope {
+                short_factor,
+                long_factor,
+                original_max_position_embeddings,
+                ..
+            } => {
+                let factors = if end > *original_max_position_embeddings {
+                    long_factor
+                } else {
+                    short_factor
+                };
+                // transformers: 1 / (factor · base^(2i/d)), all in f32.
+                (0..dim / 2)
+                    .map(|i| 1.0 / (factors[i] as f32 * base.powf(exponent(i))))
+                    .collect()
+            }
+        }
+    }
+
+    /// The scale of `cos` and `sin` (LongRoPE's attention factor; else 1).
+    pub fn attention_factor(&self) -> f32 {
+        match self.scaling {
+            RopeScaling::LongRope {
+                attention_factor, ..
+            } => attention_factor as f32,
+            _ => 1.0,
+        }
+    }
 }
 
 /// A LLaMA-family decoder's shape and numerics, as its `config.json` gives
@@ -100,12 +243,17 @@ pub struct LlamaConfig {
     pub num_key_value_heads: usize,
     /// Width of one head (even).
     pub head_dim: usize,
+    /// How many of a head's leading dimensions the rotary embedding
+    /// rotates (even; `head_dim` but for a `partial_rotary_factor` below 1).
+    pub rotary_dim: usize,
     /// The RMSNorms' epsilon.
     pub rms_norm_eps: f64,
-    /// The rotary embedding's base.
-    pub rope_theta: f64,
-    /// The rotary embedding's long-context scaling.
-    pub rope_scaling: RopeScaling,
+    /// The rotary embedding of the global blocks (every block but for
+    /// [`LlamaConfig::local_rope`]).
+    pub rope: Rope,
+    /// The rotary embedding of the sliding-window blocks where it differs
+    /// (Gemma 3).
+    pub local_rope: Option<Rope>,
     /// The longest sequence.
     pub max_position_embeddings: usize,
     /// Rows of the token embedding and of the LM head.
@@ -118,13 +266,38 @@ pub struct LlamaConfig {
     pub o_bias: bool,
     /// Whether the MLP's three projections have biases.
     pub mlp_bias: bool,
+    /// The MLP's gate activation.
+    pub activation: Activation,
+    /// Whether queries and keys pass an RMSNorm over each head
+    /// (`q_norm`, `k_norm`) before the rotary embedding.
+    pub qk_norm: bool,
+    /// Whether the RMSNorms scale by `1 + w` (Gemma) rather than `w`.
+    pub norm_plus_one: bool,
+    /// Whether the token embeddings are multiplied by `sqrt(hidden_size)`.
+    pub scale_embeddings: bool,
+    /// Whether a block has four norms (Gemma): `post_attention_layernorm`
+    /// on the attention's output before its residual, and
+    /// `pre_feedforward_layernorm` and `post_feedforward_layernorm`
+    /// around the MLP. Otherwise `post_attention_layernorm` is the MLP's
+    /// input norm.
+    pub sandwich_norms: bool,
+    /// Whether the query, key and value projections are one `qkv_proj`
+    /// and the gate and up projections one `gate_up_proj` (Phi-3).
+    pub fused_projections: bool,
+    /// The attention scores' scale is `query_pre_attn_scalar^-1/2`
+    /// (`head_dim^-1/2` when `None`).
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Attention scores become `c · tanh(s / c)` before the mask.
+    pub attn_logit_softcapping: Option<f64>,
+    /// Logits become `c · tanh(l / c)`.
+    pub final_logit_softcapping: Option<f64>,
     /// The sliding attention window: a token attends to itself and the
-    /// `window - 1` tokens before it. `None`: every earlier token.
+    /// `window - 1` tokens before it in the blocks [`LlamaConfig::sliding`]
+    /// marks. `None`: every earlier token in every block.
     pub sliding_window: Option<usize>,
-    /// The first block that uses `sliding_window` (0 for mistral; qwen2's
-    /// `max_window_layers`); the blocks before it attend to every earlier
-    /// token.
-    pub sliding_window_from: usize,
+    /// Per block, whether it uses `sliding_window` (`layer_types`; empty
+    /// means every block when there is a window).
+    pub sliding: Vec<bool>,
 }
 
 impl Default for LlamaConfig {
@@ -137,17 +310,30 @@ impl Default for LlamaConfig {
             num_attention_heads: 32,
             num_key_value_heads: 32,
             head_dim: 128,
+            rotary_dim: 128,
             rms_norm_eps: 1e-5,
-            rope_theta: 10000.0,
-            rope_scaling: RopeScaling::None,
+            rope: Rope {
+                theta: 10000.0,
+                scaling: RopeScaling::None,
+            },
+            local_rope: None,
             max_position_embeddings: 4096,
             vocab_size: 32000,
             tie_word_embeddings: false,
             qkv_bias: false,
             o_bias: false,
             mlp_bias: false,
+            activation: Activation::Silu,
+            qk_norm: false,
+            norm_plus_one: false,
+            scale_embeddings: false,
+            sandwich_norms: false,
+            fused_projections: false,
+            query_pre_attn_scalar: None,
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
             sliding_window: None,
-            sliding_window_from: 0,
+            sliding: Vec::new(),
         }
     }
 }
@@ -194,6 +380,14 @@ impl Fields<'_> {
         }
     }
 
+    /// An optional positive number: `None` when absent or null.
+    fn optional_number(&self, key: &str) -> Result<Option<f64>> {
+        match self.get(key) {
+            None => Ok(None),
+            some => self.number(some, key, 1.0).map(Some),
+        }
+    }
+
     fn flag(&self, key: &str, fallback: bool) -> Result<bool> {
         match self.get(key) {
             None => Ok(fallback),
@@ -201,6 +395,11 @@ impl Fields<'_> {
             Some(v) => Err(self.bad(format!("{key} = {v} is not true or false"))),
         }
     }
+}
+
+/// The `model_type` names this module runs, for messages.
+fn supported_names() -> String {
+    ModelType::ALL.map(ModelType::name).join(", ")
 }
 
 impl LlamaConfig {
@@ -222,22 +421,28 @@ impl LlamaConfig {
         LlamaConfig::from_value(&value, folder)
     }
 
-    /// Reads a parsed `config.json`.
+    /// Reads a parsed `config.json`, in the transformers 4 or 5 layout.
     ///
-    /// `model_type` (llama, mistral or qwen2), `hidden_size`,
+    /// `model_type` (one of [`ModelType::ALL`]), `hidden_size`,
     /// `intermediate_size`, `num_hidden_layers`, `num_attention_heads` and
     /// `vocab_size` are required; `num_key_value_heads` defaults to the
-    /// heads, `head_dim` to `hidden_size / num_attention_heads`,
-    /// `rms_norm_eps` to 1e-6, `rope_theta` to 10000, `hidden_act` to silu,
-    /// `tie_word_embeddings` to false, `max_position_embeddings` to the
-    /// architecture's transformers default. RoPE settings are read from
-    /// `rope_theta` and `rope_scaling` (transformers 4) or
-    /// `rope_parameters` (transformers 5); the scalings `default`, `linear`
-    /// and `llama3` are supported, others are errors. Biases follow the
-    /// architecture (qwen2: q/k/v; llama: `attention_bias`, `mlp_bias`;
-    /// mistral: none). The sliding window is mistral's `sliding_window`, or
-    /// qwen2's when `use_sliding_window`, from block `max_window_layers`
-    /// (or as `layer_types` says). Any activation but silu is an error.
+    /// heads, `head_dim` to `hidden_size / num_attention_heads` (256 for
+    /// Gemma), `rms_norm_eps` to 1e-6, the activation to silu (Gemma:
+    /// `gelu_pytorch_tanh`), `tie_word_embeddings` to false (Gemma: true),
+    /// `max_position_embeddings` to the architecture's transformers
+    /// default. RoPE settings are read from `rope_theta` and
+    /// `rope_scaling` (transformers 4) or `rope_parameters` (transformers
+    /// 5, nested by layer type for Gemma 3; `rope_local_base_freq` in its
+    /// transformers 4 configs); the scalings `default`, `linear`, `llama3`
+    /// and `longrope` are supported, others are errors; a
+    /// `partial_rotary_factor` below 1 only for phi3. Biases follow the
+    /// architecture (qwen2: q/k/v; llama and qwen3: `attention_bias`,
+    /// llama's `mlp_bias`; the others: none). The sliding window is
+    /// `layer_types` where the config has it, else the family's rule
+    /// (mistral and phi3: every block; qwen2 and qwen3 when
+    /// `use_sliding_window`, from block `max_window_layers`; gemma2 every
+    /// other block from the first; gemma3 all but every
+    /// `sliding_window_pattern`-th).
     pub fn from_value(value: &Value, folder: impl fmt::Display) -> Result<LlamaConfig> {
         let folder = folder.to_string();
         let Some(object) = value.as_object() else {
@@ -248,8 +453,9 @@ impl LlamaConfig {
                 Error::model(
                     &folder,
                     format!(
-                        "config.json: model_type = \"{name}\" is not a decoder prunus runs: \
-                         it runs llama, mistral and qwen2"
+                        "config.json: model_type = \"{name}\" is not a decoder prunus runs: it \
+                         runs {}",
+                        supported_names()
                     ),
                 )
             })?,
@@ -262,7 +468,10 @@ impl LlamaConfig {
             None => {
                 return Err(Error::model(
                     &folder,
-                    "config.json: no model_type; prunus runs llama, mistral and qwen2 decoders",
+                    format!(
+                        "config.json: no model_type; prunus runs these decoders: {}",
+                        supported_names()
+                    ),
                 ));
             }
         };
@@ -272,6 +481,7 @@ impl LlamaConfig {
             model_type: model_type.name(),
         };
         let bad = |reason: String| fields.bad(reason);
+        let gemma = model_type.is_gemma();
 
         let hidden_size = fields.size("hidden_size", None)?;
         let intermediate_size = fields.size("intermediate_size", None)?;
@@ -280,6 +490,7 @@ impl LlamaConfig {
         let vocab_size = fields.size("vocab_size", None)?;
         let num_key_value_heads = fields.size("num_key_value_heads", Some(num_attention_heads))?;
         let head_dim = match fields.get("head_dim") {
+            None if gemma => 256,
             None => {
                 if hidden_size % num_attention_heads != 0 {
                     return Err(bad(format!(
@@ -294,36 +505,94 @@ impl LlamaConfig {
         let default_positions = match model_type {
             ModelType::Llama => 2048,
             ModelType::Mistral => 4096 * 32,
-            ModelType::Qwen2 => 32768,
+            ModelType::Qwen2 | ModelType::Qwen3 => 32768,
+            ModelType::Gemma2 => 8192,
+            ModelType::Gemma3Text => 131_072,
+            ModelType::Phi3 => 4096,
         };
         let max_position_embeddings =
             fields.size("max_position_embeddings", Some(default_positions))?;
         let rms_norm_eps = fields.number(fields.get("rms_norm_eps"), "rms_norm_eps", 1e-6)?;
-        match fields
-            .get("hidden_act")
-            .or_else(|| fields.get("hidden_activation"))
-        {
-            None => {}
-            Some(Value::String(act)) if act == "silu" || act == "swish" => {}
-            Some(v) => {
-                return Err(bad(format!(
-                    "hidden_act = {v} is not supported: prunus runs LLaMA-family MLPs with silu \
-                     (SwiGLU) only"
-                )));
-            }
+        let activation = activation(&fields, gemma)?;
+        if gemma && fields.flag("use_bidirectional_attention", false)? {
+            return Err(bad(
+                "use_bidirectional_attention = true (an embedding model): prunus runs Gemma as a \
+                 causal decoder"
+                    .into(),
+            ));
         }
-        let tie_word_embeddings = fields.flag("tie_word_embeddings", false)?;
+        let tie_word_embeddings = fields.flag("tie_word_embeddings", gemma)?;
         let (qkv_bias, o_bias, mlp_bias) = match model_type {
             ModelType::Llama => {
                 let attention = fields.flag("attention_bias", false)?;
                 (attention, attention, fields.flag("mlp_bias", false)?)
             }
-            ModelType::Mistral => (false, false, false),
+            ModelType::Qwen3 => {
+                let attention = fields.flag("attention_bias", false)?;
+                (attention, attention, false)
+            }
             ModelType::Qwen2 => (true, false, false),
+            ModelType::Gemma2 | ModelType::Gemma3Text => {
+                if fields.flag("attention_bias", false)? {
+                    return Err(bad(
+                        "attention_bias = true is not supported for Gemma".into()
+                    ));
+                }
+                (false, false, false)
+            }
+            ModelType::Mistral | ModelType::Phi3 => (false, false, false),
         };
-        let (rope_theta, rope_scaling) = rope(&fields, max_position_embeddings)?;
-        let (sliding_window, sliding_window_from) =
-            sliding_window(&fields, model_type, num_hidden_layers)?;
+        let (rope, local_rope, partial) = ropes(&fields, model_type, max_position_embeddings)?;
+        if partial != 1.0 && model_type != ModelType::Phi3 {
+            return Err(bad(format!(
+                "partial_rotary_factor = {partial} is not supported for {model_type}: prunus \
+                 rotates whole heads there"
+            )));
+        }
+        let rotary_dim = (head_dim as f64 * partial) as usize;
+        if let RopeScaling::LongRope {
+            short_factor,
+            long_factor,
+            ..
+        } = &rope.scaling
+            && (short_factor.len() != rotary_dim / 2 || long_factor.len() != rotary_dim / 2)
+        {
+            return Err(bad(format!(
+                "the longrope factors have {} (short) and {} (long) entries where the rotation \
+                 has {} pairs",
+                short_factor.len(),
+                long_factor.len(),
+                rotary_dim / 2
+            )));
+        }
+        let (sliding_window, sliding) = sliding_window(&fields, model_type, num_hidden_layers)?;
+        let softcap = |key: &str, fallback: Option<f64>| -> Result<Option<f64>> {
+            if fields.object.contains_key(key) {
+                fields.optional_number(key)
+            } else {
+                Ok(fallback)
+            }
+        };
+        let (attn_logit_softcapping, final_logit_softcapping) = match model_type {
+            ModelType::Gemma2 => (
+                softcap("attn_logit_softcapping", Some(50.0))?,
+                softcap("final_logit_softcapping", Some(30.0))?,
+            ),
+            ModelType::Gemma3Text => (
+                softcap("attn_logit_softcapping", None)?,
+                softcap("final_logit_softcapping", None)?,
+            ),
+            _ => (None, None),
+        };
+        let query_pre_attn_scalar = if gemma {
+            Some(fields.number(
+                fields.get("query_pre_attn_scalar"),
+                "query_pre_attn_scalar",
+                256.0,
+            )?)
+        } else {
+            None
+        };
 
         let config = LlamaConfig {
             model_type,
@@ -333,17 +602,27 @@ impl LlamaConfig {
             num_attention_heads,
             num_key_value_heads,
             head_dim,
+            rotary_dim,
             rms_norm_eps,
-            rope_theta,
-            rope_scaling,
+            rope,
+            local_rope,
             max_position_embeddings,
             vocab_size,
             tie_word_embeddings,
             qkv_bias,
             o_bias,
             mlp_bias,
+            activation,
+            qk_norm: matches!(model_type, ModelType::Qwen3 | ModelType::Gemma3Text),
+            norm_plus_one: gemma,
+            scale_embeddings: gemma,
+            sandwich_norms: gemma,
+            fused_projections: model_type == ModelType::Phi3,
+            query_pre_attn_scalar,
+            attn_logit_softcapping,
+            final_logit_softcapping,
             sliding_window,
-            sliding_window_from,
+            sliding,
         };
         config.check().map_err(bad)?;
         Ok(config)
@@ -372,70 +651,63 @@ impl LlamaConfig {
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
-        if !self.head_dim.is_multiple_of(2) {
+        if !self.rotary_dim.is_multiple_of(2) || self.rotary_dim == 0 {
+            return Err(if self.rotary_dim == self.head_dim {
+                format!(
+                    "head_dim = {} is odd; rotary embeddings rotate pairs of dimensions",
+                    self.head_dim
+                )
+            } else {
+                format!(
+                    "the rotary embedding rotates {} of a head's {} dimensions; rotary \
+                     embeddings rotate a positive number of pairs",
+                    self.rotary_dim, self.head_dim
+                )
+            });
+        }
+        if self.rotary_dim > self.head_dim {
             return Err(format!(
-                "head_dim = {} is odd; rotary embeddings rotate pairs of dimensions",
-                self.head_dim
+                "the rotary embedding rotates {} dimensions of a {}-wide head",
+                self.rotary_dim, self.head_dim
             ));
         }
-        if !(self.rms_norm_eps > 0.0 && self.rope_theta > 0.0) {
+        if !(self.rms_norm_eps > 0.0 && self.rope.theta > 0.0) {
             return Err(format!(
                 "rms_norm_eps = {} and rope_theta = {} must be positive",
-                self.rms_norm_eps, self.rope_theta
+                self.rms_norm_eps, self.rope.theta
             ));
         }
         if self.sliding_window == Some(0) {
             return Err("sliding_window = 0; give a positive window or null".into());
         }
+        if !self.sliding.is_empty() && self.sliding.len() != self.num_hidden_layers {
+            return Err(format!(
+                "{} layer types for {} blocks",
+                self.sliding.len(),
+                self.num_hidden_layers
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether block `i` is a sliding-window block (uses
+    /// [`LlamaConfig::local_rope`] where there is one).
+    pub fn is_sliding(&self, i: usize) -> bool {
+        self.sliding_window.is_some() && self.sliding.get(i).copied().unwrap_or(true)
     }
 
     /// The attention window of block `i`: `Some(w)` when a token sees only
     /// itself and the `w - 1` tokens before it, `None` when it sees every
     /// earlier token.
     pub fn window(&self, i: usize) -> Option<usize> {
-        self.sliding_window
-            .filter(|_| i >= self.sliding_window_from)
+        self.sliding_window.filter(|_| self.is_sliding(i))
     }
 
-    /// The rotary embedding's inverse frequencies, `head_dim / 2` of them,
-    /// computed in f32 as transformers does (`1 / theta^(2i/d)`, then the
-    /// scaling).
-    pub fn inv_freq(&self) -> Vec<f32> {
-        let d = self.head_dim;
-        let base = self.rope_theta as f32;
-        let plain = (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32));
-        match self.rope_scaling {
-            RopeScaling::None => plain.collect(),
-            RopeScaling::Linear { factor } => plain.map(|f| f / factor as f32).collect(),
-            RopeScaling::Llama3 {
-                factor,
-                low_freq_factor,
-                high_freq_factor,
-                original_max_position_embeddings,
-            } => {
-                let old = original_max_position_embeddings as f32;
-                let (factor, low, high) = (
-                    factor as f32,
-                    low_freq_factor as f32,
-                    high_freq_factor as f32,
-                );
-                let low_wavelen = old / low;
-                let high_wavelen = old / high;
-                plain
-                    .map(|f| {
-                        let wavelen = 2.0 * std::f32::consts::PI / f;
-                        if wavelen < high_wavelen {
-                            f
-                        } else if wavelen > low_wavelen {
-                            f / factor
-                        } else {
-                            let smooth = (old / wavelen - low) / (high - low);
-                            (1.0 - smooth) * f / factor + smooth * f
-                        }
-                    })
-                    .collect()
-            }
+    /// The rotary embedding of block `i`.
+    pub fn rope_of(&self, i: usize) -> &Rope {
+        match &self.local_rope {
+            Some(local) if self.is_sliding(i) => local,
+            _ => &self.rope,
         }
     }
 
@@ -443,24 +715,30 @@ impl LlamaConfig {
     /// the token embedding, each block's, the final norm and (untied) the
     /// LM head. Builds test models.
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        let (h, f) = (self.hidden_size, self.intermediate_size);
-        let q = self.num_attention_heads * self.head_dim;
-        let kv = self.num_key_value_heads * self.head_dim;
+        let h = self.hidden_size;
         let mut shapes = vec![(
             "model.embed_tokens.weight".to_string(),
             vec![self.vocab_size, h],
         )];
         for i in 0..self.num_hidden_layers {
             let layer = format!("model.layers.{i}");
-            shapes.push((format!("{layer}.input_layernorm.weight"), vec![h]));
-            for (name, out, inp, bias) in self.projections() {
-                let (out, inp) = ([h, f, q, kv][out as usize], [h, f, q, kv][inp as usize]);
-                shapes.push((format!("{layer}.{name}.weight"), vec![out, inp]));
-                if bias {
-                    shapes.push((format!("{layer}.{name}.bias"), vec![out]));
+            for (name, width) in self.norms() {
+                if name.starts_with("self_attn.") {
+                    continue;
+                }
+                shapes.push((format!("{layer}.{name}.weight"), vec![width]));
+            }
+            for (name, width) in self.norms() {
+                if name.starts_with("self_attn.") {
+                    shapes.push((format!("{layer}.{name}.weight"), vec![width]));
                 }
             }
-            shapes.push((format!("{layer}.post_attention_layernorm.weight"), vec![h]));
+            for p in self.projections() {
+                shapes.push((format!("{layer}.{}.weight", p.name), vec![p.out, p.inp]));
+                if p.bias {
+                    shapes.push((format!("{layer}.{}.bias", p.name), vec![p.out]));
+                }
+            }
         }
         shapes.push(("model.norm.weight".to_string(), vec![h]));
         if !self.tie_word_embeddings {
@@ -469,36 +747,100 @@ impl LlamaConfig {
         shapes
     }
 
-    /// A block's seven projections: name, output and input width (as
-    /// [`Width`]), whether it has a bias.
-    pub(super) fn projections(&self) -> [(&'static str, Width, Width, bool); 7] {
-        use Width::{Hidden, Intermediate, KeyValue, Query};
-        [
-            ("self_attn.q_proj", Query, Hidden, self.qkv_bias),
-            ("self_attn.k_proj", KeyValue, Hidden, self.qkv_bias),
-            ("self_attn.v_proj", KeyValue, Hidden, self.qkv_bias),
-            ("self_attn.o_proj", Hidden, Query, self.o_bias),
-            ("mlp.gate_proj", Intermediate, Hidden, self.mlp_bias),
-            ("mlp.up_proj", Intermediate, Hidden, self.mlp_bias),
-            ("mlp.down_proj", Hidden, Intermediate, self.mlp_bias),
+    /// A block's norms, by name within the block, with their widths: the
+    /// input norm, `post_attention_layernorm`, Gemma's two feed-forward
+    /// norms, and the per-head query and key norms.
+    pub(super) fn norms(&self) -> Vec<(&'static str, usize)> {
+        let h = self.hidden_size;
+        let mut norms = vec![("input_layernorm", h), ("post_attention_layernorm", h)];
+        if self.sandwich_norms {
+            norms.push(("pre_feedforward_layernorm", h));
+            norms.push(("post_feedforward_layernorm", h));
+        }
+        if self.qk_norm {
+            norms.push(("self_attn.q_norm", self.head_dim));
+            norms.push(("self_attn.k_norm", self.head_dim));
+        }
+        norms
+    }
+
+    /// A block's linear layers, in checkpoint order: seven projections,
+    /// or four with Phi-3's fused ones.
+    pub(super) fn projections(&self) -> Vec<Projection> {
+        let (h, f) = (self.hidden_size, self.intermediate_size);
+        let q = self.num_attention_heads * self.head_dim;
+        let kv = self.num_key_value_heads * self.head_dim;
+        let p = |name, out, inp, bias| Projection {
+            name,
+            out,
+            inp,
+            bias,
+        };
+        if self.fused_projections {
+            return vec![
+                p("self_attn.qkv_proj", q + 2 * kv, h, self.qkv_bias),
+                p("self_attn.o_proj", h, q, self.o_bias),
+                p("mlp.gate_up_proj", 2 * f, h, self.mlp_bias),
+                p("mlp.down_proj", h, f, self.mlp_bias),
+            ];
+        }
+        vec![
+            p("self_attn.q_proj", q, h, self.qkv_bias),
+            p("self_attn.k_proj", kv, h, self.qkv_bias),
+            p("self_attn.v_proj", kv, h, self.qkv_bias),
+            p("self_attn.o_proj", h, q, self.o_bias),
+            p("mlp.gate_proj", f, h, self.mlp_bias),
+            p("mlp.up_proj", f, h, self.mlp_bias),
+            p("mlp.down_proj", h, f, self.mlp_bias),
         ]
     }
 }
 
-/// The widths a projection maps between, indexing `[h, f, q, kv]`.
-#[derive(Clone, Copy)]
-enum Width {
-    Hidden = 0,
-    Intermediate = 1,
-    Query = 2,
-    KeyValue = 3,
+/// One linear layer of a block: its name within the block, its output and
+/// input widths, whether it has a bias.
+pub(super) struct Projection {
+    pub(super) name: &'static str,
+    pub(super) out: usize,
+    pub(super) inp: usize,
+    pub(super) bias: bool,
 }
 
-/// `rope_theta` and the scaling, from `rope_parameters` (transformers 5)
-/// or `rope_theta` and `rope_scaling` (transformers 4).
-fn rope(fields: &Fields<'_>, max_positions: usize) -> Result<(f64, RopeScaling)> {
+/// The MLP's activation, from `hidden_activation` (Gemma) or `hidden_act`.
+fn activation(fields: &Fields<'_>, gemma: bool) -> Result<Activation> {
+    let value = if gemma {
+        fields
+            .get("hidden_activation")
+            .or_else(|| fields.get("hidden_act"))
+    } else {
+        fields.get("hidden_act")
+    };
+    match value {
+        None if gemma => Ok(Activation::GeluTanh),
+        None => Ok(Activation::Silu),
+        Some(Value::String(act)) => match act.as_str() {
+            "silu" | "swish" => Ok(Activation::Silu),
+            "gelu_pytorch_tanh" | "gelu_new" => Ok(Activation::GeluTanh),
+            "gelu" => Ok(Activation::Gelu),
+            _ => Err(fields.bad(format!(
+                "hidden_act = \"{act}\" is not supported: prunus runs gated MLPs with silu, \
+                 gelu_pytorch_tanh and gelu"
+            ))),
+        },
+        Some(v) => Err(fields.bad(format!("hidden_act = {v} is not an activation name"))),
+    }
+}
+
+/// The rotary embeddings (global, and the sliding blocks' own where the
+/// family has one) and the `partial_rotary_factor`, from
+/// `rope_parameters` (transformers 5, nested by layer type for Gemma 3) or
+/// `rope_theta`, `rope_scaling` and `rope_local_base_freq`
+/// (transformers 4).
+fn ropes(
+    fields: &Fields<'_>,
+    model_type: ModelType,
+    max_positions: usize,
+) -> Result<(Rope, Option<Rope>, f64)> {
     let bad = |reason: String| fields.bad(reason);
-    let top_theta = fields.get("rope_theta");
     let params = match (fields.get("rope_parameters"), fields.get("rope_scaling")) {
         (Some(Value::Object(p)), _) => Some(p),
         (Some(v), _) => return Err(bad(format!("rope_parameters = {v} is not an object"))),
@@ -506,35 +848,92 @@ fn rope(fields: &Fields<'_>, max_positions: usize) -> Result<(f64, RopeScaling)>
         (None, Some(v)) => return Err(bad(format!("rope_scaling = {v} is not an object"))),
         (None, None) => None,
     };
+    let nested = params.is_some_and(|p| p.values().any(Value::is_object));
+    let gemma3 = model_type == ModelType::Gemma3Text;
+    let default_theta = if gemma3 { 1_000_000.0 } else { 10000.0 };
+    let (global, local) = if nested {
+        let p = params.expect("nested parameters exist");
+        if let Some(key) = p
+            .keys()
+            .find(|k| !matches!(k.as_str(), "full_attention" | "sliding_attention"))
+        {
+            return Err(bad(format!(
+                "rope_parameters has {key:?}: prunus reads RoPE parameters per layer type for \
+                 full_attention and sliding_attention only"
+            )));
+        }
+        let part = |key: &str| -> Result<Option<&Map<String, Value>>> {
+            match p.get(key).filter(|v| !v.is_null()) {
+                None => Ok(None),
+                Some(Value::Object(o)) => Ok(Some(o)),
+                Some(v) => Err(bad(format!("rope_parameters.{key} = {v} is not an object"))),
+            }
+        };
+        let global = rope(
+            fields,
+            part("full_attention")?,
+            default_theta,
+            max_positions,
+        )?;
+        let local = rope(fields, part("sliding_attention")?, 10000.0, max_positions)?;
+        (global, Some(local))
+    } else {
+        let global = rope(fields, params, default_theta, max_positions)?;
+        let local = if gemma3 {
+            Some(Rope {
+                theta: fields.number(
+                    fields.get("rope_local_base_freq"),
+                    "rope_local_base_freq",
+                    10000.0,
+                )?,
+                scaling: RopeScaling::None,
+            })
+        } else {
+            None
+        };
+        (global, local)
+    };
+    if local.is_some() && !gemma3 {
+        return Err(bad(format!(
+            "RoPE parameters given per layer type: prunus runs one rotary embedding for every \
+             {model_type} block"
+        )));
+    }
     let partial = fields.number(
         params
+            .filter(|_| !nested)
             .and_then(|p| p.get("partial_rotary_factor"))
             .or_else(|| fields.get("partial_rotary_factor")),
         "partial_rotary_factor",
         1.0,
     )?;
-    if partial != 1.0 {
-        return Err(bad(format!(
-            "partial_rotary_factor = {partial} is not supported: prunus rotates whole heads"
-        )));
+    if partial > 1.0 {
+        return Err(bad(format!("partial_rotary_factor = {partial} is above 1")));
     }
+    Ok((global, local, partial))
+}
+
+/// One rotary embedding from its parameters (`rope_parameters` or
+/// `rope_scaling`, `None` for neither), with the top-level `rope_theta`
+/// (else `default_theta`) where they name no base.
+fn rope(
+    fields: &Fields<'_>,
+    params: Option<&Map<String, Value>>,
+    default_theta: f64,
+    max_positions: usize,
+) -> Result<Rope> {
+    let bad = |reason: String| fields.bad(reason);
+    let top_theta = fields.get("rope_theta");
     let Some(params) = params else {
-        return Ok((
-            fields.number(top_theta, "rope_theta", 10000.0)?,
-            RopeScaling::None,
-        ));
+        return Ok(Rope {
+            theta: fields.number(top_theta, "rope_theta", default_theta)?,
+            scaling: RopeScaling::None,
+        });
     };
-    if params.values().any(Value::is_object) {
-        return Err(bad(
-            "RoPE parameters given per layer type are not supported: prunus runs one rotary \
-             embedding for every block"
-                .into(),
-        ));
-    }
     let theta = fields.number(
         params.get("rope_theta").or(top_theta),
         "rope_theta",
-        10000.0,
+        default_theta,
     )?;
     let kind = match params.get("rope_type").or_else(|| params.get("type")) {
         None | Some(Value::Null) => "default",
@@ -548,6 +947,34 @@ fn rope(fields: &Fields<'_>, max_positions: usize) -> Result<(f64, RopeScaling)>
             ))),
             Some(v) => fields.number(Some(v), key, 1.0),
         }
+    };
+    // Phi-3 states the pre-training context at the top level, where it
+    // takes precedence (as in transformers).
+    let original = || -> Result<usize> {
+        let value = fields
+            .get("original_max_position_embeddings")
+            .or_else(|| params.get("original_max_position_embeddings"));
+        match value.filter(|v| !v.is_null()) {
+            None => Ok(max_positions),
+            Some(v) => match v.as_u64() {
+                Some(n) if n > 0 => Ok(n as usize),
+                _ => Err(bad(format!(
+                    "original_max_position_embeddings = {v} is not a positive integer"
+                ))),
+            },
+        }
+    };
+    let factors = |key: &str| -> Result<Vec<f64>> {
+        let list = params
+            .get(key)
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad(format!("the {kind} RoPE scaling needs {key} (a list)")))?;
+        list.iter()
+            .map(|v| match v.as_f64() {
+                Some(x) if x > 0.0 && x.is_finite() => Ok(x),
+                _ => Err(bad(format!("{key} has {v}, not a positive number"))),
+            })
+            .collect()
     };
     let scaling = match kind {
         "default" => RopeScaling::None,
@@ -563,66 +990,68 @@ fn rope(fields: &Fields<'_>, max_positions: usize) -> Result<(f64, RopeScaling)>
                      low_freq_factor = {low_freq_factor}"
                 )));
             }
-            let original = match params.get("original_max_position_embeddings") {
-                None | Some(Value::Null) => max_positions,
-                Some(v) => match v.as_u64() {
-                    Some(n) if n > 0 => n as usize,
-                    _ => {
-                        return Err(bad(format!(
-                            "original_max_position_embeddings = {v} is not a positive integer"
-                        )));
-                    }
-                },
-            };
             RopeScaling::Llama3 {
                 factor: factor("factor")?,
                 low_freq_factor,
                 high_freq_factor,
+                original_max_position_embeddings: original()?,
+            }
+        }
+        "longrope" | "su" => {
+            let original = original()?;
+            let scale = match params.get("factor").filter(|v| !v.is_null()) {
+                Some(v) => fields.number(Some(v), "factor", 1.0)?,
+                None => max_positions as f64 / original as f64,
+            };
+            let attention_factor = match params.get("attention_factor").filter(|v| !v.is_null()) {
+                Some(v) => fields.number(Some(v), "attention_factor", 1.0)?,
+                None if scale <= 1.0 => 1.0,
+                None => (1.0 + scale.ln() / (original as f64).ln()).sqrt(),
+            };
+            RopeScaling::LongRope {
+                short_factor: factors("short_factor")?,
+                long_factor: factors("long_factor")?,
                 original_max_position_embeddings: original,
+                attention_factor,
             }
         }
         other => {
             return Err(bad(format!(
-                "RoPE scaling type \"{other}\" is not supported: prunus runs default, linear and \
-                 llama3 rotary embeddings"
+                "RoPE scaling type \"{other}\" is not supported: prunus runs default, linear, \
+                 llama3 and longrope rotary embeddings"
             )));
         }
     };
-    Ok((theta, scaling))
+    Ok(Rope { theta, scaling })
 }
 
-/// The sliding window and the first block using it.
+/// The sliding window and, per block, whether it uses it.
 fn sliding_window(
     fields: &Fields<'_>,
     model_type: ModelType,
     blocks: usize,
-) -> Result<(Option<usize>, usize)> {
+) -> Result<(Option<usize>, Vec<bool>)> {
     let window = match model_type {
-        ModelType::Llama => return Ok((None, 0)),
-        ModelType::Mistral => fields.get("sliding_window"),
-        ModelType::Qwen2 => {
+        ModelType::Llama => return Ok((None, Vec::new())),
+        ModelType::Mistral | ModelType::Phi3 => fields.get("sliding_window"),
+        ModelType::Qwen2 | ModelType::Qwen3 => {
             if fields.flag("use_sliding_window", false)? {
                 fields.get("sliding_window")
             } else {
                 None
             }
         }
+        ModelType::Gemma2 | ModelType::Gemma3Text => {
+            Some(fields.get("sliding_window").unwrap_or(&Value::Null))
+        }
     };
-    let window = match window {
-        None => None,
-        Some(_) => Some(fields.size("sliding_window", None)?),
+    let window = match (window, model_type.is_gemma()) {
+        (None, _) => None,
+        (Some(Value::Null), true) => Some(4096),
+        (Some(_), _) => Some(fields.size("sliding_window", None)?),
     };
-    let mut from = match model_type {
-        ModelType::Qwen2 => match fields.get("max_window_layers") {
-            None => 28,
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| {
-                    fields.bad(format!("max_window_layers = {v} is not a block count"))
-                })?,
-        },
-        _ => 0,
+    let Some(window) = window else {
+        return Ok((None, Vec::new()));
     };
     if let Some(types) = fields.get("layer_types") {
         let Some(types) = types.as_array().filter(|t| t.len() == blocks) else {
@@ -640,18 +1069,27 @@ fn sliding_window(
                 ))),
             })
             .collect::<Result<_>>()?;
-        from = sliding.iter().position(|&s| s).unwrap_or(blocks);
-        if sliding[from..].iter().any(|&s| !s) {
-            return Err(fields.bad(
-                "layer_types alternates full and sliding attention: prunus runs the sliding \
-                 window on a last run of blocks only"
-                    .into(),
-            ));
-        }
-        if from == blocks {
-            return Ok((None, 0));
-        }
+        return Ok((Some(window), sliding));
     }
-    Ok((window, if window.is_some() { from } else { 0 }))
+    let sliding = match model_type {
+        ModelType::Qwen2 | ModelType::Qwen3 => {
+            let from = match fields.get("max_window_layers") {
+                None => 28,
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| {
+                        fields.bad(format!("max_window_layers = {v} is not a block count"))
+                    })?,
+            };
+            (0..blocks).map(|i| i >= from).collect()
+        }
+        ModelType::Gemma2 => (0..blocks).map(|i| i % 2 == 0).collect(),
+        ModelType::Gemma3Text => {
+            let pattern = fields.size("sliding_window_pattern", Some(6))?;
+            (0..blocks).map(|i| (i + 1) % pattern != 0).collect()
+        }
+        _ => vec![true; blocks],
+    };
+    Ok((Some(window), sliding))
 }
-

@@ -1,14 +1,21 @@
-//! LLaMA-family decoders (`model_type` llama, mistral, qwen2) as a prunus
-//! [`Graph`], and the perplexity that evaluates them.
+//! LLaMA-family decoders (`model_type` llama, mistral, qwen2, qwen3,
+//! gemma2, gemma3_text, phi3) as a prunus [`Graph`], and the perplexity
+//! that evaluates them.
 //!
-//! The graph follows Hugging Face's `LlamaForCausalLM`, `MistralForCausalLM`
-//! and `Qwen2ForCausalLM` with eager attention, computed in f32 whatever the
-//! checkpoint's dtype: token embeddings; pre-norm blocks of RMSNorm,
-//! grouped-query self-attention with rotary position embeddings (the
-//! `rotate_half` convention) and a causal mask (and the sliding window where
-//! the config sets one), RMSNorm and a SwiGLU MLP, each with its residual;
-//! then the final RMSNorm and the LM head (the token embeddings when tied).
-//! A batch is one unpadded sequence starting at position 0.
+//! The graph follows Hugging Face's `LlamaForCausalLM` and its relatives
+//! (`MistralForCausalLM`, `Qwen2ForCausalLM`, `Qwen3ForCausalLM`,
+//! `Gemma2ForCausalLM`, `Gemma3ForCausalLM`, `Phi3ForCausalLM`) with eager
+//! attention, computed in f32 whatever the checkpoint's dtype: token
+//! embeddings (times `sqrt(hidden_size)` for Gemma); pre-norm blocks of
+//! RMSNorm, grouped-query self-attention with rotary position embeddings
+//! (the `rotate_half` convention, per-head query and key norms for Qwen3
+//! and Gemma 3, LongRoPE and partial rotation for Phi-3, soft-capped scores
+//! for Gemma 2) and a causal mask (and the sliding window on the blocks the
+//! config marks), RMSNorm and a gated MLP (SwiGLU, or GeGLU for Gemma),
+//! each with its residual (Gemma also norms each branch's output); then the
+//! final RMSNorm and the LM head (the token embeddings when tied;
+//! soft-capped logits for Gemma 2). A batch is one unpadded sequence
+//! starting at position 0.
 //!
 //! ```
 //! use std::collections::HashMap;
@@ -40,7 +47,7 @@
 
 mod config;
 
-pub use config::{LlamaConfig, ModelType, RopeScaling};
+pub use config::{Activation, LlamaConfig, ModelType, Rope, RopeScaling};
 
 use std::fmt;
 
@@ -48,11 +55,11 @@ use candle_core::{D, DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::folder::ModelFolder;
-use crate::graph::{Family, Graph, KvCache, Part, Structure, StructureSpan, Weights};
+use crate::graph::{Family, Graph, KvCache, Part, Producer, Structure, StructureSpan, Weights};
 use crate::record::{Linear, Recorder, record};
 use prunus_core::methods::layerwise::GroupLayout;
 
-/// An RMSNorm's scale.
+/// An RMSNorm's scale (`1 + w` already added for Gemma's).
 #[derive(Clone, Debug)]
 struct RmsNorm {
     weight: Tensor,
@@ -70,34 +77,57 @@ impl RmsNorm {
 #[derive(Clone, Debug)]
 struct Block {
     input_norm: RmsNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+    /// The MLP's input norm, or (Gemma) the attention output's norm.
     post_attention_norm: RmsNorm,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+    /// Gemma's MLP input and output norms.
+    feedforward_norms: Option<(RmsNorm, RmsNorm)>,
+    /// The per-head query and key norms.
+    qk_norms: Option<(RmsNorm, RmsNorm)>,
+    /// The projections in checkpoint order: q, k, v, o, gate, up, down;
+    /// or, fused, qkv, o, gate_up, down.
+    linears: Vec<Linear>,
+    fused: bool,
 }
 
 impl Block {
-    fn linears(&self) -> [&Linear; 7] {
-        [
-            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
-        ]
+    /// The layers reading the attention's normed input.
+    fn attention_inputs(&self) -> &[Linear] {
+        &self.linears[..if self.fused { 1 } else { 3 }]
     }
 
-    fn linears_mut(&mut self) -> [&mut Linear; 7] {
-        [
-            &mut self.q,
-            &mut self.k,
-            &mut self.v,
-            &mut self.o,
-            &mut self.gate,
-            &mut self.up,
-            &mut self.down,
-        ]
+    fn o(&self) -> &Linear {
+        &self.linears[if self.fused { 1 } else { 3 }]
     }
+
+    /// The layers reading the MLP's normed input.
+    fn mlp_inputs(&self) -> &[Linear] {
+        if self.fused {
+            &self.linears[2..3]
+        } else {
+            &self.linears[4..6]
+        }
+    }
+
+    fn down(&self) -> &Linear {
+        self.linears.last().expect("a block has projections")
+    }
+
+    /// The query and key heads the block has (structured pruning may have
+    /// removed some): the output projection's input is the query heads'.
+    fn heads(&self, head_dim: usize) -> Result<(usize, usize)> {
+        let heads = self.o().weight().dim(1)? / head_dim;
+        let kv_rows = if self.fused {
+            (self.linears[0].weight().dim(0)? - heads * head_dim) / 2
+        } else {
+            self.linears[1].weight().dim(0)?
+        };
+        Ok((heads, kv_rows / head_dim))
+    }
+}
+
+/// The layers as the recorder takes them.
+fn refs(layers: &[Linear]) -> Vec<&Linear> {
+    layers.iter().collect()
 }
 
 /// The head's weights.
@@ -114,7 +144,6 @@ pub struct Llama {
     config: LlamaConfig,
     device: Device,
     origin: String,
-    inv_freq: Vec<f32>,
     embeddings: Option<Tensor>,
     blocks: Vec<Option<Block>>,
     head: Option<Head>,
@@ -129,7 +158,6 @@ impl Llama {
             .map_err(|reason| Error::model("<config>", reason))?;
         let blocks = (0..config.num_hidden_layers).map(|_| None).collect();
         Ok(Llama {
-            inv_freq: config.inv_freq(),
             config,
             device,
             origin: "<weights>".into(),
@@ -215,50 +243,55 @@ impl Llama {
         Ok(t)
     }
 
-    fn norm(&self, weights: &dyn Weights, name: &str) -> Result<RmsNorm> {
+    fn norm(&self, weights: &dyn Weights, name: &str, width: usize) -> Result<RmsNorm> {
+        let weight = self.tensor(weights, &format!("{name}.weight"), &[width])?;
         Ok(RmsNorm {
-            weight: self.tensor(
-                weights,
-                &format!("{name}.weight"),
-                &[self.config.hidden_size],
-            )?,
+            weight: if self.config.norm_plus_one {
+                // Gemma scales by 1 + w, computed in f32 as transformers does.
+                (weight + 1.0)?
+            } else {
+                weight
+            },
         })
     }
 
     fn load_block(&self, i: usize, weights: &dyn Weights) -> Result<Block> {
         let c = &self.config;
-        let widths = [
-            c.hidden_size,
-            c.intermediate_size,
-            c.num_attention_heads * c.head_dim,
-            c.num_key_value_heads * c.head_dim,
-        ];
         let layer = format!("model.layers.{i}");
         let mut linears = Vec::with_capacity(7);
-        for (name, out, inp, bias) in c.projections() {
-            let (out, inp) = (widths[out as usize], widths[inp as usize]);
-            let name = format!("{layer}.{name}");
-            let weight = self.tensor(weights, &format!("{name}.weight"), &[out, inp])?;
-            let bias = if bias {
-                Some(self.tensor(weights, &format!("{name}.bias"), &[out])?)
+        for p in c.projections() {
+            let name = format!("{layer}.{}", p.name);
+            let weight = self.tensor(weights, &format!("{name}.weight"), &[p.out, p.inp])?;
+            let bias = if p.bias {
+                Some(self.tensor(weights, &format!("{name}.bias"), &[p.out])?)
             } else {
                 None
             };
             linears.push(Linear::new(name, weight, bias)?);
         }
-        let mut linears = linears.into_iter();
-        let mut next = || linears.next().expect("seven projections");
+        let norm = |name: &str, width: usize| self.norm(weights, &format!("{layer}.{name}"), width);
+        let h = c.hidden_size;
         Ok(Block {
-            input_norm: self.norm(weights, &format!("{layer}.input_layernorm"))?,
-            q: next(),
-            k: next(),
-            v: next(),
-            o: next(),
-            post_attention_norm: self
-                .norm(weights, &format!("{layer}.post_attention_layernorm"))?,
-            gate: next(),
-            up: next(),
-            down: next(),
+            input_norm: norm("input_layernorm", h)?,
+            post_attention_norm: norm("post_attention_layernorm", h)?,
+            feedforward_norms: if c.sandwich_norms {
+                Some((
+                    norm("pre_feedforward_layernorm", h)?,
+                    norm("post_feedforward_layernorm", h)?,
+                ))
+            } else {
+                None
+            },
+            qk_norms: if c.qk_norm {
+                Some((
+                    norm("self_attn.q_norm", c.head_dim)?,
+                    norm("self_attn.k_norm", c.head_dim)?,
+                ))
+            } else {
+                None
+            },
+            linears,
+            fused: c.fused_projections,
         })
     }
 
@@ -276,7 +309,7 @@ impl Llama {
             ("lm_head", self.tensor(weights, "lm_head.weight", &dims)?)
         };
         Ok(Head {
-            norm: self.norm(weights, "model.norm")?,
+            norm: self.norm(weights, "model.norm", c.hidden_size)?,
             lm_head: Linear::new(name, weight, None)?,
         })
     }
@@ -303,20 +336,23 @@ impl Llama {
         })
     }
 
-    /// The rotary embedding's `cos` and `sin` for positions
-    /// `offset..offset + seq`: `[seq, head_dim]` each, the frequencies
-    /// repeated over both halves.
-    fn rotary(&self, offset: usize, seq: usize) -> Result<(Tensor, Tensor)> {
-        let d = self.config.head_dim;
+    /// Block `i`'s rotary embedding's `cos` and `sin` for positions
+    /// `offset..offset + seq`: `[seq, rotary_dim]` each, the frequencies
+    /// repeated over both halves, times LongRoPE's attention factor.
+    fn rotary(&self, i: usize, offset: usize, seq: usize) -> Result<(Tensor, Tensor)> {
+        let d = self.config.rotary_dim;
+        let rope = self.config.rope_of(i);
+        let inv_freq = rope.inv_freq(d, offset + seq);
+        let scale = rope.attention_factor();
         let mut cos = Vec::with_capacity(seq * d);
         let mut sin = Vec::with_capacity(seq * d);
         for p in offset..offset + seq {
             for _ in 0..2 {
-                for &f in &self.inv_freq {
+                for &f in &inv_freq {
                     // f32 product, as transformers computes the angles.
                     let angle = p as f32 * f;
-                    cos.push(angle.cos());
-                    sin.push(angle.sin());
+                    cos.push(angle.cos() * scale);
+                    sin.push(angle.sin() * scale);
                 }
             }
         }
@@ -356,26 +392,50 @@ impl Llama {
         let (b, seq, _) = x.dims3()?;
         let c = &self.config;
         let d = c.head_dim;
-        // The block's own head counts: structured pruning may have removed
-        // heads or KV groups from it (its projections say how many are left).
-        let heads = block.q.weight().dim(0)? / d;
-        let kv_heads = block.k.weight().dim(0)? / d;
+        let (heads, kv_heads) = block.heads(d)?;
         let split = |t: Tensor, n: usize| -> Result<Tensor> {
             Ok(t.reshape((b, seq, n, d))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = split(block.q.forward(x)?, heads)?;
-        let k = split(block.k.forward(x)?, kv_heads)?;
-        let v = split(block.v.forward(x)?, kv_heads)?;
+        let (q, k, v) = match block.attention_inputs() {
+            [qkv] => {
+                let all = qkv.forward(x)?;
+                let (q, kv) = (heads * d, kv_heads * d);
+                (
+                    all.narrow(D::Minus1, 0, q)?,
+                    all.narrow(D::Minus1, q, kv)?,
+                    all.narrow(D::Minus1, q + kv, kv)?,
+                )
+            }
+            [q, k, v] => (q.forward(x)?, k.forward(x)?, v.forward(x)?),
+            _ => unreachable!("one fused or three separate attention inputs"),
+        };
+        let mut q = split(q, heads)?;
+        let mut k = split(k, kv_heads)?;
+        let v = split(v, kv_heads)?;
+        if let Some((q_norm, k_norm)) = &block.qk_norms {
+            q = q_norm.forward(&q, c.rms_norm_eps)?;
+            k = k_norm.forward(&k, c.rms_norm_eps)?;
+        }
         let offset = match &past {
             Some(Some((k, _))) => k.dim(2)?,
             _ => 0,
         };
-        let (cos, sin) = self.rotary(offset, seq)?;
+        let (cos, sin) = self.rotary(i, offset, seq)?;
+        let r = c.rotary_dim;
         let rotate = |t: &Tensor| -> Result<Tensor> {
-            let first = t.narrow(D::Minus1, 0, d / 2)?;
-            let second = t.narrow(D::Minus1, d / 2, d / 2)?;
+            let part = t.narrow(D::Minus1, 0, r)?;
+            let first = part.narrow(D::Minus1, 0, r / 2)?;
+            let second = part.narrow(D::Minus1, r / 2, r / 2)?;
             let rotated = Tensor::cat(&[&second.neg()?, &first], D::Minus1)?;
-            Ok((t.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
+            let turned = (part.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?;
+            if r == d {
+                return Ok(turned);
+            }
+            // Partial rotary: the last dimensions pass unrotated.
+            Ok(Tensor::cat(
+                &[&turned, &t.narrow(D::Minus1, r, d - r)?],
+                D::Minus1,
+            )?)
         };
         let q = rotate(&q)?;
         let mut k = rotate(&k)?;
@@ -400,7 +460,11 @@ impl Llama {
         };
         let k = repeat(k)?;
         let v = repeat(v)?;
-        let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (d as f64).sqrt()))?;
+        let scale = 1.0 / c.query_pre_attn_scalar.unwrap_or(d as f64).sqrt();
+        let mut scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+        if let Some(cap) = c.attn_logit_softcapping {
+            scores = ((scores / cap)?.tanh()? * cap)?;
+        }
         let scores = if seq > 1 || c.window(i).is_some_and(|w| keys > w) {
             scores.broadcast_add(&self.mask(offset, seq, c.window(i))?)?
         } else {
@@ -412,6 +476,25 @@ impl Llama {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, seq, heads * d))?)
+    }
+
+    /// The gated MLP's inner activations `act(gate(y)) · up(y)`.
+    fn mlp_inner(&self, block: &Block, y: &Tensor) -> Result<Tensor> {
+        let (gate, up) = match block.mlp_inputs() {
+            [gate_up] => {
+                let both = gate_up.forward(y)?;
+                let f = both.dim(D::Minus1)? / 2;
+                (both.narrow(D::Minus1, 0, f)?, both.narrow(D::Minus1, f, f)?)
+            }
+            [gate, up] => (gate.forward(y)?, up.forward(y)?),
+            _ => unreachable!("one fused or two separate MLP inputs"),
+        };
+        let gate = match self.config.activation {
+            Activation::Silu => gate.silu()?,
+            Activation::GeluTanh => gate.gelu()?,
+            Activation::Gelu => gate.gelu_erf()?,
+        };
+        Ok((gate * up)?)
     }
 
     /// Block `i` on hidden states `[b, seq, hidden]`, recording into
@@ -436,15 +519,31 @@ impl Llama {
             }
         }
         let x = block.input_norm.forward(hidden, eps)?;
-        record(&mut recorder, &[&block.q, &block.k, &block.v], &x)?;
+        record(&mut recorder, &refs(block.attention_inputs()), &x)?;
         let context = self.attention(i, block, &x, past)?;
-        record(&mut recorder, &[&block.o], &context)?;
-        let h = (hidden + block.o.forward(&context)?)?;
-        let y = block.post_attention_norm.forward(&h, eps)?;
-        record(&mut recorder, &[&block.gate, &block.up], &y)?;
-        let inner = (block.gate.forward(&y)?.silu()? * block.up.forward(&y)?)?;
-        record(&mut recorder, &[&block.down], &inner)?;
-        Ok((h + block.down.forward(&inner)?)?)
+        record(&mut recorder, &[block.o()], &context)?;
+        let attended = block.o().forward(&context)?;
+        let (h, y) = match &block.feedforward_norms {
+            Some((pre, _)) => {
+                let h = (hidden + block.post_attention_norm.forward(&attended, eps)?)?;
+                let y = pre.forward(&h, eps)?;
+                (h, y)
+            }
+            None => {
+                let h = (hidden + attended)?;
+                let y = block.post_attention_norm.forward(&h, eps)?;
+                (h, y)
+            }
+        };
+        record(&mut recorder, &refs(block.mlp_inputs()), &y)?;
+        let inner = self.mlp_inner(block, &y)?;
+        record(&mut recorder, &[block.down()], &inner)?;
+        let out = block.down().forward(&inner)?;
+        let out = match &block.feedforward_norms {
+            Some((_, post)) => post.forward(&out, eps)?,
+            None => out,
+        };
+        Ok((h + out)?)
     }
 }
 
@@ -465,6 +564,15 @@ impl Graph for Llama {
                 self.blocks.len()
             )));
         }
+        if cache.len() + tokens.len() > self.config.max_position_embeddings {
+            return Err(Error::request(format!(
+                "{} cached and {} new tokens: {} takes at most {} (max_position_embeddings)",
+                cache.len(),
+                tokens.len(),
+                self.config.model_type,
+                self.config.max_position_embeddings
+            )));
+        }
         let mut h = self.embed(tokens)?;
         for (i, past) in cache.blocks.iter_mut().enumerate() {
             h = self.run_block(i, &h, None, Some(past))?;
@@ -479,30 +587,49 @@ impl Graph for Llama {
     fn structures(&self, i: usize) -> Vec<StructureSpan> {
         let c = &self.config;
         let d = c.head_dim;
-        // A loaded block may already have lost KV groups or heads.
-        let (heads, kv_heads) = match self.blocks.get(i) {
-            Some(Some(b)) => (
-                b.q.weight().dim(0).map_or(c.num_attention_heads, |r| r / d),
-                b.k.weight().dim(0).map_or(c.num_key_value_heads, |r| r / d),
-            ),
-            _ => (c.num_attention_heads, c.num_key_value_heads),
-        };
+        // A loaded block may already have lost KV groups, heads or channels.
+        let loaded = self.blocks.get(i).and_then(Option::as_ref);
+        let (heads, kv_heads) = loaded
+            .and_then(|b| b.heads(d).ok())
+            .unwrap_or((c.num_attention_heads, c.num_key_value_heads));
+        let channels = loaded
+            .and_then(|b| b.down().weight().dim(1).ok())
+            .unwrap_or(c.intermediate_size);
         let attn = format!("model.layers.{i}.self_attn");
         let mlp = format!("model.layers.{i}.mlp");
+        let producer = |name: String, offset: usize, rows: usize| Producer { name, offset, rows };
+        let fused = c.fused_projections;
         let mut spans = Vec::new();
         if kv_heads > 0 && heads.is_multiple_of(kv_heads) {
             let per = heads / kv_heads;
+            let query_rows = |rows| {
+                if fused {
+                    producer(format!("{attn}.qkv_proj"), 0, rows)
+                } else {
+                    producer(format!("{attn}.q_proj"), 0, rows)
+                }
+            };
+            let key_value = if fused {
+                let qkv = format!("{attn}.qkv_proj");
+                vec![
+                    producer(qkv.clone(), heads * d, d),
+                    producer(qkv, (heads + kv_heads) * d, d),
+                ]
+            } else {
+                vec![
+                    producer(format!("{attn}.k_proj"), 0, d),
+                    producer(format!("{attn}.v_proj"), 0, d),
+                ]
+            };
             if let Ok(layout) = GroupLayout::new(d * per, kv_heads) {
                 spans.push(StructureSpan {
                     structure: Structure::KvGroups,
                     config: vec![("num_key_value_heads", 1), ("num_attention_heads", per)],
                     fixed: vec![("head_dim", d)],
                     consumer: format!("{attn}.o_proj"),
-                    producers: vec![
-                        (format!("{attn}.q_proj"), d * per),
-                        (format!("{attn}.k_proj"), d),
-                        (format!("{attn}.v_proj"), d),
-                    ],
+                    producers: std::iter::once(query_rows(d * per))
+                        .chain(key_value)
+                        .collect(),
                     layout,
                 });
             }
@@ -512,21 +639,30 @@ impl Graph for Llama {
                     config: vec![("num_attention_heads", 1)],
                     fixed: vec![("head_dim", d)],
                     consumer: format!("{attn}.o_proj"),
-                    producers: vec![(format!("{attn}.q_proj"), d)],
+                    producers: vec![query_rows(d)],
                     layout,
                 });
             }
         }
-        if let Ok(layout) = GroupLayout::new(1, c.intermediate_size) {
+        if let Ok(layout) = GroupLayout::new(1, channels) {
+            let producers = if fused {
+                let gate_up = format!("{mlp}.gate_up_proj");
+                vec![
+                    producer(gate_up.clone(), 0, 1),
+                    producer(gate_up, channels, 1),
+                ]
+            } else {
+                vec![
+                    producer(format!("{mlp}.gate_proj"), 0, 1),
+                    producer(format!("{mlp}.up_proj"), 0, 1),
+                ]
+            };
             spans.push(StructureSpan {
                 structure: Structure::MlpChannels,
                 config: vec![("intermediate_size", 1)],
                 fixed: Vec::new(),
                 consumer: format!("{mlp}.down_proj"),
-                producers: vec![
-                    (format!("{mlp}.gate_proj"), 1),
-                    (format!("{mlp}.up_proj"), 1),
-                ],
+                producers,
                 layout,
             });
         }
@@ -537,7 +673,7 @@ impl Graph for Llama {
         self.config
             .projections()
             .iter()
-            .map(|(name, ..)| format!("model.layers.{i}.{name}"))
+            .map(|p| format!("model.layers.{i}.{}", p.name))
             .collect()
     }
 
@@ -601,7 +737,13 @@ impl Graph for Llama {
             )));
         }
         let ids = Tensor::from_slice(tokens, seq, &self.device)?;
-        Ok(e.index_select(&ids, 0)?.unsqueeze(0)?)
+        let embedded = e.index_select(&ids, 0)?.unsqueeze(0)?;
+        if self.config.scale_embeddings {
+            // Gemma: times sqrt(hidden_size), rounded to f32 first.
+            let scale = (self.config.hidden_size as f64).sqrt() as f32;
+            return Ok((embedded * f64::from(scale))?);
+        }
+        Ok(embedded)
     }
 
     fn block(
@@ -616,28 +758,29 @@ impl Graph for Llama {
     fn head(&self, hidden: &Tensor) -> Result<Tensor> {
         let head = self.head_part()?;
         let normed = head.norm.forward(hidden, self.config.rms_norm_eps)?;
-        head.lm_head.forward(&normed)
+        let logits = head.lm_head.forward(&normed)?;
+        match self.config.final_logit_softcapping {
+            Some(cap) => Ok(((logits / cap)?.tanh()? * cap)?),
+            None => Ok(logits),
+        }
     }
 
     fn linears(&self, i: usize) -> Result<Vec<&Linear>> {
-        Ok(self.loaded_block(i)?.linears().to_vec())
+        Ok(self.loaded_block(i)?.linears.iter().collect())
     }
 
     fn linear_mut(&mut self, i: usize, name: &str) -> Result<&mut Linear> {
         self.loaded_block(i)?;
         let model = self.config.model_type;
         let block = self.blocks[i].as_mut().expect("checked loaded above");
-        let mut names = Vec::new();
-        for l in block.linears_mut() {
-            if l.name() == name {
-                return Ok(l);
-            }
-            names.push(l.name().to_string());
+        let names: Vec<String> = block.linears.iter().map(|l| l.name().to_string()).collect();
+        match block.linears.iter_mut().find(|l| l.name() == name) {
+            Some(l) => Ok(l),
+            None => Err(Error::request(format!(
+                "{model} block {i} has no linear layer {name}; it has {}",
+                names.join(", ")
+            ))),
         }
-        Err(Error::request(format!(
-            "{model} block {i} has no linear layer {name}; it has {}",
-            names.join(", ")
-        )))
     }
 }
 
