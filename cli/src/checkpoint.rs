@@ -60,8 +60,9 @@ pub(crate) enum ScopeKind {
 #[command(after_long_help = "\
 IN is a .safetensors file or a Hugging Face model folder.
 
-A MODEL FOLDER (config.json with model_type bert, llama, mistral or qwen2, \
-model.safetensors or a sharded checkpoint, tokenizer.json) is pruned layer by \
+A MODEL FOLDER (config.json with model_type bert, llama, mistral, qwen2, \
+qwen3, gemma2, gemma3_text or phi3, model.safetensors or a sharded \
+checkpoint, tokenizer.json) is pruned layer by \
 layer: by default every linear layer inside the transformer blocks (attention \
 projections and MLP), while embeddings, norms, the LM head and the pooler are \
 left alone (--include and --exclude narrow this, matched against the weight \
@@ -86,7 +87,8 @@ transformers' from_pretrained and by prunus. BERT takes mlp and blocks \
 (transformers 5 cannot load a BERT with fewer heads). Blocks go first, \
 judged on the calibration text by --block-score; then, block by block, KV \
 groups, query heads and channels, each a group of input columns of the \
-consuming layer (down_proj, o_proj) with the producing rows tied to it. \
+consuming layer (down_proj, o_proj) with the producing rows tied to it \
+(in Phi-3's fused qkv_proj and gate_up_proj, the rows of each part). \
 The methods: magnitude, the L2 norm of every weight a group spans (no \
 text, no refit, one block in memory); wanda, Wanda-sp's |W| times the \
 input norms; fluctuation, FLAP's input variance times the squared column \

@@ -1,5 +1,6 @@
 //! `prunus prune MODEL_DIR` and `prunus eval`: Hugging Face model folders
-//! (BERT encoders; llama, mistral and qwen2 decoders) run on candle,
+//! (BERT encoders; llama, mistral, qwen2, qwen3, gemma2, gemma3_text and
+//! phi3 decoders) run on candle,
 //! pruned block by block on calibration text and measured on other text.
 
 use std::path::{Path, PathBuf};
@@ -445,7 +446,8 @@ fn prune_json(
 /// Arguments of `prunus eval`.
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
-A decoder (llama, mistral, qwen2) is measured by its perplexity on the text: \
+A decoder (llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3) is \
+measured by its perplexity on the text: \
 the lines' tokens one after another (each line followed by a newline), cut \
 into non-overlapping windows of --seq-len tokens, every token of a window \
 but its first predicted. With --reference, the reference's perplexity on the \
