@@ -84,7 +84,9 @@ any subset) removes whole MLP channels, query heads, KV groups and blocks, \
 the same number from every block, and writes a smaller dense model whose \
 config.json has the new sizes (and head_dim stated), loadable by \
 transformers' from_pretrained and by prunus. BERT takes mlp and blocks \
-(transformers 5 cannot load a BERT with fewer heads). Blocks go first, \
+(transformers 5 cannot load a BERT with fewer heads), and so does a phi3 \
+with LongRoPE scaling (transformers checks its factors against \
+hidden_size / num_attention_heads). Blocks go first, \
 judged on the calibration text by --block-score; then, block by block, KV \
 groups, query heads and channels, each a group of input columns of the \
 consuming layer (down_proj, o_proj) with the producing rows tied to it \
@@ -208,7 +210,8 @@ pub(crate) struct PruneArgs {
     /// renumbering the rest. BERT takes mlp and blocks:
     /// transformers 5 derives BERT's head size from hidden_size /
     /// num_attention_heads and no longer reads pruned_heads, so a BERT with
-    /// fewer heads would not load.
+    /// fewer heads would not load; so does a phi3 with LongRoPE scaling,
+    /// whose factors transformers checks against that same width.
     #[arg(long, value_name = "PARTS", value_parser = parse_structured)]
     pub(crate) structured: Option<StructuredParts>,
     /// Model folders with --structured: keep the surviving columns as they

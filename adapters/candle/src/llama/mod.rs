@@ -600,7 +600,11 @@ impl Graph for Llama {
         let producer = |name: String, offset: usize, rows: usize| Producer { name, offset, rows };
         let fused = c.fused_projections;
         let mut spans = Vec::new();
-        if kv_heads > 0 && heads.is_multiple_of(kv_heads) {
+        // transformers checks LongRoPE's factors against a head width of
+        // hidden_size / num_attention_heads, whatever head_dim says: a
+        // Phi-3 with fewer heads would not load there.
+        let heads_fixed = matches!(c.rope.scaling, RopeScaling::LongRope { .. });
+        if kv_heads > 0 && heads.is_multiple_of(kv_heads) && !heads_fixed {
             let per = heads / kv_heads;
             let query_rows = |rows| {
                 if fused {
