@@ -59,7 +59,8 @@ fn json_of(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Every zero among the named tensors of the safetensors files in `dir`.
+/// Every zero (+0 or -0) among the named tensors of the safetensors files
+/// in `dir`, stored as f32 or bf16.
 fn zeros(dir: &Path, names: &[String]) -> u64 {
     let mut total = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -69,12 +70,19 @@ fn zeros(dir: &Path, names: &[String]) -> u64 {
             let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
             for (name, view) in st.tensors() {
                 if names.contains(&name) {
-                    assert_eq!(view.dtype(), safetensors::Dtype::F32);
-                    total += view
-                        .data()
-                        .chunks_exact(4)
-                        .filter(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) == 0.0)
-                        .count() as u64;
+                    total += match view.dtype() {
+                        safetensors::Dtype::F32 => view
+                            .data()
+                            .chunks_exact(4)
+                            .filter(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) == 0.0)
+                            .count(),
+                        safetensors::Dtype::BF16 => view
+                            .data()
+                            .chunks_exact(2)
+                            .filter(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7fff == 0)
+                            .count(),
+                        other => panic!("{name}: {other:?}"),
+                    } as u64;
                 }
             }
         }
@@ -82,10 +90,26 @@ fn zeros(dir: &Path, names: &[String]) -> u64 {
     total
 }
 
+/// Every family's tiny fixture (f32 and bf16, separate and fused
+/// projections) with its linear layers: magnitude (global), Wanda 2:4,
+/// SparseGPT, OBS and OBS 2:4, each pruning exactly half of them, the
+/// output loading back and evaluating.
 #[test]
-fn tiny_llama_prunes_with_every_method_and_loads_back() {
-    let dir = scratch("tiny-llama");
-    let model = fixture("tiny-llama");
+fn tiny_decoders_prune_with_every_method_and_load_back() {
+    for (name, linears) in [
+        ("llama", 14),
+        ("qwen3", 14),
+        ("gemma2", 21),
+        ("gemma3", 21),
+        ("phi3", 8),
+    ] {
+        prunes_with_every_method_and_loads_back(name, linears);
+    }
+}
+
+fn prunes_with_every_method_and_loads_back(name: &str, linears: usize) {
+    let dir = scratch(&format!("tiny-{name}"));
+    let model = fixture(&format!("tiny-{name}"));
     let calib = text(&dir, 40);
     let eval = text(&dir, 80);
     let runs: [&[&str]; 5] = [
@@ -119,8 +143,8 @@ fn tiny_llama_prunes_with_every_method_and_loads_back() {
         }
         let report = json_of(&prunus(&args));
         let layers = report["layers"].as_array().unwrap();
-        // Two blocks of seven projections; nothing else pruned.
-        assert_eq!(layers.len(), 14, "{flags:?}");
+        // Every block's projections; nothing else pruned.
+        assert_eq!(layers.len(), linears, "{name} {flags:?}");
         let n = report["layer_weights"].as_u64().unwrap();
         assert_eq!(report["pruned_weights"].as_u64(), Some(n / 2), "{flags:?}");
         let names: Vec<String> = layers
@@ -137,7 +161,7 @@ fn tiny_llama_prunes_with_every_method_and_loads_back() {
             &std::fs::read(out_dir.join("model.safetensors.index.json")).unwrap(),
         )
         .unwrap();
-        assert!(index["weight_map"].as_object().unwrap().len() > 14);
+        assert!(index["weight_map"].as_object().unwrap().len() > linears);
         // The output loads back and runs.
         let e = eval.to_str().unwrap();
         let r = json_of(&prunus(&[

@@ -1,6 +1,7 @@
 //! prunus on candle: calibrated layer-wise pruning of Hugging Face model
 //! folders (BERT-style encoders; LLaMA-family decoders: llama, mistral,
-//! qwen2), run block by block on candle, with the layer-wise methods of
+//! qwen2, qwen3, gemma2, gemma3_text, phi3), run block by block on candle,
+//! with the layer-wise methods of
 //! [`prunus_core::methods::layerwise`]; and a user's own candle model as a
 //! [`prunus_core::Host`] ([`host`]) or a `VarMap` pruned in place
 //! ([`varmap`]), so every method of prunus runs on it.

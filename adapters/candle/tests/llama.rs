@@ -734,6 +734,57 @@ fn configs_prunus_cannot_run_are_errors() {
     assert_eq!(linear.rope.scaling, RopeScaling::Linear { factor: 2.0 });
     let halves: Vec<f32> = ok.rope.inv_freq(16, 1).iter().map(|f| f / 2.0).collect();
     assert_eq!(linear.rope.inv_freq(16, 1), halves);
+    // Phi-3's transformers 4 layout: LongRoPE as "su" in rope_scaling, the
+    // pre-training context at the top level; 8 heads of 8, 4 rotated pairs.
+    let phi3 = |factors: &str| {
+        format!(
+            r#"{{"model_type": "phi3", "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 8, "vocab_size": 384,
+            "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
+            "rope_theta": 10000.0, "rope_scaling": {{"type": "su", {factors}}}}}"#
+        )
+    };
+    let v4 = LlamaConfig::from_json(
+        &phi3(r#""short_factor": [1, 1, 1, 1], "long_factor": [1, 2, 3, 4]"#),
+        "<t>",
+    )
+    .unwrap();
+    let RopeScaling::LongRope {
+        original_max_position_embeddings,
+        attention_factor,
+        ..
+    } = v4.rope.scaling
+    else {
+        panic!("{:?}", v4.rope.scaling)
+    };
+    assert_eq!(original_max_position_embeddings, 4096);
+    let want = (1.0 + 32f64.ln() / 4096f64.ln()).sqrt();
+    assert!((attention_factor - want).abs() < 1e-12);
+    assert_eq!(v4.rope.attention_factor(), want as f32);
+    let e = config_error(&phi3(
+        r#""short_factor": [1, 1], "long_factor": [1, 2, 3, 4]"#,
+    ));
+    assert!(e.contains("longrope factors have 2"), "{e}");
+    let e = config_error(&phi3(r#""short_factor": [1, 1, 1, 1]"#));
+    assert!(e.contains("long_factor"), "{e}");
+    // Gemma defaults: tanh GELU, tied embeddings, both soft-caps for gemma2.
+    let gemma2 =
+        LlamaConfig::from_json(&format!(r#"{{"model_type": "gemma2", {base}}}"#), "<t>").unwrap();
+    assert_eq!(
+        (
+            gemma2.activation,
+            gemma2.head_dim,
+            gemma2.tie_word_embeddings,
+            gemma2.attn_logit_softcapping,
+            gemma2.final_logit_softcapping
+        ),
+        (Activation::GeluTanh, 256, true, Some(50.0), Some(30.0))
+    );
+    let e = config_error(&format!(
+        r#"{{"model_type": "gemma3_text", "use_bidirectional_attention": true, {base}}}"#
+    ));
+    assert!(e.contains("use_bidirectional_attention"), "{e}");
+
     // Inconsistent sizes set by hand are refused by the graph.
     let mut odd = ok;
     odd.num_key_value_heads = 3;
