@@ -38,7 +38,9 @@ use candle_core::{D, DType, Device, Tensor};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::graph::{Family, Graph, Part, Producer, Structure, StructureSpan, Weights};
+use crate::graph::{
+    Family, Graph, Part, Producer, Structure, StructureSpan, Weights, check_tokens,
+};
 use crate::record::{Linear, Recorder, record};
 use prunus_core::methods::layerwise::GroupLayout;
 
@@ -637,23 +639,13 @@ impl Graph for Bert {
         let e = self.embeddings.as_ref().ok_or_else(|| {
             Error::request("BERT embeddings are not loaded: load(Part::Embeddings) first")
         })?;
+        check_tokens(
+            "BERT",
+            tokens,
+            self.config.max_position_embeddings,
+            self.config.vocab_size,
+        )?;
         let seq = tokens.len();
-        if seq == 0 || seq > self.config.max_position_embeddings {
-            return Err(Error::request(format!(
-                "a sequence of {seq} tokens: BERT takes 1 to {} (max_position_embeddings)",
-                self.config.max_position_embeddings
-            )));
-        }
-        if let Some(&id) = tokens
-            .iter()
-            .find(|&&id| id as usize >= self.config.vocab_size)
-        {
-            return Err(Error::request(format!(
-                "token id {id} is outside the vocabulary of {} words: was the text \
-                 tokenised with this model's tokenizer?",
-                self.config.vocab_size
-            )));
-        }
         let ids = Tensor::from_slice(tokens, seq, &self.device)?;
         let words = e.word.index_select(&ids, 0)?;
         let positions = e.position.narrow(0, 0, seq)?;

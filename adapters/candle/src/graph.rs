@@ -134,6 +134,30 @@ impl KvCache {
     }
 }
 
+/// Checks one sequence of token ids for a `model` taking 1 to `max_len`
+/// tokens from a vocabulary of `vocab`: a request error naming the
+/// problem otherwise.
+pub(crate) fn check_tokens(
+    model: &str,
+    tokens: &[u32],
+    max_len: usize,
+    vocab: usize,
+) -> Result<()> {
+    let seq = tokens.len();
+    if seq == 0 || seq > max_len {
+        return Err(Error::request(format!(
+            "a sequence of {seq} tokens: {model} takes 1 to {max_len} (max_position_embeddings)"
+        )));
+    }
+    if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
+        return Err(Error::request(format!(
+            "token id {id} is outside the vocabulary of {vocab} tokens: was the text tokenised \
+             with this model's tokenizer?"
+        )));
+    }
+    Ok(())
+}
+
 /// Where a graph's weights come from: a model folder
 /// ([`ModelFolder`](crate::folder::ModelFolder)) or tensors in memory.
 pub trait Weights {

@@ -70,22 +70,8 @@ fn pruned_folders_match_transformers() {
         let got = graph.forward(&ids).unwrap().squeeze(0).unwrap();
         let want = &reference[&format!("{model}.logits")];
         assert_eq!(got.dims(), want.dims(), "{model}");
-        let scale = want
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .max(1.0);
-        let diff = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = max_abs(want).max(1.0);
+        let diff = max_abs(&(got - want).unwrap());
         let rel = f64::from(diff / scale);
         println!("{model}: logits differ from transformers' by {rel:e} (relative)");
         assert!(rel < TOLERANCE, "{model}: {rel:e}");
@@ -100,6 +86,16 @@ fn pruned_folders_match_transformers() {
             "{model} parameters"
         );
     }
+}
+
+/// The largest magnitude in `t` (f32).
+fn max_abs(t: &candle_core::Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 /// The shape of every tensor in a folder.
@@ -663,21 +659,8 @@ fn removed_groups_are_their_zeroed_columns() {
             }
             let a = pruned.forward(&tokens).unwrap();
             let b = zeroed.forward(&tokens).unwrap();
-            let diff = (a - &b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let scale = b
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs(&(a - &b).unwrap());
+            let scale = max_abs(&b);
             println!(
                 "{model} {parts:?}: the pruned model differs by {diff:e} (logits up to {scale})"
             );

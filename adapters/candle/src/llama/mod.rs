@@ -55,7 +55,9 @@ use candle_core::{D, DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::folder::ModelFolder;
-use crate::graph::{Family, Graph, KvCache, Part, Producer, Structure, StructureSpan, Weights};
+use crate::graph::{
+    Family, Graph, KvCache, Part, Producer, Structure, StructureSpan, Weights, check_tokens,
+};
 use crate::record::{Linear, Recorder, record};
 use prunus_core::methods::layerwise::GroupLayout;
 
@@ -723,23 +725,14 @@ impl Graph for Llama {
                 "{model} embeddings are not loaded: load(Part::Embeddings) first"
             ))
         })?;
+        let c = &self.config;
+        check_tokens(
+            model.name(),
+            tokens,
+            c.max_position_embeddings,
+            c.vocab_size,
+        )?;
         let seq = tokens.len();
-        if seq == 0 || seq > self.config.max_position_embeddings {
-            return Err(Error::request(format!(
-                "a sequence of {seq} tokens: {model} takes 1 to {} (max_position_embeddings)",
-                self.config.max_position_embeddings
-            )));
-        }
-        if let Some(&id) = tokens
-            .iter()
-            .find(|&&id| id as usize >= self.config.vocab_size)
-        {
-            return Err(Error::request(format!(
-                "token id {id} is outside the vocabulary of {} tokens: was the text \
-                 tokenised with this model's tokenizer?",
-                self.config.vocab_size
-            )));
-        }
         let ids = Tensor::from_slice(tokens, seq, &self.device)?;
         let embedded = e.index_select(&ids, 0)?.unsqueeze(0)?;
         if self.config.scale_embeddings {
