@@ -326,16 +326,17 @@ fn print_prune(
         .unwrap_or(5)
         .max(5);
     println!(
-        "{:<width$}  {:<12} {:>8} {:>10} {:>8}",
-        "layer", "shape", "pruned %", "rel. error", "seconds"
+        "{:<width$}  {:<12} {:>8} {:>10} {:>8} {:>8}",
+        "layer", "shape", "pruned %", "rel. error", "tokens", "seconds"
     );
     for l in &report.layers {
         println!(
-            "{:<width$}  {:<12} {:>8.2} {:>10} {:>8.2}",
+            "{:<width$}  {:<12} {:>8.2} {:>10} {:>8} {:>8.2}",
             l.name,
             format!("[{}, {}]", l.shape[0], l.shape[1]),
             percent(l.pruned, (l.shape[0] * l.shape[1]) as u64),
             l.relative_error.map_or("-".into(), |e| format!("{e:.4}")),
+            l.inputs.map_or("-".into(), |t| t.to_string()),
             l.seconds
         );
     }
@@ -377,6 +378,13 @@ fn print_prune(
             report.solve_seconds,
             report.stats_bytes as f64 / (1 << 20) as f64,
         );
+        if report.unreached() > 0 {
+            println!(
+                "{} expert layers saw no calibration token (the router sent none there): \
+                 pruned by magnitude",
+                report.unreached()
+            );
+        }
     }
     println!(
         "wrote {} ({} files, {:.3} GB, {} tensors replaced) in {wall:.2} s; peak memory {}",
@@ -404,6 +412,7 @@ fn layer_json(l: &LayerReport) -> Value {
         "reconstruction_error": l.error,
         "relative_error": l.relative_error,
         "seconds": l.seconds,
+        "calibration_tokens": l.inputs,
     })
 }
 
@@ -430,6 +439,7 @@ fn prune_json(
         "block_size": s.block,
         "dampening": s.dampening,
         "layers": report.layers.iter().map(layer_json).collect::<Vec<_>>(),
+        "unreached_layers": report.unreached(),
         "pruned_weights": pruned,
         "layer_weights": n,
         "forward_s": report.forward_seconds,

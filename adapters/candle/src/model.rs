@@ -13,7 +13,7 @@ use crate::graph::{Family, Graph};
 use crate::llama::{Llama, LlamaConfig, ModelType};
 
 /// The `model_type`s prunus runs.
-pub const SUPPORTED: [&str; 8] = [
+pub const SUPPORTED: [&str; 11] = [
     "bert",
     "llama",
     "mistral",
@@ -22,6 +22,9 @@ pub const SUPPORTED: [&str; 8] = [
     "gemma2",
     "gemma3_text",
     "phi3",
+    "mixtral",
+    "qwen2_moe",
+    "qwen3_moe",
 ];
 
 /// The default sequence length of a decoder's calibration samples and

@@ -141,6 +141,11 @@ pub struct LayerReport {
     /// For structured pruning, the groups of this (consuming) layer and
     /// which of them went; `None` for unstructured pruning.
     pub groups: Option<GroupReport>,
+    /// The calibration tokens (rows) the layer's input statistics hold
+    /// (`None` without calibration): every token for most layers, those
+    /// routed to it for a mixture's expert. An expert with 0 was never
+    /// reached by the calibration text, and was pruned by magnitude.
+    pub inputs: Option<u64>,
 }
 
 /// What structured pruning removed from one consuming layer.
@@ -171,6 +176,14 @@ pub struct Report {
     pub stats_bytes: u64,
     /// Whole blocks removed by structured pruning, if any.
     pub blocks: Option<BlockRemoval>,
+}
+
+impl Report {
+    /// The layers the calibration text never reached (experts no token
+    /// was routed to), pruned by magnitude instead.
+    pub fn unreached(&self) -> usize {
+        self.layers.iter().filter(|l| l.inputs == Some(0)).count()
+    }
 }
 
 /// Progress of [`prune_model`], for a bar per block.
@@ -285,12 +298,54 @@ impl<B: Backend + ?Sized> Run<'_, '_, B> {
                     .filter(|n| (job.wanted)(n))
                     .collect();
                 for (done, name) in names.iter().enumerate() {
-                    let stats = recorded.stats(name).ok_or_else(|| {
-                        Error::request(format!("layer {name} saw no calibration input"))
-                    })?;
                     let layer = graph.linear_mut(i, name)?;
                     let (out, cols) = layer.weight().dims2()?;
                     let w: Vec<f32> = layer.weight().flatten_all()?.to_vec1()?;
+                    let Some(stats) = recorded.stats(name) else {
+                        // An expert no calibration token was routed to:
+                        // magnitude, the one method needing no inputs.
+                        let clock = Instant::now();
+                        let (pruned, count) = match self.given {
+                            Some(_) => {
+                                self.layer(name, &w, out, cols, &LayerStats::new(cols, false)?)?
+                            }
+                            None => {
+                                let mask = magnitude_mask(
+                                    job.backend,
+                                    name,
+                                    &w,
+                                    out,
+                                    cols,
+                                    self.settings.target,
+                                )?;
+                                masked(name, &w, &mask)?
+                            }
+                        };
+                        let seconds = clock.elapsed().as_secs_f64();
+                        layer.set_weight(Tensor::from_vec(
+                            pruned.clone(),
+                            (out, cols),
+                            job.device,
+                        )?)?;
+                        sink.put(name, &pruned)?;
+                        report.layers.push(LayerReport {
+                            name: name.clone(),
+                            block: i,
+                            shape: [out, cols],
+                            pruned: count,
+                            error: None,
+                            relative_error: None,
+                            seconds,
+                            groups: None,
+                            inputs: Some(0),
+                        });
+                        progress(Progress::Layer {
+                            name,
+                            done: done + 1,
+                            of: names.len(),
+                        });
+                        continue;
+                    };
                     let clock = Instant::now();
                     let (pruned, count) = self.layer(name, &w, out, cols, stats)?;
                     let seconds = clock.elapsed().as_secs_f64();
@@ -315,6 +370,7 @@ impl<B: Backend + ?Sized> Run<'_, '_, B> {
                         relative_error: Some(if energy > 0.0 { error / energy } else { 0.0 }),
                         seconds,
                         groups: None,
+                        inputs: Some(stats.rows() as u64),
                     });
                     progress(Progress::Layer {
                         name,
@@ -609,6 +665,7 @@ where
                     relative_error: None,
                     seconds: 0.0,
                     groups: None,
+                    inputs: None,
                 });
                 progress(Progress::Layer {
                     name,

@@ -21,8 +21,17 @@ const TOLERANCE: f64 = 1e-4;
 
 /// The fixtures: those of `make_llama.py`, then those of
 /// `make_families.py` (the same tokenizer, sequences and stream).
-const MODELS: [&str; 7] = [
-    "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3",
+const MODELS: [&str; 10] = [
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma2",
+    "gemma3",
+    "phi3",
+    "mixtral",
+    "qwen2_moe",
+    "qwen3_moe",
 ];
 
 fn fixture(name: &str) -> PathBuf {

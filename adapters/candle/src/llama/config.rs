@@ -39,11 +39,22 @@ pub enum ModelType {
     /// `phi3` (Phi-3, Phi-3.5 and Phi-4-mini): fused `qkv_proj` and
     /// `gate_up_proj`, LongRoPE scaling and partial rotary embeddings.
     Phi3,
+    /// `mixtral`: mistral's attention, every MLP a mixture of experts
+    /// (`block_sparse_moe`, experts `w1`/`w3`/`w2`), the top-k routing
+    /// weights renormalised.
+    Mixtral,
+    /// `qwen2_moe`: qwen2's attention (`qkv_bias`), mixtures of experts with
+    /// a sigmoid-gated shared expert on the blocks `decoder_sparse_step`
+    /// and `mlp_only_layers` choose, dense MLPs on the others.
+    Qwen2Moe,
+    /// `qwen3_moe`: qwen3's attention, mixtures of experts without a
+    /// shared expert.
+    Qwen3Moe,
 }
 
 impl ModelType {
     /// Every model type, in the order the documentation lists them.
-    pub const ALL: [ModelType; 7] = [
+    pub const ALL: [ModelType; 10] = [
         ModelType::Llama,
         ModelType::Mistral,
         ModelType::Qwen2,
@@ -51,6 +62,9 @@ impl ModelType {
         ModelType::Gemma2,
         ModelType::Gemma3Text,
         ModelType::Phi3,
+        ModelType::Mixtral,
+        ModelType::Qwen2Moe,
+        ModelType::Qwen3Moe,
     ];
 
     /// The model type called `name` in a `config.json`; `None` for another.
@@ -68,6 +82,9 @@ impl ModelType {
             ModelType::Gemma2 => "gemma2",
             ModelType::Gemma3Text => "gemma3_text",
             ModelType::Phi3 => "phi3",
+            ModelType::Mixtral => "mixtral",
+            ModelType::Qwen2Moe => "qwen2_moe",
+            ModelType::Qwen3Moe => "qwen3_moe",
         }
     }
 
@@ -94,6 +111,44 @@ pub enum Activation {
     GeluTanh,
     /// `gelu`: the exact (erf) GELU.
     Gelu,
+}
+
+/// How a mixture-of-experts checkpoint names its tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExpertNames {
+    /// Mixtral: `block_sparse_moe.gate` routes, experts' `w1` (gate), `w3`
+    /// (up) and `w2` (down).
+    Mixtral,
+    /// Qwen: `mlp.gate` routes, experts' `gate_proj`, `up_proj` and
+    /// `down_proj`, the shared expert's too and `mlp.shared_expert_gate`.
+    Qwen,
+}
+
+/// A decoder's mixtures of experts, as transformers runs them: the router
+/// (`[experts, hidden]`, never pruned) gives each token a softmax over the
+/// experts; the `top_k` largest weigh their experts' gated MLPs (the weights
+/// renormalised to sum to 1 when `normalize`); a shared expert, where
+/// there is one, adds its MLP times `sigmoid(shared_expert_gate · x)`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Moe {
+    /// Experts per mixture (`num_local_experts`, or `num_experts`).
+    pub experts: usize,
+    /// Experts per token (`num_experts_per_tok`).
+    pub top_k: usize,
+    /// Width of each expert's MLP.
+    pub intermediate_size: usize,
+    /// Whether the top-k weights are renormalised (`norm_topk_prob`;
+    /// always for Mixtral).
+    pub normalize: bool,
+    /// The shared expert's width, where there is one.
+    pub shared_intermediate_size: Option<usize>,
+    /// Per block, whether its MLP is a mixture (Qwen's
+    /// `decoder_sparse_step` and `mlp_only_layers`).
+    pub sparse: Vec<bool>,
+    /// The tensor names.
+    pub names: ExpertNames,
 }
 
 /// How the rotary embedding's frequencies are rescaled for long contexts
@@ -298,6 +353,8 @@ pub struct LlamaConfig {
     /// Per block, whether it uses `sliding_window` (`layer_types`; empty
     /// means every block when there is a window).
     pub sliding: Vec<bool>,
+    /// The mixtures of experts of a MoE decoder.
+    pub moe: Option<Moe>,
 }
 
 impl Default for LlamaConfig {
@@ -334,6 +391,7 @@ impl Default for LlamaConfig {
             final_logit_softcapping: None,
             sliding_window: None,
             sliding: Vec::new(),
+            moe: None,
         }
     }
 }
@@ -505,7 +563,10 @@ impl LlamaConfig {
         let default_positions = match model_type {
             ModelType::Llama => 2048,
             ModelType::Mistral => 4096 * 32,
-            ModelType::Qwen2 | ModelType::Qwen3 => 32768,
+            ModelType::Qwen2 | ModelType::Qwen3 | ModelType::Qwen2Moe | ModelType::Qwen3Moe => {
+                32768
+            }
+            ModelType::Mixtral => 4096 * 32,
             ModelType::Gemma2 => 8192,
             ModelType::Gemma3Text => 131_072,
             ModelType::Phi3 => 4096,
@@ -527,11 +588,12 @@ impl LlamaConfig {
                 let attention = fields.flag("attention_bias", false)?;
                 (attention, attention, fields.flag("mlp_bias", false)?)
             }
-            ModelType::Qwen3 => {
+            ModelType::Qwen3 | ModelType::Qwen3Moe => {
                 let attention = fields.flag("attention_bias", false)?;
                 (attention, attention, false)
             }
             ModelType::Qwen2 => (true, false, false),
+            ModelType::Qwen2Moe => (fields.flag("qkv_bias", true)?, false, false),
             ModelType::Gemma2 | ModelType::Gemma3Text => {
                 if fields.flag("attention_bias", false)? {
                     return Err(bad(
@@ -540,7 +602,7 @@ impl LlamaConfig {
                 }
                 (false, false, false)
             }
-            ModelType::Mistral | ModelType::Phi3 => (false, false, false),
+            ModelType::Mistral | ModelType::Phi3 | ModelType::Mixtral => (false, false, false),
         };
         let (rope, local_rope, partial) = ropes(&fields, model_type, max_position_embeddings)?;
         if partial != 1.0 && model_type != ModelType::Phi3 {
@@ -613,7 +675,10 @@ impl LlamaConfig {
             o_bias,
             mlp_bias,
             activation,
-            qk_norm: matches!(model_type, ModelType::Qwen3 | ModelType::Gemma3Text),
+            qk_norm: matches!(
+                model_type,
+                ModelType::Qwen3 | ModelType::Qwen3Moe | ModelType::Gemma3Text
+            ),
             norm_plus_one: gemma,
             scale_embeddings: gemma,
             sandwich_norms: gemma,
@@ -623,6 +688,7 @@ impl LlamaConfig {
             final_logit_softcapping,
             sliding_window,
             sliding,
+            moe: moe(&fields, model_type, num_hidden_layers, intermediate_size)?,
         };
         config.check().map_err(bad)?;
         Ok(config)
@@ -680,6 +746,24 @@ impl LlamaConfig {
         if self.sliding_window == Some(0) {
             return Err("sliding_window = 0; give a positive window or null".into());
         }
+        if let Some(moe) = &self.moe {
+            if moe.experts == 0 || moe.top_k == 0 || moe.top_k > moe.experts {
+                return Err(format!(
+                    "{} experts per token of {}: give 1 to the expert count",
+                    moe.top_k, moe.experts
+                ));
+            }
+            if moe.intermediate_size == 0 || moe.shared_intermediate_size == Some(0) {
+                return Err("an expert of width 0".into());
+            }
+            if moe.sparse.len() != self.num_hidden_layers {
+                return Err(format!(
+                    "{} mixture flags for {} blocks",
+                    moe.sparse.len(),
+                    self.num_hidden_layers
+                ));
+            }
+        }
         if !self.sliding.is_empty() && self.sliding.len() != self.num_hidden_layers {
             return Err(format!(
                 "{} layer types for {} blocks",
@@ -733,11 +817,14 @@ impl LlamaConfig {
                     shapes.push((format!("{layer}.{name}.weight"), vec![width]));
                 }
             }
-            for p in self.projections() {
+            for p in self.projections(i) {
                 shapes.push((format!("{layer}.{}.weight", p.name), vec![p.out, p.inp]));
                 if p.bias {
                     shapes.push((format!("{layer}.{}.bias", p.name), vec![p.out]));
                 }
+            }
+            for (name, rows) in self.routers(i) {
+                shapes.push((format!("{layer}.{name}.weight"), vec![rows, h]));
             }
         }
         shapes.push(("model.norm.weight".to_string(), vec![h]));
@@ -764,42 +851,96 @@ impl LlamaConfig {
         norms
     }
 
-    /// A block's linear layers, in checkpoint order: seven projections,
-    /// or four with Phi-3's fused ones.
-    pub(super) fn projections(&self) -> Vec<Projection> {
+    /// The mixture of block `i`'s MLP, if it is one.
+    pub fn moe_of(&self, i: usize) -> Option<&Moe> {
+        self.moe
+            .as_ref()
+            .filter(|m| m.sparse.get(i).copied().unwrap_or(false))
+    }
+
+    /// Block `i`'s router weights (never pruned), by name within the block,
+    /// with their rows: a mixture's router, and Qwen's shared expert gate.
+    pub(super) fn routers(&self, i: usize) -> Vec<(&'static str, usize)> {
+        match self.moe_of(i) {
+            None => Vec::new(),
+            Some(m) => match m.names {
+                ExpertNames::Mixtral => vec![("block_sparse_moe.gate", m.experts)],
+                ExpertNames::Qwen if m.shared_intermediate_size.is_some() => {
+                    vec![("mlp.gate", m.experts), ("mlp.shared_expert_gate", 1)]
+                }
+                ExpertNames::Qwen => vec![("mlp.gate", m.experts)],
+            },
+        }
+    }
+
+    /// Block `i`'s linear layers, in checkpoint order: the attention's
+    /// four (q, k, v, o; or fused qkv and o), then the MLP's three (gate,
+    /// up, down; or fused gate_up and down) or, for a mixture, each
+    /// expert's three and the shared expert's.
+    pub(super) fn projections(&self, i: usize) -> Vec<Projection> {
         let (h, f) = (self.hidden_size, self.intermediate_size);
         let q = self.num_attention_heads * self.head_dim;
         let kv = self.num_key_value_heads * self.head_dim;
-        let p = |name, out, inp, bias| Projection {
+        let p = |name: String, out, inp, bias| Projection {
             name,
             out,
             inp,
             bias,
         };
-        if self.fused_projections {
-            return vec![
-                p("self_attn.qkv_proj", q + 2 * kv, h, self.qkv_bias),
-                p("self_attn.o_proj", h, q, self.o_bias),
-                p("mlp.gate_up_proj", 2 * f, h, self.mlp_bias),
-                p("mlp.down_proj", h, f, self.mlp_bias),
-            ];
+        let mut all = if self.fused_projections {
+            vec![
+                p("self_attn.qkv_proj".into(), q + 2 * kv, h, self.qkv_bias),
+                p("self_attn.o_proj".into(), h, q, self.o_bias),
+            ]
+        } else {
+            vec![
+                p("self_attn.q_proj".into(), q, h, self.qkv_bias),
+                p("self_attn.k_proj".into(), kv, h, self.qkv_bias),
+                p("self_attn.v_proj".into(), kv, h, self.qkv_bias),
+                p("self_attn.o_proj".into(), h, q, self.o_bias),
+            ]
+        };
+        let gated = |prefix: &str, width: usize, bias: bool| {
+            vec![
+                p(format!("{prefix}.gate_proj"), width, h, bias),
+                p(format!("{prefix}.up_proj"), width, h, bias),
+                p(format!("{prefix}.down_proj"), h, width, bias),
+            ]
+        };
+        match self.moe_of(i) {
+            Some(m) => {
+                for e in 0..m.experts {
+                    let fe = m.intermediate_size;
+                    all.extend(match m.names {
+                        ExpertNames::Mixtral => {
+                            let x = format!("block_sparse_moe.experts.{e}");
+                            vec![
+                                p(format!("{x}.w1"), fe, h, false),
+                                p(format!("{x}.w3"), fe, h, false),
+                                p(format!("{x}.w2"), h, fe, false),
+                            ]
+                        }
+                        ExpertNames::Qwen => gated(&format!("mlp.experts.{e}"), fe, false),
+                    });
+                }
+                if let Some(fs) = m.shared_intermediate_size {
+                    all.extend(gated("mlp.shared_expert", fs, false));
+                }
+            }
+            None if self.fused_projections => {
+                all.push(p("mlp.gate_up_proj".into(), 2 * f, h, self.mlp_bias));
+                all.push(p("mlp.down_proj".into(), h, f, self.mlp_bias));
+            }
+            None => all.extend(gated("mlp", f, self.mlp_bias)),
         }
-        vec![
-            p("self_attn.q_proj", q, h, self.qkv_bias),
-            p("self_attn.k_proj", kv, h, self.qkv_bias),
-            p("self_attn.v_proj", kv, h, self.qkv_bias),
-            p("self_attn.o_proj", h, q, self.o_bias),
-            p("mlp.gate_proj", f, h, self.mlp_bias),
-            p("mlp.up_proj", f, h, self.mlp_bias),
-            p("mlp.down_proj", h, f, self.mlp_bias),
-        ]
+        all
     }
 }
 
 /// One linear layer of a block: its name within the block, its output and
 /// input widths, whether it has a bias.
 pub(super) struct Projection {
-    pub(super) name: &'static str,
+    pub(super) name: String,
     pub(super) out: usize,
     pub(super) inp: usize,
     pub(super) bias: bool,
@@ -1025,6 +1166,67 @@ fn rope(
     Ok(Rope { theta, scaling })
 }
 
+/// The mixtures of experts of a MoE family: the expert count under both
+/// names configs use (`num_local_experts` in Mixtral's and in what
+/// transformers 5 writes, `num_experts` in the Hub's Qwen MoE configs).
+fn moe(
+    fields: &Fields<'_>,
+    model_type: ModelType,
+    blocks: usize,
+    intermediate_size: usize,
+) -> Result<Option<Moe>> {
+    let names = match model_type {
+        ModelType::Mixtral => ExpertNames::Mixtral,
+        ModelType::Qwen2Moe | ModelType::Qwen3Moe => ExpertNames::Qwen,
+        _ => return Ok(None),
+    };
+    let experts = match (fields.get("num_local_experts"), fields.get("num_experts")) {
+        (Some(_), _) => fields.size("num_local_experts", None)?,
+        (None, Some(_)) => fields.size("num_experts", None)?,
+        (None, None) => {
+            return Err(fields.bad(format!(
+                "no num_local_experts or num_experts: a {model_type} config needs the expert count"
+            )));
+        }
+    };
+    let top_k = fields.size("num_experts_per_tok", Some(2))?;
+    let mixtral = names == ExpertNames::Mixtral;
+    let expert_width = if mixtral {
+        intermediate_size
+    } else {
+        fields.size("moe_intermediate_size", None)?
+    };
+    let shared = if model_type == ModelType::Qwen2Moe {
+        Some(fields.size("shared_expert_intermediate_size", None)?)
+    } else {
+        None
+    };
+    let step = fields.size("decoder_sparse_step", Some(1))?;
+    let dense: Vec<usize> = match fields.get("mlp_only_layers") {
+        None => Vec::new(),
+        Some(v) => v
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .map(|x| x.as_u64().map(|n| n as usize))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .ok_or_else(|| fields.bad(format!("mlp_only_layers = {v} is not a list of blocks")))?,
+    };
+    let sparse = (0..blocks)
+        .map(|i| mixtral || (!dense.contains(&i) && (i + 1) % step == 0))
+        .collect();
+    Ok(Some(Moe {
+        experts,
+        top_k,
+        intermediate_size: expert_width,
+        normalize: mixtral || fields.flag("norm_topk_prob", false)?,
+        shared_intermediate_size: shared,
+        sparse,
+        names,
+    }))
+}
+
 /// The sliding window and, per block, whether it uses it.
 fn sliding_window(
     fields: &Fields<'_>,
@@ -1033,8 +1235,8 @@ fn sliding_window(
 ) -> Result<(Option<usize>, Vec<bool>)> {
     let window = match model_type {
         ModelType::Llama => return Ok((None, Vec::new())),
-        ModelType::Mistral | ModelType::Phi3 => fields.get("sliding_window"),
-        ModelType::Qwen2 | ModelType::Qwen3 => {
+        ModelType::Mistral | ModelType::Phi3 | ModelType::Mixtral => fields.get("sliding_window"),
+        ModelType::Qwen2 | ModelType::Qwen3 | ModelType::Qwen2Moe | ModelType::Qwen3Moe => {
             if fields.flag("use_sliding_window", false)? {
                 fields.get("sliding_window")
             } else {
@@ -1072,7 +1274,7 @@ fn sliding_window(
         return Ok((Some(window), sliding));
     }
     let sliding = match model_type {
-        ModelType::Qwen2 | ModelType::Qwen3 => {
+        ModelType::Qwen2 | ModelType::Qwen3 | ModelType::Qwen2Moe | ModelType::Qwen3Moe => {
             let from = match fields.get("max_window_layers") {
                 None => 28,
                 Some(v) => v

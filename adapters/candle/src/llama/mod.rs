@@ -47,7 +47,7 @@
 
 mod config;
 
-pub use config::{Activation, LlamaConfig, ModelType, Rope, RopeScaling};
+pub use config::{Activation, ExpertNames, LlamaConfig, ModelType, Moe, Rope, RopeScaling};
 
 use std::fmt;
 
@@ -86,9 +86,24 @@ struct Block {
     /// The per-head query and key norms.
     qk_norms: Option<(RmsNorm, RmsNorm)>,
     /// The projections in checkpoint order: q, k, v, o, gate, up, down;
-    /// or, fused, qkv, o, gate_up, down.
+    /// or, fused, qkv, o, gate_up, down; or, for a mixture, q, k, v, o,
+    /// then gate, up and down of each expert and of the shared expert.
     linears: Vec<Linear>,
     fused: bool,
+    /// The routing of a mixture-of-experts MLP.
+    moe: Option<Routing>,
+}
+
+/// A mixture's router and its settings.
+#[derive(Clone, Debug)]
+struct Routing {
+    /// `[experts, hidden]`.
+    router: Tensor,
+    /// Qwen's shared expert gate `[1, hidden]`, with a shared expert.
+    shared_gate: Option<Tensor>,
+    experts: usize,
+    top_k: usize,
+    normalize: bool,
 }
 
 impl Block {
@@ -112,6 +127,12 @@ impl Block {
 
     fn down(&self) -> &Linear {
         self.linears.last().expect("a block has projections")
+    }
+
+    /// Expert `e`'s gate, up and down projections (`e` = the expert count:
+    /// the shared expert's).
+    fn expert(&self, e: usize) -> &[Linear] {
+        &self.linears[4 + 3 * e..4 + 3 * e + 3]
     }
 
     /// The query and key heads the block has (structured pruning may have
@@ -261,7 +282,7 @@ impl Llama {
         let c = &self.config;
         let layer = format!("model.layers.{i}");
         let mut linears = Vec::with_capacity(7);
-        for p in c.projections() {
+        for p in c.projections(i) {
             let name = format!("{layer}.{}", p.name);
             let weight = self.tensor(weights, &format!("{name}.weight"), &[p.out, p.inp])?;
             let bias = if p.bias {
@@ -294,6 +315,25 @@ impl Llama {
             },
             linears,
             fused: c.fused_projections,
+            moe: match c.moe_of(i) {
+                None => None,
+                Some(m) => {
+                    let mut routers = c.routers(i).into_iter().map(|(name, rows)| {
+                        self.tensor(
+                            weights,
+                            &format!("{layer}.{name}.weight"),
+                            &[rows, c.hidden_size],
+                        )
+                    });
+                    Some(Routing {
+                        router: routers.next().expect("a mixture has a router")?,
+                        shared_gate: routers.next().transpose()?,
+                        experts: m.experts,
+                        top_k: m.top_k,
+                        normalize: m.normalize,
+                    })
+                }
+            },
         })
     }
 
@@ -491,12 +531,82 @@ impl Llama {
             [gate, up] => (gate.forward(y)?, up.forward(y)?),
             _ => unreachable!("one fused or two separate MLP inputs"),
         };
-        let gate = match self.config.activation {
+        Ok((self.activate(&gate)? * up)?)
+    }
+
+    /// The MLP's gate activation.
+    fn activate(&self, gate: &Tensor) -> Result<Tensor> {
+        Ok(match self.config.activation {
             Activation::Silu => gate.silu()?,
             Activation::GeluTanh => gate.gelu()?,
             Activation::Gelu => gate.gelu_erf()?,
+        })
+    }
+
+    /// One gated MLP of `layers` (gate, up, down) on `x`, recording the
+    /// inputs of each.
+    fn gated(
+        &self,
+        layers: &[Linear],
+        x: &Tensor,
+        recorder: &mut Option<&mut Recorder<'_>>,
+    ) -> Result<Tensor> {
+        let [gate, up, down] = layers else {
+            unreachable!("a gated MLP has three layers")
         };
-        Ok((gate * up)?)
+        record(recorder, &[gate, up], x)?;
+        let inner = (self.activate(&gate.forward(x)?)? * up.forward(x)?)?;
+        record(recorder, &[down], &inner)?;
+        down.forward(&inner)
+    }
+
+    /// A mixture of experts on `y` `[b, seq, hidden]`, as transformers
+    /// computes it: each token's router softmax, its `top_k` experts (the
+    /// largest weights; ties to the lower expert), their outputs weighted
+    /// and summed expert by expert in ascending order, plus the gated
+    /// shared expert. Each expert records only the tokens routed to it.
+    fn mixture(
+        &self,
+        block: &Block,
+        routing: &Routing,
+        y: &Tensor,
+        recorder: &mut Option<&mut Recorder<'_>>,
+    ) -> Result<Tensor> {
+        let (b, seq, h) = y.dims3()?;
+        let n = b * seq;
+        let x = y.reshape((n, h))?;
+        let probs = candle_nn::ops::softmax_last_dim(&x.matmul(&routing.router.t()?)?)?;
+        let probs: Vec<Vec<f32>> = probs.to_vec2()?;
+        let mut routed: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); routing.experts];
+        let mut order: Vec<usize> = (0..routing.experts).collect();
+        for (t, p) in probs.iter().enumerate() {
+            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+            let top = &order[..routing.top_k];
+            let sum: f32 = top.iter().map(|&e| p[e]).sum();
+            for &e in top {
+                routed[e].0.push(t as u32);
+                routed[e]
+                    .1
+                    .push(if routing.normalize { p[e] / sum } else { p[e] });
+            }
+        }
+        let mut out = Tensor::zeros((n, h), DType::F32, &self.device)?;
+        for (e, (tokens, weights)) in routed.iter().enumerate() {
+            if tokens.is_empty() {
+                continue;
+            }
+            let ids = Tensor::from_slice(tokens, tokens.len(), &self.device)?;
+            let xe = x.index_select(&ids, 0)?;
+            let ye = self.gated(block.expert(e), &xe, recorder)?;
+            let w = Tensor::from_slice(weights, (weights.len(), 1), &self.device)?;
+            out = out.index_add(&ids, &ye.broadcast_mul(&w)?, 0)?;
+        }
+        if let Some(gate) = &routing.shared_gate {
+            let shared = self.gated(block.expert(routing.experts), &x, recorder)?;
+            let weight = candle_nn::ops::sigmoid(&x.matmul(&gate.t()?)?)?;
+            out = (out + shared.broadcast_mul(&weight)?)?;
+        }
+        Ok(out.reshape((b, seq, h))?)
     }
 
     /// Block `i` on hidden states `[b, seq, hidden]`, recording into
@@ -537,10 +647,15 @@ impl Llama {
                 (h, y)
             }
         };
-        record(&mut recorder, &refs(block.mlp_inputs()), &y)?;
-        let inner = self.mlp_inner(block, &y)?;
-        record(&mut recorder, &[block.down()], &inner)?;
-        let out = block.down().forward(&inner)?;
+        let out = match &block.moe {
+            Some(routing) => self.mixture(block, routing, &y, &mut recorder)?,
+            None => {
+                record(&mut recorder, &refs(block.mlp_inputs()), &y)?;
+                let inner = self.mlp_inner(block, &y)?;
+                record(&mut recorder, &[block.down()], &inner)?;
+                block.down().forward(&inner)?
+            }
+        };
         let out = match &block.feedforward_norms {
             Some((_, post)) => post.forward(&out, eps)?,
             None => out,
@@ -650,7 +765,10 @@ impl Graph for Llama {
                 });
             }
         }
-        if let Ok(layout) = GroupLayout::new(1, channels) {
+        if let Some(layout) = GroupLayout::new(1, channels)
+            .ok()
+            .filter(|_| c.moe_of(i).is_none())
+        {
             let producers = if fused {
                 let gate_up = format!("{mlp}.gate_up_proj");
                 vec![
@@ -677,7 +795,7 @@ impl Graph for Llama {
 
     fn linear_names(&self, i: usize) -> Vec<String> {
         self.config
-            .projections()
+            .projections(i)
             .iter()
             .map(|p| format!("model.layers.{i}.{}", p.name))
             .collect()
