@@ -102,8 +102,70 @@ fn tiny_decoders_prune_with_every_method_and_load_back() {
         ("gemma2", 21),
         ("gemma3", 21),
         ("phi3", 8),
+        // Attention's 4 and each expert's 3 (with qwen2_moe's shared
+        // expert; its block 1 is dense); routers stay dense.
+        ("mixtral", 2 * (4 + 4 * 3)),
+        ("qwen2_moe", 2 * (4 + 6 * 3 + 3) + 7),
+        ("qwen3_moe", 2 * (4 + 8 * 3)),
     ] {
         prunes_with_every_method_and_loads_back(name, linears);
+    }
+}
+
+/// Experts no calibration token reaches are pruned by magnitude, counted,
+/// and still lose exactly their share; the others report the tokens routed
+/// to them. One sample of 3 tokens reaches at most 6 of an 8-expert
+/// mixture (2 per token).
+#[test]
+fn experts_the_calibration_misses_are_pruned_by_magnitude() {
+    let dir = scratch("tiny-qwen3_moe-unreached");
+    let model = fixture("tiny-qwen3_moe");
+    let calib = text(&dir, 5);
+    let out = dir.join("out");
+    let report = json_of(&prunus(&[
+        "prune",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+        "-q",
+        "--method",
+        "sparsegpt",
+        "--sparsity",
+        "0.5",
+        "--calibration",
+        calib.to_str().unwrap(),
+        "--samples",
+        "1",
+        "--seq-len",
+        "3",
+    ]));
+    let layers = report["layers"].as_array().unwrap();
+    let unreached = report["unreached_layers"].as_u64().unwrap();
+    // Two blocks, each with at least 2 experts of 3 layers unreached.
+    assert!(unreached >= 2 * 2 * 3, "{unreached}");
+    let zero_token: Vec<&Value> = layers
+        .iter()
+        .filter(|l| l["calibration_tokens"] == 0)
+        .collect();
+    assert_eq!(zero_token.len() as u64, unreached);
+    for l in &zero_token {
+        assert!(l["name"].as_str().unwrap().contains(".experts."), "{l}");
+        assert!(l["relative_error"].is_null());
+    }
+    // Attention sees all 3 tokens; a reached expert 1 to 3; every layer
+    // loses exactly half.
+    for l in layers {
+        let tokens = l["calibration_tokens"].as_u64().unwrap();
+        let name = l["name"].as_str().unwrap();
+        if name.contains("self_attn") {
+            assert_eq!(tokens, 3, "{name}");
+        } else {
+            assert!(tokens <= 3, "{name}");
+        }
+        let shape = l["shape"].as_array().unwrap();
+        let n = shape[0].as_u64().unwrap() * shape[1].as_u64().unwrap();
+        assert_eq!(l["pruned"].as_u64().unwrap(), n / 2, "{name}");
     }
 }
 

@@ -841,3 +841,86 @@ fn cached_decoding_matches_the_full_forward() {
         );
     }
 }
+
+/// A mixture's experts record only the tokens routed to them: each token
+/// reaches `top_k` experts, so the experts' rows sum to `top_k` times the
+/// tokens, and (qwen2_moe) their input sums to `top_k` times the shared
+/// expert's, which sees every token. Dense blocks of a MoE model record as
+/// any MLP; the router is never a recorded layer.
+#[test]
+fn experts_record_only_their_tokens() {
+    let tokens = ids(&meta()["sequences"][1]);
+    let n = tokens.len() as u64;
+    let dense = CpuBackend::new(Par::Seq).unwrap();
+    for (model, experts, top_k) in [("mixtral", 4, 2), ("qwen2_moe", 6, 2), ("qwen3_moe", 8, 2)] {
+        let (graph, _) = loaded(model);
+        let all = |_: &str| true;
+        let mut recorder = Recorder::new(&dense, true, &all);
+        let mut h = graph.embed(&tokens).unwrap();
+        for i in 0..graph.blocks() {
+            h = graph.block(i, &h, Some(&mut recorder)).unwrap();
+        }
+        let (diff, _) = difference(&graph.head(&h).unwrap(), &graph.forward(&tokens).unwrap());
+        assert_eq!(diff, 0.0, "{model}: recording changes nothing");
+        let recorded = recorder.finish().unwrap();
+        let config = graph.config().clone();
+        for i in 0..graph.blocks() {
+            let l = format!("model.layers.{i}");
+            let names: Vec<String> = graph
+                .linears(i)
+                .unwrap()
+                .iter()
+                .map(|x| x.name().to_string())
+                .collect();
+            assert!(
+                names
+                    .iter()
+                    .all(|n| !n.ends_with(".gate") && !n.ends_with("expert_gate"))
+            );
+            let Some(moe) = config.moe_of(i) else {
+                assert_eq!((model, i), ("qwen2_moe", 1), "only its block 1 is dense");
+                let rows = recorded
+                    .stats(&format!("{l}.mlp.gate_proj"))
+                    .unwrap()
+                    .rows();
+                assert_eq!(rows, n);
+                continue;
+            };
+            assert_eq!(moe.experts, experts);
+            let (gate, down) = match model {
+                "mixtral" => (
+                    "block_sparse_moe.experts.{e}.w1",
+                    "block_sparse_moe.experts.{e}.w2",
+                ),
+                _ => ("mlp.experts.{e}.gate_proj", "mlp.experts.{e}.down_proj"),
+            };
+            let mut rows = 0;
+            let mut sums = vec![0.0f64; config.hidden_size];
+            for e in 0..experts {
+                let name =
+                    |pattern: &str| format!("{l}.{}", pattern.replace("{e}", &e.to_string()));
+                match recorded.stats(&name(gate)) {
+                    None => assert!(recorded.stats(&name(down)).is_none()),
+                    Some(s) => {
+                        assert_eq!(recorded.stats(&name(down)).unwrap().rows(), s.rows());
+                        assert!(s.rows() > 0 && s.rows() <= n);
+                        rows += s.rows();
+                        for (t, v) in sums.iter_mut().zip(s.sums().unwrap()) {
+                            *t += v;
+                        }
+                    }
+                }
+            }
+            assert_eq!(rows, top_k * n, "{model} block {i}");
+            if model == "qwen2_moe" {
+                let shared = recorded
+                    .stats(&format!("{l}.mlp.shared_expert.gate_proj"))
+                    .unwrap();
+                assert_eq!(shared.rows(), n);
+                for (got, all) in sums.iter().zip(shared.sums().unwrap()) {
+                    assert!((got - top_k as f64 * all).abs() < 1e-6 * (1.0 + all.abs()));
+                }
+            }
+        }
+    }
+}
