@@ -271,13 +271,35 @@ impl Weights for Renamed<'_> {
 /// and qwen2's `max_window_layers` lowered by the removed blocks below it,
 /// so every kept block keeps its attention window. A decoder whose blocks
 /// differ in attention by a rule rather than a list (Gemma 2's alternation,
-/// Gemma 3's `sliding_window_pattern`) gets the list written out first.
+/// Gemma 3's `sliding_window_pattern`) gets the list written out first; a
+/// Qwen mixture of experts with dense blocks gets them listed in
+/// `mlp_only_layers` by their new indices (`decoder_sparse_step` 1).
 pub fn config_without(config: &serde_json::Value, removed: &[usize]) -> Result<serde_json::Value> {
-    let implicit = match LlamaConfig::from_value(config, "<config>") {
-        Ok(c) if c.sliding_window.is_some() && c.sliding.iter().any(|&s| !s) => Some(c.sliding),
+    let parsed = LlamaConfig::from_value(config, "<config>").ok();
+    let implicit = match &parsed {
+        Some(c) if c.sliding_window.is_some() && c.sliding.iter().any(|&s| !s) => {
+            Some(c.sliding.clone())
+        }
         _ => None,
     };
+    // A Qwen MoE's dense blocks (mlp_only_layers, decoder_sparse_step):
+    // the kept ones listed by their new indices, every other block sparse.
+    let dense_blocks: Option<Vec<usize>> = parsed
+        .as_ref()
+        .and_then(|c| c.moe.as_ref())
+        .filter(|m| m.sparse.iter().any(|&s| !s))
+        .map(|m| {
+            let kept = (0..m.sparse.len()).filter(|i| !removed.contains(i));
+            kept.enumerate()
+                .filter(|&(_, old)| !m.sparse[old])
+                .map(|(new, _)| new)
+                .collect()
+        });
     let mut config = config.clone();
+    if let (Some(dense), Some(object)) = (dense_blocks, config.as_object_mut()) {
+        object.insert("decoder_sparse_step".into(), 1.into());
+        object.insert("mlp_only_layers".into(), dense.into());
+    }
     if let (Some(sliding), Some(object)) = (implicit, config.as_object_mut())
         && !object.contains_key("layer_types")
     {

@@ -151,7 +151,7 @@ fn every_structure_and_method_keeps_the_model_valid() {
     // their groups. phi3's fused gate_up_proj loses the rows of both parts
     // (its LongRoPE keeps its heads; see removed_groups_are_their_zeroed_columns
     // for its fused qkv_proj).
-    let specs: [(&str, Parts, Option<usize>); 9] = [
+    let specs: [(&str, Parts, Option<usize>); 12] = [
         (
             "llama",
             vec![(Structure::KvGroups, 0.5), (Structure::MlpChannels, 0.25)],
@@ -189,6 +189,14 @@ fn every_structure_and_method_keeps_the_model_valid() {
         ),
         ("phi3", vec![(Structure::MlpChannels, 0.5)], None),
         ("phi3", vec![(Structure::MlpChannels, 0.25)], Some(1)),
+        // Mixtures of experts: attention structures and blocks.
+        ("mixtral", vec![(Structure::KvGroups, 0.5)], Some(1)),
+        ("qwen2_moe", vec![(Structure::Heads, 0.5)], Some(1)),
+        (
+            "qwen3_moe",
+            vec![(Structure::KvGroups, 0.5), (Structure::Heads, 0.5)],
+            None,
+        ),
     ];
     for (k, (model, parts, blocks)) in specs.iter().enumerate() {
         let input = ModelFolder::open(fixture(&format!("tiny-{model}"))).unwrap();
@@ -540,6 +548,32 @@ fn removed_blocks_keep_the_windows_of_the_rest() {
     );
     let config = prunus_candle::llama::LlamaConfig::from_value(&out, "<out>").unwrap();
     assert_eq!((config.window(0), config.window(1)), (None, Some(24)));
+
+    // A Qwen MoE keeps its dense blocks dense: the fixture's block 1 is
+    // (mlp_only_layers); with decoder_sparse_step 2, every even block is.
+    let qwen: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("tiny-qwen2_moe/config.json")).unwrap(),
+    )
+    .unwrap();
+    let sparse = |c: &serde_json::Value| {
+        prunus_candle::llama::LlamaConfig::from_value(c, "<c>")
+            .unwrap()
+            .moe
+            .unwrap()
+            .sparse
+    };
+    assert_eq!(sparse(&qwen), [true, false, true]);
+    let out = config_without(&qwen, &[0]).unwrap();
+    assert_eq!(sparse(&out), [false, true]);
+    let out = config_without(&qwen, &[1]).unwrap();
+    assert_eq!(sparse(&out), [true, true]);
+    let mut stepped = qwen.clone();
+    stepped["num_hidden_layers"] = 4.into();
+    stepped["decoder_sparse_step"] = 2.into();
+    stepped["mlp_only_layers"] = serde_json::json!([]);
+    assert_eq!(sparse(&stepped), [false, true, false, true]);
+    let out = config_without(&stepped, &[0]).unwrap();
+    assert_eq!(sparse(&out), [true, false, true]);
 }
 
 /// The tensors structured pruning wrote, over the folder it read.

@@ -500,7 +500,13 @@ impl LlamaConfig {
     /// (mistral and phi3: every block; qwen2 and qwen3 when
     /// `use_sliding_window`, from block `max_window_layers`; gemma2 every
     /// other block from the first; gemma3 all but every
-    /// `sliding_window_pattern`-th).
+    /// `sliding_window_pattern`-th). A mixture of experts (mixtral,
+    /// qwen2_moe, qwen3_moe) reads its expert count from
+    /// `num_local_experts` or `num_experts`, `num_experts_per_tok` (2),
+    /// `norm_topk_prob` (Qwen; false), `moe_intermediate_size` (Qwen; the
+    /// expert width, Mixtral's being `intermediate_size`),
+    /// `shared_expert_intermediate_size` (qwen2_moe), and which blocks are
+    /// mixtures from `decoder_sparse_step` (1) and `mlp_only_layers`.
     pub fn from_value(value: &Value, folder: impl fmt::Display) -> Result<LlamaConfig> {
         let folder = folder.to_string();
         let Some(object) = value.as_object() else {
