@@ -301,64 +301,46 @@ impl<B: Backend + ?Sized> Run<'_, '_, B> {
                     let layer = graph.linear_mut(i, name)?;
                     let (out, cols) = layer.weight().dims2()?;
                     let w: Vec<f32> = layer.weight().flatten_all()?.to_vec1()?;
-                    let Some(stats) = recorded.stats(name) else {
+                    let clock = Instant::now();
+                    // (pruned, count, seconds, (error, relative), tokens)
+                    let (pruned, count, seconds, errors, inputs) = match recorded.stats(name) {
                         // An expert no calibration token was routed to:
                         // magnitude, the one method needing no inputs.
-                        let clock = Instant::now();
-                        let (pruned, count) = match self.given {
-                            Some(_) => {
-                                self.layer(name, &w, out, cols, &LayerStats::new(cols, false)?)?
-                            }
-                            None => {
-                                let mask = magnitude_mask(
-                                    job.backend,
-                                    name,
-                                    &w,
-                                    out,
-                                    cols,
-                                    self.settings.target,
-                                )?;
-                                masked(name, &w, &mask)?
-                            }
-                        };
-                        let seconds = clock.elapsed().as_secs_f64();
-                        layer.set_weight(Tensor::from_vec(
-                            pruned.clone(),
-                            (out, cols),
-                            job.device,
-                        )?)?;
-                        sink.put(name, &pruned)?;
-                        report.layers.push(LayerReport {
-                            name: name.clone(),
-                            block: i,
-                            shape: [out, cols],
-                            pruned: count,
-                            error: None,
-                            relative_error: None,
-                            seconds,
-                            groups: None,
-                            inputs: Some(0),
-                        });
-                        progress(Progress::Layer {
-                            name,
-                            done: done + 1,
-                            of: names.len(),
-                        });
-                        continue;
+                        None => {
+                            let (pruned, count) = match self.given {
+                                Some(_) => {
+                                    let empty = LayerStats::new(cols, false)?;
+                                    self.layer(name, &w, out, cols, &empty)?
+                                }
+                                None => {
+                                    let target = self.settings.target;
+                                    let mask =
+                                        magnitude_mask(job.backend, name, &w, out, cols, target)?;
+                                    masked(name, &w, &mask)?
+                                }
+                            };
+                            (pruned, count, clock.elapsed().as_secs_f64(), None, 0)
+                        }
+                        Some(stats) => {
+                            let (pruned, count) = self.layer(name, &w, out, cols, stats)?;
+                            let seconds = clock.elapsed().as_secs_f64();
+                            report.solve_seconds += seconds;
+                            let original = Matrix::from_f32(out, cols, &w)?;
+                            let updated = Matrix::from_f32(out, cols, &pruned)?;
+                            let error =
+                                reconstruction_error(job.dense, &original, &updated, stats)?;
+                            let zero = Matrix::zeros(out, cols);
+                            let energy = reconstruction_error(job.dense, &original, &zero, stats)?;
+                            let relative = if energy > 0.0 { error / energy } else { 0.0 };
+                            (
+                                pruned,
+                                count,
+                                seconds,
+                                Some((error, relative)),
+                                stats.rows(),
+                            )
+                        }
                     };
-                    let clock = Instant::now();
-                    let (pruned, count) = self.layer(name, &w, out, cols, stats)?;
-                    let seconds = clock.elapsed().as_secs_f64();
-                    report.solve_seconds += seconds;
-                    let original = Matrix::from_f32(out, cols, &w)?;
-                    let updated = Matrix::from_f32(out, cols, &pruned)?;
-                    let error = reconstruction_error(job.dense, &original, &updated, stats)?;
-                    let energy = reconstruction_error(
-                        job.dense,
-                        &original,
-                        &Matrix::zeros(out, cols),
-                        stats,
-                    )?;
                     layer.set_weight(Tensor::from_vec(pruned.clone(), (out, cols), job.device)?)?;
                     sink.put(name, &pruned)?;
                     report.layers.push(LayerReport {
@@ -366,11 +348,11 @@ impl<B: Backend + ?Sized> Run<'_, '_, B> {
                         block: i,
                         shape: [out, cols],
                         pruned: count,
-                        error: Some(error),
-                        relative_error: Some(if energy > 0.0 { error / energy } else { 0.0 }),
+                        error: errors.map(|e| e.0),
+                        relative_error: errors.map(|e| e.1),
                         seconds,
                         groups: None,
-                        inputs: Some(stats.rows() as u64),
+                        inputs: Some(inputs),
                     });
                     progress(Progress::Layer {
                         name,

@@ -351,7 +351,7 @@ fn prune_span(
             before: lay.count(),
             removed: pruned.removed.clone(),
         }),
-        inputs: (stats.rows() > 0).then(|| stats.rows() as u64),
+        inputs: (stats.rows() > 0).then(|| stats.rows()),
     })
 }
 
