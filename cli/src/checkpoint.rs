@@ -91,6 +91,10 @@ judged on the calibration text by --block-score; then, block by block, KV \
 groups, query heads and channels, each a group of input columns of the \
 consuming layer (down_proj, o_proj) with the producing rows tied to it \
 (in Phi-3's fused qkv_proj and gate_up_proj, the rows of each part). \
+experts=F (mixtral, qwen2_moe, qwen3_moe; on its own) removes whole \
+experts: those whose down projection gives the least output energy on the \
+tokens routed to them (by weight norm with magnitude); the router's rows \
+go too and the rest are renumbered; nothing is refit. \
 The methods: magnitude, the L2 norm of every weight a group spans (no \
 text, no refit, one block in memory); wanda, Wanda-sp's |W| times the \
 input norms; fluctuation, FLAP's input variance times the squared column \
@@ -212,6 +216,11 @@ pub(crate) struct PruneArgs {
     /// num_attention_heads and no longer reads pruned_heads, so a BERT with
     /// fewer heads would not load; so does a phi3 with LongRoPE scaling,
     /// whose factors transformers checks against that same width.
+    /// experts=F removes round(F x experts) whole experts from every
+    /// mixture of a mixtral, qwen2_moe or qwen3_moe model (their router
+    /// rows too; the expert count in config.json lowered), those of least
+    /// output energy on the calibration text (by weight norm with
+    /// magnitude); it runs on its own, without other structures.
     #[arg(long, value_name = "PARTS", value_parser = parse_structured)]
     pub(crate) structured: Option<StructuredParts>,
     /// Model folders with --structured: keep the surviving columns as they
@@ -254,10 +263,11 @@ pub(crate) fn parse_structured(s: &str) -> Result<StructuredParts, String> {
             .split_once('=')
             .ok_or_else(|| format!("{item:?} is not NAME=F (for example mlp=0.5)"))?;
         let name = name.trim();
-        if !["mlp", "heads", "kv-heads", "blocks"].contains(&name) {
+        if !["mlp", "heads", "kv-heads", "experts", "blocks"].contains(&name) {
             return Err(format!(
                 "{name:?}: prunus removes mlp=F (MLP channels), heads=F (query heads in every \
-                 KV group), kv-heads=F (whole KV groups) and blocks=N (whole blocks)"
+                 KV group), kv-heads=F (whole KV groups), experts=F (whole experts of a \
+                 mixture) and blocks=N (whole blocks)"
             ));
         }
         if name == "blocks" {

@@ -97,10 +97,15 @@ fn settings(args: &PruneArgs, parts: &StructuredParts) -> Result<StructuredSetti
     }
     let mut map = BTreeMap::new();
     let mut blocks = None;
+    let mut experts = None;
     for (name, f) in &parts.0 {
         let structure = match name.as_str() {
             "blocks" => {
                 blocks = Some(*f as usize);
+                continue;
+            }
+            "experts" => {
+                experts = Some(*f);
                 continue;
             }
             "mlp" => Structure::MlpChannels,
@@ -118,6 +123,7 @@ fn settings(args: &PruneArgs, parts: &StructuredParts) -> Result<StructuredSetti
     }
     let mut s = StructuredSettings::new(method, map);
     s.blocks = blocks;
+    s.experts = experts;
     s.block_score = match args.block_score {
         BlockScoreArg::Influence => BlockScore::Influence,
         BlockScoreArg::Skip => BlockScore::Skip,
@@ -351,10 +357,11 @@ fn print_report(
     println!(
         "\nstructured {} ({}) on {} layers{}; solves {:.1} s, forward {:.1} s",
         s.method.name(),
-        if s.refit {
-            "kept columns refit"
-        } else {
-            "no refit"
+        match (s.experts, s.method.is_calibrated()) {
+            (Some(_), true) => "experts of least output energy, nothing refit",
+            (Some(_), false) => "experts of least weight norm, nothing refit",
+            (None, _) if s.refit => "kept columns refit",
+            (None, _) => "no refit",
         },
         report.layers.len(),
         if report.samples > 0 {

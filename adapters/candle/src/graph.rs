@@ -50,6 +50,9 @@ pub enum Structure {
     /// MLP channels: one row of each up (and gate) projection, one column
     /// of the down projection.
     MlpChannels,
+    /// Whole experts of a mixture: their three projections and their row
+    /// of the router (see [`ExpertSpan`]).
+    Experts,
 }
 
 impl Structure {
@@ -59,6 +62,7 @@ impl Structure {
             Structure::KvGroups => "kv-heads",
             Structure::Heads => "heads",
             Structure::MlpChannels => "mlp",
+            Structure::Experts => "experts",
         }
     }
 }
@@ -87,6 +91,21 @@ pub struct StructureSpan {
     pub producers: Vec<Producer>,
     /// The groups over the consumer's input columns.
     pub layout: GroupLayout,
+}
+
+/// A block's mixture of experts, as removing whole experts sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpertSpan {
+    /// Experts per token.
+    pub top_k: usize,
+    /// Each expert's gate, up and down projections (names of linear
+    /// layers, whose weights are `<name>.weight`), by expert index.
+    pub layers: Vec<[String; 3]>,
+    /// Expert `e`'s tensors are named `<prefix><e>.…`.
+    pub prefix: String,
+    /// The router's weight, `[experts, hidden]`: row `e` routes to expert
+    /// `e`.
+    pub router: String,
 }
 
 /// Rows of a producing layer tied to a [`StructureSpan`]'s groups: group
@@ -235,6 +254,13 @@ pub trait Graph: Send + Sync {
     fn structures(&self, i: usize) -> Vec<StructureSpan> {
         let _ = i;
         Vec::new()
+    }
+
+    /// Block `i`'s mixture of experts, where its MLP is one (none by
+    /// default).
+    fn experts(&self, i: usize) -> Option<ExpertSpan> {
+        let _ = i;
+        None
     }
 
     /// The linear layers of block `i` (loaded), in the checkpoint's order.

@@ -11,6 +11,7 @@ pub mod blocks;
 pub mod calibration;
 mod error;
 pub mod eval;
+pub mod experts;
 pub mod folder;
 pub mod graph;
 pub mod host;
@@ -29,7 +30,9 @@ pub use error::{Error, Result};
 #[doc = include_str!("../../../docs/candle.md")]
 pub struct CandleGuide;
 pub use folder::{FolderWriter, GlobalMagnitude, ModelFolder, WriteSummary, magnitude_global};
-pub use graph::{Family, Graph, KvCache, Part, Producer, Structure, StructureSpan, Weights};
+pub use graph::{
+    ExpertSpan, Family, Graph, KvCache, Part, Producer, Structure, StructureSpan, Weights,
+};
 pub use host::{CandleHost, HostSettings, PerSample, Probes};
 pub use model::{open_graph, open_graph_with};
 pub use record::{Linear, Recorder};

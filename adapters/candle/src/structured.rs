@@ -24,6 +24,7 @@ use crate::blocks::{
     BlockMap, BlockRemoval, BlockScore, Renamed, block_importance, config_without, least_important,
 };
 use crate::error::{Error, Result};
+use crate::experts::prune_experts;
 use crate::folder::{FolderWriter, ModelFolder};
 use crate::graph::{Graph, Part, Structure, StructureSpan, Weights};
 use crate::model::open_graph_with;
@@ -98,6 +99,9 @@ pub struct StructuredSettings {
     pub blocks: Option<usize>,
     /// How blocks are judged.
     pub block_score: BlockScore,
+    /// The fraction of every mixture's experts to remove (on its own, with
+    /// no other structure; see [`crate::experts`]).
+    pub experts: Option<f64>,
 }
 
 impl StructuredSettings {
@@ -113,14 +117,22 @@ impl StructuredSettings {
             batch: None,
             blocks: None,
             block_score: BlockScore::Influence,
+            experts: None,
         }
     }
 
     /// Refuses settings no model honours, before any work.
     pub fn check(&self) -> Result<()> {
-        if self.parts.is_empty() && self.blocks.is_none() {
+        if self.parts.is_empty() && self.blocks.is_none() && self.experts.is_none() {
             return Err(Error::request(
-                "no structure to remove: give at least one of mlp=F, heads=F, kv-heads=F, blocks=N",
+                "no structure to remove: give at least one of mlp=F, heads=F, kv-heads=F, \
+                 experts=F, blocks=N",
+            ));
+        }
+        if self.experts.is_some() && (!self.parts.is_empty() || self.blocks.is_some()) {
+            return Err(Error::request(
+                "experts=F runs on its own: remove experts, then prune the output again for \
+                 the other structures",
             ));
         }
         if self.blocks == Some(0) {
@@ -452,6 +464,12 @@ pub fn prune_structured(
     if graph.blocks() == 0 {
         return Err(Error::request("the model has no block to prune"));
     }
+    if settings.experts.is_some() {
+        return Err(Error::request(
+            "experts=F renames and drops tensors: it runs on a model folder \
+             (prune_folder_structured)",
+        ));
+    }
     // Check every block's request before any work.
     for i in 0..graph.blocks() {
         requested(graph, i, settings)?;
@@ -600,6 +618,16 @@ pub fn prune_folder_structured(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Report> {
     settings.check()?;
+    if let Some(fraction) = settings.experts {
+        if settings.method.is_calibrated() && samples.is_none() {
+            return Err(Error::request(format!(
+                "{} needs calibration text: give a file with one sample per line",
+                settings.method.name()
+            )));
+        }
+        let samples = samples.filter(|_| settings.method.is_calibrated());
+        return prune_experts(dense, folder, graph, samples, fraction, writer);
+    }
     let Some(n) = settings.blocks else {
         let (report, changes) =
             prune_structured(dense, graph, folder, samples, settings, writer, progress)?;

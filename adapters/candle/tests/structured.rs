@@ -59,6 +59,14 @@ fn pruned_folders_match_transformers() {
         ] {
             assert_eq!(folder.config()[field], m[field], "{model} {field}");
         }
+        let c = folder.config();
+        let experts = c
+            .get("num_local_experts")
+            .filter(|v| !v.is_null())
+            .or_else(|| c.get("num_experts"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        assert_eq!(experts, m["experts"], "{model} experts");
         let mut graph = open_graph(&folder, &Device::Cpu).unwrap();
         graph.load_all(&folder).unwrap();
         let ids: Vec<u32> = m["ids"]
@@ -701,4 +709,140 @@ fn removed_groups_are_their_zeroed_columns() {
             assert!(diff <= 1e-5 * scale.max(1.0), "{model} {parts:?}: {diff:e}");
         }
     }
+}
+
+/// experts=F drops whole experts from every mixture: the expert count in
+/// the config, the tensors (the rest renumbered, their weights as they
+/// were), the router's rows; calibrated, the experts of least output
+/// energy go; magnitude, those of least weight norm. The output runs.
+#[test]
+fn experts_go_whole_and_the_rest_are_renumbered() {
+    use prunus_candle::experts::expert_usage;
+    let dir = tempfile::tempdir().unwrap();
+    let cpu = CpuBackend::new(Par::Rayon(2)).unwrap();
+    for (model, experts, key) in [
+        ("mixtral", 4, "num_local_experts"),
+        ("qwen2_moe", 6, "num_experts"),
+        ("qwen3_moe", 8, "num_experts"),
+    ] {
+        let input = ModelFolder::open(fixture(&format!("tiny-{model}"))).unwrap();
+        for method in [StructuredMethod::Magnitude, StructuredMethod::Obs] {
+            let out = dir.path().join(format!("{model}-{}", method.name()));
+            let mut graph = open_graph(&input, &Device::Cpu).unwrap();
+            let samples = token_samples(&input, &*graph, &calibration_lines(), 4, 48).unwrap();
+            let mut settings = StructuredSettings::new(method, BTreeMap::new());
+            settings.experts = Some(0.5);
+            let mut writer = FolderWriter::create(&input, &out, false).unwrap();
+            let report = prune_folder_structured(
+                &cpu,
+                &input,
+                &mut *graph,
+                &Device::Cpu,
+                Some(&samples),
+                &settings,
+                &mut writer,
+                &mut |_| {},
+            )
+            .unwrap();
+            writer.finish(&[]).unwrap();
+            let what = format!("{model} {}", method.name());
+            let folder = ModelFolder::open(&out).unwrap();
+            assert_eq!(folder.config()[key], experts / 2, "{what}");
+            let config = LlamaConfig::from_value(folder.config(), &what).unwrap();
+            let implied: BTreeMap<String, Vec<usize>> =
+                config.tensor_shapes().into_iter().collect();
+            assert_eq!(shapes(&folder), implied, "{what}");
+            // The choice: the least used, by the method's measure.
+            let mut dense = open_graph(&input, &Device::Cpu).unwrap();
+            let calibrated = Some(samples.as_slice()).filter(|_| method.is_calibrated());
+            let usage = expert_usage(&cpu, &mut *dense, &input, calibrated).unwrap();
+            assert_eq!(
+                report.layers.len(),
+                usage.iter().flatten().count(),
+                "{what}"
+            );
+            for layer in &report.layers {
+                let g = layer.groups.as_ref().unwrap();
+                assert_eq!((g.structure, g.before), (Structure::Experts, experts));
+                assert_eq!(g.removed.len(), experts / 2, "{what}");
+                let u = usage[layer.block].as_ref().unwrap();
+                let kept: Vec<usize> = (0..experts).filter(|e| !g.removed.contains(e)).collect();
+                for &r in &g.removed {
+                    for &k in &kept {
+                        assert!(u[r].score <= u[k].score, "{what}: {r} went before {k}");
+                    }
+                }
+                // Kept experts renumbered with their weights; router rows.
+                let i = layer.block;
+                let router_in = input.values(&format!("{}.weight", layer.name)).unwrap();
+                let router_out = folder.values(&format!("{}.weight", layer.name)).unwrap();
+                let h = router_in.len() / experts;
+                for (new, &old) in kept.iter().enumerate() {
+                    assert_eq!(
+                        router_out[new * h..(new + 1) * h],
+                        router_in[old * h..(old + 1) * h],
+                        "{what}"
+                    );
+                    let (a, b) = if model == "mixtral" {
+                        ("block_sparse_moe.experts", "w2")
+                    } else {
+                        ("mlp.experts", "down_proj")
+                    };
+                    let name = |e: usize| format!("model.layers.{i}.{a}.{e}.{b}.weight");
+                    assert_eq!(
+                        folder.values(&name(new)).unwrap(),
+                        input.values(&name(old)).unwrap(),
+                        "{what}"
+                    );
+                }
+            }
+            let mut pruned = open_graph(&folder, &Device::Cpu).unwrap();
+            pruned.load_all(&folder).unwrap();
+            let logits = pruned.forward(&[3, 17, 42, 5]).unwrap();
+            let values = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(values.iter().all(|v| v.is_finite()), "{what}");
+        }
+    }
+    // Refused: other structures alongside, too many, a model without experts.
+    let input = ModelFolder::open(fixture("tiny-mixtral")).unwrap();
+    let mut graph = open_graph(&input, &Device::Cpu).unwrap();
+    let out = dir.path().join("bad");
+    for (parts, fraction, says) in [
+        (vec![(Structure::Heads, 0.5)], 0.5, "on its own"),
+        (vec![], 0.75, "keep at least num_experts_per_tok = 2"),
+    ] {
+        let mut settings =
+            StructuredSettings::new(StructuredMethod::Magnitude, parts.into_iter().collect());
+        settings.experts = Some(fraction);
+        let mut writer = FolderWriter::create(&input, &out, false).unwrap();
+        let err = prune_folder_structured(
+            &cpu,
+            &input,
+            &mut *graph,
+            &Device::Cpu,
+            None,
+            &settings,
+            &mut writer,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    let llama = ModelFolder::open(fixture("tiny-llama")).unwrap();
+    let mut graph = open_graph(&llama, &Device::Cpu).unwrap();
+    let mut settings = StructuredSettings::new(StructuredMethod::Magnitude, BTreeMap::new());
+    settings.experts = Some(0.5);
+    let mut writer = FolderWriter::create(&llama, &dir.path().join("llama"), false).unwrap();
+    let err = prune_folder_structured(
+        &cpu,
+        &llama,
+        &mut *graph,
+        &Device::Cpu,
+        None,
+        &settings,
+        &mut writer,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("no mixture of experts"), "{err}");
 }

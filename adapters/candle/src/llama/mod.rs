@@ -56,7 +56,8 @@ use candle_core::{D, DType, Device, Tensor};
 use crate::error::{Error, Result};
 use crate::folder::ModelFolder;
 use crate::graph::{
-    Family, Graph, KvCache, Part, Producer, Structure, StructureSpan, Weights, check_tokens,
+    ExpertSpan, Family, Graph, KvCache, Part, Producer, Structure, StructureSpan, Weights,
+    check_tokens,
 };
 use crate::record::{Linear, Recorder, record};
 use prunus_core::methods::layerwise::GroupLayout;
@@ -791,6 +792,27 @@ impl Graph for Llama {
             });
         }
         spans
+    }
+
+    fn experts(&self, i: usize) -> Option<ExpertSpan> {
+        let moe = self.config.moe_of(i)?;
+        let names = self.linear_names(i);
+        let (router, _) = *self.config.routers(i).first()?;
+        let prefix = match moe.names {
+            ExpertNames::Mixtral => format!("model.layers.{i}.block_sparse_moe.experts."),
+            ExpertNames::Qwen => format!("model.layers.{i}.mlp.experts."),
+        };
+        // After the attention's four: each expert's gate, up, down.
+        let layers = names[4..4 + 3 * moe.experts]
+            .chunks_exact(3)
+            .map(|c| [c[0].clone(), c[1].clone(), c[2].clone()])
+            .collect();
+        Some(ExpertSpan {
+            top_k: moe.top_k,
+            layers,
+            prefix,
+            router: format!("model.layers.{i}.{router}.weight"),
+        })
     }
 
     fn linear_names(&self, i: usize) -> Vec<String> {
