@@ -855,3 +855,58 @@ fn bert_refuses_heads() {
     );
     assert!(!out.exists());
 }
+
+/// `--structured experts=F` on a mixture of experts: a smaller model with
+/// the expert count lowered, the removed experts in the report; with
+/// another structure, or on a model without experts, exit 2 and nothing
+/// written.
+#[test]
+fn experts_are_removed_whole_from_the_command_line() {
+    let dir = scratch("tiny-mixtral-experts");
+    let calib = text(&dir, 40);
+    let model = fixture("tiny-mixtral");
+    let out = dir.join("out");
+    let report = json_of(&prunus(&[
+        "prune",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--structured",
+        "experts=0.5",
+        "--method",
+        "obs",
+        "--calibration",
+        calib.to_str().unwrap(),
+        "--samples",
+        "4",
+        "--seq-len",
+        "32",
+        "--json",
+        "-q",
+    ]));
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["num_local_experts"], 2);
+    assert_eq!(report["layers"].as_array().unwrap().len(), 2, "{report}");
+    for (bad, says, input) in [
+        ("experts=0.5,heads=0.5", "on its own", "tiny-mixtral"),
+        ("experts=0.5", "no mixture of experts", "tiny-llama"),
+    ] {
+        let out = dir.join(format!("bad-{input}"));
+        let r = prunus(&[
+            "prune",
+            fixture(input).to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--structured",
+            bad,
+            "--method",
+            "magnitude",
+            "--no-refit",
+        ]);
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(!out.exists());
+    }
+}
