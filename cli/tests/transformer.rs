@@ -91,7 +91,7 @@ fn zeros(dir: &Path, names: &[String]) -> u64 {
 }
 
 /// Every family's tiny fixture (f32 and bf16, separate and fused
-/// projections) with its linear layers: magnitude (global), Wanda 2:4,
+/// projections) with its linear layers: magnitude (global and per layer), Wanda 2:4,
 /// SparseGPT, OBS and OBS 2:4, each pruning exactly half of them, the
 /// output loading back and evaluating.
 #[test]
@@ -174,7 +174,7 @@ fn prunes_with_every_method_and_loads_back(name: &str, linears: usize) {
     let model = fixture(&format!("tiny-{name}"));
     let calib = text(&dir, 40);
     let eval = text(&dir, 80);
-    let runs: [&[&str]; 5] = [
+    let runs: [&[&str]; 6] = [
         &[
             "--method",
             "magnitude",
@@ -183,6 +183,7 @@ fn prunes_with_every_method_and_loads_back(name: &str, linears: usize) {
             "--scope",
             "global",
         ],
+        &["--method", "magnitude", "--sparsity", "0.5"],
         &["--method", "wanda", "--pattern", "2:4"],
         &[
             "--method",
