@@ -15,6 +15,7 @@ use prunus_lab::{Report, Row, write_atomic};
 use rayon::prelude::*;
 
 use crate::error::Error;
+use crate::memory::children_cpu_seconds;
 
 /// The dtype of the synthetic weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -377,12 +378,13 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
         params as f64 / 1e9,
         bytes as f64 / 1e9
     );
-    let result = (|| -> Result<(f64, f64, f64, serde_json::Value), Error> {
+    let result = (|| -> Result<(f64, f64, f64, Option<f64>, serde_json::Value), Error> {
         let cp_s = timed("cp", &[&input, &copy])?;
         let sync_s = timed("sync", &[&copy])?;
         cleanup(&[&copy]);
         let exe =
             std::env::current_exe().map_err(|e| Error::system("find the prunus binary", e))?;
+        let cpu_before = children_cpu_seconds();
         let t = Instant::now();
         let out = Command::new(exe)
             .arg("prune")
@@ -398,6 +400,11 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
             .output()
             .map_err(|e| Error::system("run prunus prune", e))?;
         let prune_s = t.elapsed().as_secs_f64();
+        // The child's user and system time, every thread: what the wall
+        // time hides on a machine whose page cache decides the I/O.
+        let cpu_s = cpu_before
+            .zip(children_cpu_seconds())
+            .map(|(before, after)| after - before);
         if !out.status.success() {
             return Err(Error::system(
                 "prune the synthetic checkpoint",
@@ -406,7 +413,7 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
         }
         let report: serde_json::Value = serde_json::from_slice(&out.stdout)
             .map_err(|e| Error::SelfCheck(format!("prunus prune printed no JSON: {e}")))?;
-        Ok((cp_s, cp_s + sync_s, prune_s, report))
+        Ok((cp_s, cp_s + sync_s, prune_s, cpu_s, report))
     })();
     if args.keep {
         eprintln!("kept the files in {}", scratch.display());
@@ -414,7 +421,7 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
         cleanup(&[&copy, &output, &input]);
         let _ = std::fs::remove_dir(&scratch);
     }
-    let (cp_s, cp_sync_s, prune_s, report) = result?;
+    let (cp_s, cp_sync_s, prune_s, cpu_s, report) = result?;
     let n = report["pruned_elements"].as_u64().unwrap_or(0);
     let zeros = report["zeros_after"].as_u64().unwrap_or(0);
     let k = prunus_core::selection::select::units_to_prune(args.sparsity, n);
@@ -436,6 +443,12 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
         prune_s / cp_sync_s,
         rss.map_or("unknown".into(), |m| format!("{m:.0} MiB"))
     );
+    if let Some(cpu) = cpu_s {
+        println!(
+            "prunus CPU time   {cpu:>8.1} s  (user + system, all threads: {:.2} cores busy)",
+            cpu / prune_s.max(1e-9)
+        );
+    }
     println!(
         "pruned {n} weights globally to {:.1}% (exactly {k} removed; {zeros} zero after); read \
          {:.2} GB = {:.2} x the file, write pass included",
@@ -469,6 +482,9 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
         }
         if let Some(m) = rss {
             r.push(Row::new("prunus", "peak_rss_mb", vec![m])?);
+        }
+        if let Some(cpu) = cpu_s {
+            r.push(Row::new("prunus", "cpu_s", vec![cpu])?);
         }
         r.push(Row::new("prunus", "bytes_read", vec![read as f64])?);
         write_atomic(path, &r)?;

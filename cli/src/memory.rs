@@ -1,4 +1,5 @@
-//! Memory use of this process, as the operating system counts it.
+//! Memory use and CPU time of this process, as the operating system
+//! counts them.
 
 /// The peak resident set size of this process in MiB (`VmHWM` of
 /// `/proc/self/status`); `None` where the platform does not report it.
@@ -14,9 +15,54 @@ fn parse_vm_hwm(status: &str) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// Seconds of CPU time (user + system) of this process's children that
+/// have ended and been waited for (`cutime + cstime` of `/proc/self/stat`,
+/// in Linux's 100 ticks per second); `None` where the platform does not
+/// report it. The difference around one child is that child's CPU time,
+/// all its threads included.
+pub(crate) fn children_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    parse_children_ticks(&stat).map(|ticks| ticks as f64 / 100.0)
+}
+
+/// `cutime + cstime` (fields 16 and 17) of a `/proc/<pid>/stat` line. The
+/// command name (field 2) is in parentheses and may hold spaces: the
+/// fields are counted after its closing parenthesis.
+fn parse_children_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // `rest` starts at field 3 (the state).
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let cutime: u64 = fields.get(16 - 3)?.parse().ok()?;
+    let cstime: u64 = fields.get(17 - 3)?.parse().ok()?;
+    Some(cutime + cstime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_stat_lines() {
+        // pid (comm with a space) state ppid ... utime stime cutime cstime ...
+        let s = "42 (pru nus) S 1 42 42 0 -1 4194304 10 0 0 0 700 50 123 77 20 0 9 0 1 2 3";
+        assert_eq!(parse_children_ticks(s), Some(200));
+        assert_eq!(parse_children_ticks("42 (prunus) S 1"), None);
+        assert_eq!(parse_children_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_waited_child_adds_cpu_time() {
+        let before = children_cpu_seconds().unwrap();
+        // A child that spins about 0.3 s of CPU time.
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let after = children_cpu_seconds().unwrap();
+        assert!(after > before, "{before} -> {after}");
+    }
 
     #[test]
     fn parses_status_lines() {

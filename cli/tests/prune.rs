@@ -343,6 +343,15 @@ fn bench_checkpoint_runs_a_small_decoder() {
         .map(|r| r["method"].as_str().unwrap())
         .collect();
     assert!(methods.contains(&"cp") && methods.contains(&"prunus"));
+    // prunus's CPU time (user + system of the child) beside its wall time.
+    let cpu = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["method"] == "prunus" && r["metric"] == "cpu_s")
+        .unwrap_or_else(|| panic!("no cpu_s row: {report}"));
+    assert!(cpu["values"][0].as_f64().unwrap() >= 0.0, "{cpu}");
+    assert!(out.contains("prunus CPU time"), "{out}");
     // Only the report is left.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     let _ = std::fs::remove_dir_all(dir);
