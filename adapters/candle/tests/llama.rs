@@ -779,6 +779,15 @@ fn configs_prunus_cannot_run_are_errors() {
     assert!(e.contains("longrope factors have 2"), "{e}");
     let e = config_error(&phi3(r#""short_factor": [1, 1, 1, 1]"#));
     assert!(e.contains("long_factor"), "{e}");
+    // Set by hand, the same mismatch is refused by the graph, not a panic.
+    let mut short = v4.clone();
+    short.rope.scaling = RopeScaling::LongRope {
+        short_factor: vec![1.0],
+        long_factor: vec![1.0; 4],
+        original_max_position_embeddings: 4096,
+        attention_factor: 1.0,
+    };
+    assert!(Llama::new(short, Device::Cpu).is_err());
     // Gemma defaults: tanh GELU, tied embeddings, both soft-caps for gemma2.
     let gemma2 =
         LlamaConfig::from_json(&format!(r#"{{"model_type": "gemma2", {base}}}"#), "<t>").unwrap();

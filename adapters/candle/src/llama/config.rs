@@ -618,21 +618,6 @@ impl LlamaConfig {
             )));
         }
         let rotary_dim = (head_dim as f64 * partial) as usize;
-        if let RopeScaling::LongRope {
-            short_factor,
-            long_factor,
-            ..
-        } = &rope.scaling
-            && (short_factor.len() != rotary_dim / 2 || long_factor.len() != rotary_dim / 2)
-        {
-            return Err(bad(format!(
-                "the longrope factors have {} (short) and {} (long) entries where the rotation \
-                 has {} pairs",
-                short_factor.len(),
-                long_factor.len(),
-                rotary_dim / 2
-            )));
-        }
         let (sliding_window, sliding) = sliding_window(&fields, model_type, num_hidden_layers)?;
         let softcap = |key: &str, fallback: Option<f64>| -> Result<Option<f64>> {
             if fields.object.contains_key(key) {
@@ -736,6 +721,24 @@ impl LlamaConfig {
                     self.rotary_dim, self.head_dim
                 )
             });
+        }
+        for rope in std::iter::once(&self.rope).chain(&self.local_rope) {
+            if let RopeScaling::LongRope {
+                short_factor,
+                long_factor,
+                ..
+            } = &rope.scaling
+                && (short_factor.len() != self.rotary_dim / 2
+                    || long_factor.len() != self.rotary_dim / 2)
+            {
+                return Err(format!(
+                    "the longrope factors have {} (short) and {} (long) entries where the \
+                     rotation has {} pairs",
+                    short_factor.len(),
+                    long_factor.len(),
+                    self.rotary_dim / 2
+                ));
+            }
         }
         if self.rotary_dim > self.head_dim {
             return Err(format!(
