@@ -6,19 +6,19 @@
 use prunus_core::SelectionPlan;
 use prunus_cpu::{CpuBackend, Par};
 
-prunus_tests::conformance_tests!(
+prunus_testing::conformance_tests!(
     cpu_seq,
     CpuBackend::new(Par::Seq).expect("sequential cpu backend")
 );
-prunus_tests::conformance_tests!(
+prunus_testing::conformance_tests!(
     cpu_rayon_1,
     CpuBackend::new(Par::Rayon(1)).expect("cpu backend, 1 thread")
 );
-prunus_tests::conformance_tests!(
+prunus_testing::conformance_tests!(
     cpu_rayon_2,
     CpuBackend::new(Par::Rayon(2)).expect("cpu backend, 2 threads")
 );
-prunus_tests::conformance_tests!(
+prunus_testing::conformance_tests!(
     cpu_histogram_plan,
     CpuBackend::new(Par::Rayon(2))
         .expect("cpu backend, 2 threads")

@@ -40,35 +40,35 @@ fn required() -> Vec<SimdLevel> {
         .collect()
 }
 
-prunus_tests::conformance_tests!(
+prunus_testing::conformance_tests!(
     simd_baseline,
     maybe: at(SimdLevel::Baseline, SelectionPlan::Gather)
 );
-prunus_tests::conformance_tests!(
+prunus_testing::conformance_tests!(
     simd_baseline_histogram_plan,
     maybe: at(SimdLevel::Baseline, SelectionPlan::Histograms)
 );
-prunus_tests::conformance_tests!(
+prunus_testing::conformance_tests!(
     simd_avx2,
     maybe: at(SimdLevel::Avx2, SelectionPlan::Gather)
 );
-prunus_tests::conformance_tests!(
+prunus_testing::conformance_tests!(
     simd_avx2_histogram_plan,
     maybe: at(SimdLevel::Avx2, SelectionPlan::Histograms)
 );
-prunus_tests::conformance_tests!(
+prunus_testing::conformance_tests!(
     simd_avx512,
     maybe: at(SimdLevel::Avx512, SelectionPlan::Gather)
 );
-prunus_tests::conformance_tests!(
+prunus_testing::conformance_tests!(
     simd_avx512_histogram_plan,
     maybe: at(SimdLevel::Avx512, SelectionPlan::Histograms)
 );
-prunus_tests::conformance_tests!(
+prunus_testing::conformance_tests!(
     simd_neon,
     maybe: at(SimdLevel::Neon, SelectionPlan::Gather)
 );
-prunus_tests::conformance_tests!(
+prunus_testing::conformance_tests!(
     simd_neon_histogram_plan,
     maybe: at(SimdLevel::Neon, SelectionPlan::Histograms)
 );

@@ -11,7 +11,7 @@ use prunus_core::{
     Backend, BinaryOp, Grouping, HasShape, HostTensor, KeyRule, Mask, NanPolicy, NofM, Reduction,
     ReferenceBackend, Result, ScoreView, Shape, Transpose, UnaryOp,
 };
-use prunus_tests::conformance;
+use prunus_testing::conformance;
 
 /// One planted fault.
 #[derive(Clone, Copy, Debug, PartialEq)]

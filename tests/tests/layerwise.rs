@@ -281,13 +281,13 @@ fn check_wanda<B: Backend>(b: &B, name: &str) {
     // Row 0: scores 2, 2, 1.5, 2 → 1.5 then the first tied 2 (index 0).
     // Row 1: 0.5, 1, 3, 1 → 0.5 then the first tied 1 (index 5).
     assert_eq!(
-        prunus_tests::compare::pruned(&rows[0]),
+        prunus_testing::compare::pruned(&rows[0]),
         [0, 2, 4, 5],
         "{name}: per row"
     );
     let per_layer = wanda(b, &layers, Target::Sparsity(0.5), WandaScope::Layer).unwrap();
     assert_eq!(
-        prunus_tests::compare::pruned(&per_layer[0]),
+        prunus_testing::compare::pruned(&per_layer[0]),
         [2, 4, 5, 7],
         "{name}: per layer"
     );
@@ -299,7 +299,7 @@ fn check_wanda<B: Backend>(b: &B, name: &str) {
     )
     .unwrap();
     assert_eq!(
-        prunus_tests::compare::pruned(&nm[0]),
+        prunus_testing::compare::pruned(&nm[0]),
         // Groups (2, 2) → 0, (1.5, 2) → 2, (0.5, 1) → 4, (3, 1) → 7.
         [0, 2, 4, 7],
         "{name}: 1:2"

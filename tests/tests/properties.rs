@@ -12,14 +12,14 @@ use prunus_core::{
     ReferenceBackend, Result, Schedule, Shape, apply,
 };
 use prunus_cpu::{CpuBackend, Par};
-use prunus_tests::compare::{assert_same_masks, same_bits};
-use prunus_tests::gpu::wgpu_small_windows;
-use prunus_tests::host::{HostLayer, prune_on, quantised_values};
-use prunus_tests::oracle::{expected_masks, unit_count};
-use prunus_tests::strategies::{
+use prunus_testing::compare::{assert_same_masks, same_bits};
+use prunus_testing::layers::{HostLayer, prune_on, quantised_values};
+use prunus_testing::oracle::{expected_masks, unit_count};
+use prunus_testing::strategies::{
     config, grouping, invalid_fraction, layers, mask, masks, n_of_m_case, schedule, sparsity,
     with_earlier_masks,
 };
+use prunus_tests::gpu::wgpu_small_windows;
 
 /// The result of `config` on every backend and thread count, by backend name
 /// (the GPU backend too, with small windows, where an adapter exists).
@@ -334,7 +334,7 @@ proptest! {
     fn apply_zeroes_exactly_the_pruned(layers in layers(3, 6), s in sparsity()) {
         let b = ReferenceBackend;
         let masks = prune_on(&b, &layers, &PruneConfig::new(s).allow_empty(true)).unwrap();
-        let mut tensors = prunus_tests::host::upload_all(&b, &layers).unwrap();
+        let mut tensors = prunus_testing::layers::upload_all(&b, &layers).unwrap();
         let mut refs: Vec<_> = tensors.iter_mut().collect();
         apply(&b, &mut refs, &masks).unwrap();
         for ((t, l), m) in tensors.iter().zip(&layers).zip(&masks) {
@@ -386,7 +386,7 @@ proptest! {
     /// rows.
     #[test]
     fn expand_then_reduce_is_identity(
-        case in prunus_tests::strategies::shape(4, 7).prop_flat_map(|s| (Just(s), grouping())).prop_flat_map(|(s, g)| {
+        case in prunus_testing::strategies::shape(4, 7).prop_flat_map(|s| (Just(s), grouping())).prop_flat_map(|(s, g)| {
             let units = Shape::vector(unit_count(g, &s));
             (Just(s), Just(g), mask(units))
         }),
@@ -396,7 +396,7 @@ proptest! {
         prop_assert_eq!(e.shape(), &shape);
         prop_assert_eq!(&e.reduce_any(g).unwrap(), &units);
         for i in 0..e.len() {
-            prop_assert_eq!(e.get(i), units.get(prunus_tests::oracle::unit_of(g, &shape, i)));
+            prop_assert_eq!(e.get(i), units.get(prunus_testing::oracle::unit_of(g, &shape, i)));
         }
         if g == Grouping::Rows {
             prop_assert_eq!(e.compaction().rows, units.kept().collect::<Vec<_>>());

@@ -3,4 +3,4 @@
 
 use prunus_core::ReferenceBackend;
 
-prunus_tests::conformance_tests!(reference, ReferenceBackend);
+prunus_testing::conformance_tests!(reference, ReferenceBackend);

@@ -11,12 +11,10 @@ use prunus_core::methods::second_order::fisher::{Blocks, Fisher, FisherConfig, P
 use prunus_core::methods::second_order::surgeon::{
     SearchConfig, cbs_select, lowest, magnitude, perturbed_start, pruned_count,
 };
-use prunus_core::{Dense, Error, Matrix, ReferenceBackend, Transpose};
+use prunus_core::{Dense, Error, Matrix, ReferenceBackend};
 use prunus_cpu::{CpuBackend, Par};
-use prunus_tests::dense::{Rng, assert_close, norm, rel_diff};
+use prunus_testing::dense::{self, Rng, assert_close, norm, rel_diff};
 
-/// Relative tolerance of the dense kernels against the naive product.
-const DENSE_TOL: f64 = 1e-10;
 /// Relative tolerance of everything that goes through `F̂⁻¹`.
 const INVERSE_TOL: f64 = 1e-8;
 /// Relative tolerance of the undamped products (no inverse involved).
@@ -55,326 +53,48 @@ macro_rules! assert_err {
 }
 
 // ---------------------------------------------------------------------------
-// 1. Dense conformance
+// 1. Dense conformance: the checks of prunus-testing on every backend
 // ---------------------------------------------------------------------------
 
-/// Element `(i, j)` of `op(m)`.
-fn at(m: &Matrix, t: Transpose, i: usize, j: usize) -> f64 {
-    match t {
-        Transpose::No => m.get(i, j),
-        Transpose::Yes => m.get(j, i),
+/// Runs a Dense check of the harness on every backend, naming the backend
+/// on stderr before each so that a failure says which one.
+fn on_every_backend(check: impl Fn(&dyn Dense)) {
+    for (name, dense) in backends() {
+        eprintln!("on {name}");
+        check(&*dense);
     }
 }
-
-/// `beta · c + alpha · op(a) op(b)` by the textbook triple loop (`c`
-/// ignored when `beta` is zero).
-fn naive_matmul(
-    c: &Matrix,
-    beta: f64,
-    a: &Matrix,
-    ta: Transpose,
-    b: &Matrix,
-    tb: Transpose,
-    alpha: f64,
-) -> Vec<f64> {
-    let k = match ta {
-        Transpose::No => a.cols(),
-        Transpose::Yes => a.rows(),
-    };
-    let mut out = Vec::with_capacity(c.rows() * c.cols());
-    for i in 0..c.rows() {
-        for j in 0..c.cols() {
-            let s: f64 = (0..k).map(|p| at(a, ta, i, p) * at(b, tb, p, j)).sum();
-            let old = if beta == 0.0 { 0.0 } else { beta * c.get(i, j) };
-            out.push(old + alpha * s);
-        }
-    }
-    out
-}
-
-fn transposed(t: Transpose, rows: usize, cols: usize) -> (usize, usize) {
-    match t {
-        Transpose::No => (rows, cols),
-        Transpose::Yes => (cols, rows),
-    }
-}
-
-const SIZES: [usize; 4] = [1, 3, 17, 70];
-const TRANSPOSES: [Transpose; 2] = [Transpose::No, Transpose::Yes];
-/// `(beta, alpha)`: every beta of 0, 1 and 0.5 with alpha 1 and -2.
-const BETA_ALPHA: [(f64, f64); 6] = [
-    (0.0, 1.0),
-    (1.0, 1.0),
-    (0.5, 1.0),
-    (0.0, -2.0),
-    (1.0, -2.0),
-    (0.5, -2.0),
-];
 
 #[test]
 fn dense_matmul_matches_naive_product_on_every_backend() {
-    let backends = backends();
-    let mut rng = Rng(1);
-    let mut cases = 0;
-    for m in SIZES {
-        for k in SIZES {
-            for n in SIZES {
-                for ta in TRANSPOSES {
-                    for tb in TRANSPOSES {
-                        let (ar, ac) = transposed(ta, m, k);
-                        let (br, bc) = transposed(tb, k, n);
-                        let a = rng.matrix(ar, ac);
-                        let b = rng.matrix(br, bc);
-                        let c0 = rng.matrix(m, n);
-                        for (beta, alpha) in BETA_ALPHA {
-                            let want = naive_matmul(&c0, beta, &a, ta, &b, tb, alpha);
-                            for (name, dense) in &backends {
-                                let mut c = c0.clone();
-                                dense.matmul(&mut c, beta, &a, ta, &b, tb, alpha).unwrap();
-                                assert_close(
-                                    c.data(),
-                                    &want,
-                                    DENSE_TOL,
-                                    &format!(
-                                        "{name} matmul {m}x{k}x{n} {ta:?}/{tb:?} \
-                                         beta {beta} alpha {alpha}"
-                                    ),
-                                );
-                                cases += 1;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    assert_eq!(cases, 64 * 4 * BETA_ALPHA.len() * 3);
+    on_every_backend(|d| dense::check_matmul(d));
 }
 
 /// With `beta = 0` the old `c` is not read at all, NaN included (BLAS
 /// convention).
 #[test]
 fn dense_matmul_with_zero_beta_ignores_nan_output() {
-    let mut rng = Rng(2);
-    for (name, dense) in backends() {
-        for (m, k, n) in [(1, 1, 1), (3, 17, 5), (17, 3, 70)] {
-            let a = rng.matrix(m, k);
-            let b = rng.matrix(k, n);
-            let zero = Matrix::zeros(m, n);
-            let want = naive_matmul(&zero, 0.0, &a, Transpose::No, &b, Transpose::No, -2.0);
-            let mut c = Matrix::new(m, n, vec![f64::NAN; m * n]).unwrap();
-            dense
-                .matmul(&mut c, 0.0, &a, Transpose::No, &b, Transpose::No, -2.0)
-                .unwrap();
-            assert_close(c.data(), &want, DENSE_TOL, &format!("{name} {m}x{k}x{n}"));
-        }
-    }
+    on_every_backend(|d| dense::check_matmul_zero_beta(d));
 }
 
 #[test]
 fn dense_gram_matches_naive_and_writes_both_triangles() {
-    let backends = backends();
-    let mut rng = Rng(3);
-    for m in SIZES {
-        for n in SIZES {
-            let a = rng.matrix(m, n);
-            // A symmetric non-zero c.
-            let s = rng.matrix(n, n);
-            let c0 = Matrix::new(
-                n,
-                n,
-                (0..n * n)
-                    .map(|e| s.get(e / n, e % n) + s.get(e % n, e / n))
-                    .collect(),
-            )
-            .unwrap();
-            for alpha in [1.0, -1.0] {
-                let want = naive_matmul(&c0, 1.0, &a, Transpose::Yes, &a, Transpose::No, alpha);
-                for (name, dense) in &backends {
-                    let mut c = c0.clone();
-                    dense.gram(&mut c, &a, alpha).unwrap();
-                    let what = format!("{name} gram {m}x{n} alpha {alpha}");
-                    assert_close(c.data(), &want, DENSE_TOL, &what);
-                    for i in 0..n {
-                        for j in 0..i {
-                            assert_eq!(c.get(i, j), c.get(j, i), "{what}: ({i}, {j}) asymmetric");
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A random symmetric positive definite `n x n` matrix, well conditioned.
-fn random_spd(rng: &mut Rng, n: usize) -> Matrix {
-    let b = rng.matrix(n + 3, n);
-    let mut a = Matrix::zeros(n, n);
-    let data = naive_matmul(&a, 0.0, &b, Transpose::Yes, &b, Transpose::No, 1.0);
-    a.data_mut().copy_from_slice(&data);
-    a.add_diagonal(0.5);
-    a
-}
-
-/// `L Lᵀ` from the lower triangle of `l` only.
-fn lower_times_transpose(l: &Matrix) -> Vec<f64> {
-    let n = l.rows();
-    let mut out = vec![0.0; n * n];
-    for i in 0..n {
-        for j in 0..n {
-            out[i * n + j] = (0..=i.min(j)).map(|p| l.get(i, p) * l.get(j, p)).sum();
-        }
-    }
-    out
+    on_every_backend(|d| dense::check_gram(d));
 }
 
 #[test]
 fn dense_cholesky_factors_spd_matrices() {
-    let backends = backends();
-    let mut rng = Rng(4);
-    for n in SIZES {
-        let a = random_spd(&mut rng, n);
-        let mut factors = Vec::new();
-        for (name, dense) in &backends {
-            let mut l = a.clone();
-            dense.cholesky(&mut l).unwrap();
-            let what = format!("{name} cholesky {n}x{n}");
-            for i in 0..n {
-                assert!(l.get(i, i) > 0.0, "{what}: diagonal {i} not positive");
-                for j in i + 1..n {
-                    assert_eq!(l.get(i, j), 0.0, "{what}: upper ({i}, {j}) not zeroed");
-                }
-            }
-            assert_close(&lower_times_transpose(&l), a.data(), DENSE_TOL, &what);
-            factors.push((what, l));
-        }
-        for (what, l) in &factors[1..] {
-            assert_close(
-                l.data(),
-                factors[0].1.data(),
-                DENSE_TOL,
-                &format!("{what} against the reference"),
-            );
-        }
-    }
-}
-
-/// `L x` or `Lᵀ x` for every row `x` of `b`, from the lower triangle of `l`.
-fn triangular_times_rows(l: &Matrix, t: Transpose, b: &Matrix) -> Vec<f64> {
-    let n = l.rows();
-    let mut out = Vec::with_capacity(b.rows() * n);
-    for r in 0..b.rows() {
-        let x = b.row(r);
-        for i in 0..n {
-            out.push(match t {
-                Transpose::No => (0..=i).map(|p| l.get(i, p) * x[p]).sum(),
-                Transpose::Yes => (i..n).map(|p| l.get(p, i) * x[p]).sum(),
-            });
-        }
-    }
-    out
+    on_every_backend(|d| dense::check_cholesky(d));
 }
 
 #[test]
 fn dense_solve_rows_inverts_the_triangular_factor() {
-    let backends = backends();
-    let mut rng = Rng(5);
-    for n in SIZES {
-        // Lower triangular, diagonally dominant: well conditioned at any n.
-        let mut l = Matrix::zeros(n, n);
-        for i in 0..n {
-            for j in 0..i {
-                l.row_mut(i)[j] = rng.signed() / n as f64;
-            }
-            l.row_mut(i)[i] = 1.0 + rng.signed().abs();
-        }
-        for rows in SIZES {
-            let b0 = rng.matrix(rows, n);
-            for t in TRANSPOSES {
-                let mut solutions = Vec::new();
-                for (name, dense) in &backends {
-                    let mut x = b0.clone();
-                    dense.solve_rows(&l, t, &mut x).unwrap();
-                    let what = format!("{name} solve_rows {t:?} {n}x{n}, {rows} rows");
-                    assert_close(
-                        &triangular_times_rows(&l, t, &x),
-                        b0.data(),
-                        DENSE_TOL,
-                        &what,
-                    );
-                    solutions.push((what, x));
-                }
-                for (what, x) in &solutions[1..] {
-                    assert_close(
-                        x.data(),
-                        solutions[0].1.data(),
-                        DENSE_TOL,
-                        &format!("{what} against the reference"),
-                    );
-                }
-            }
-        }
-    }
+    on_every_backend(|d| dense::check_solve_rows(d));
 }
 
 #[test]
 fn dense_shape_mismatches_are_errors_and_write_nothing() {
-    let mut rng = Rng(6);
-    for (name, dense) in backends() {
-        let a = rng.matrix(2, 3);
-        let b = rng.matrix(4, 2);
-        let c0 = rng.matrix(2, 2);
-        let mut c = c0.clone();
-        // Inner dimensions 3 and 4.
-        assert_err!(
-            dense.matmul(&mut c, 1.0, &a, Transpose::No, &b, Transpose::No, 1.0),
-            Error::ShapeMismatch { .. },
-            format!("{name} matmul inner")
-        );
-        // op(a) = 3x2 and op(b) = 2x4: fine inside, but c is 2x2, not 3x4.
-        assert_err!(
-            dense.matmul(&mut c, 1.0, &a, Transpose::Yes, &b, Transpose::Yes, 1.0),
-            Error::ShapeMismatch { .. },
-            format!("{name} matmul output")
-        );
-        assert_err!(
-            dense.matmul(&mut c, 0.0, &a, Transpose::No, &a, Transpose::No, 1.0),
-            Error::ShapeMismatch { .. },
-            format!("{name} matmul 2x3 by 2x3")
-        );
-        assert_eq!(c, c0, "{name}: a failed matmul wrote its output");
-        // gram of a 2x3 needs a 3x3 output.
-        assert_err!(
-            dense.gram(&mut c, &a, 1.0),
-            Error::ShapeMismatch { .. },
-            format!("{name} gram")
-        );
-        assert_eq!(c, c0, "{name}: a failed gram wrote its output");
-        let mut rect = a.clone();
-        assert_err!(
-            dense.cholesky(&mut rect),
-            Error::ShapeMismatch { .. },
-            format!("{name} cholesky of 2x3")
-        );
-        assert_eq!(rect, a, "{name}: a failed cholesky wrote its input");
-        let mut rhs = rng.matrix(3, 3);
-        assert_err!(
-            dense.solve_rows(&a, Transpose::No, &mut rhs),
-            Error::ShapeMismatch { .. },
-            format!("{name} solve_rows with a 2x3 factor")
-        );
-        let l = Matrix::scaled_identity(3, 2.0);
-        let mut short = rng.matrix(3, 2);
-        let short0 = short.clone();
-        for t in TRANSPOSES {
-            assert_err!(
-                dense.solve_rows(&l, t, &mut short),
-                Error::ShapeMismatch { .. },
-                format!("{name} solve_rows {t:?} of rows of 2 by a 3x3 factor")
-            );
-        }
-        assert_eq!(short, short0, "{name}: a failed solve_rows wrote its rows");
-    }
+    on_every_backend(|d| dense::check_shape_errors(d));
     assert_err!(
         Matrix::new(2, 3, vec![0.0; 5]),
         Error::LengthMismatch { .. },
@@ -384,42 +104,7 @@ fn dense_shape_mismatches_are_errors_and_write_nothing() {
 
 #[test]
 fn dense_cholesky_of_non_positive_definite_is_an_error() {
-    let m = |n: usize, data: &[f64]| Matrix::new(n, n, data.to_vec()).unwrap();
-    let cases = [
-        (
-            "minus identity",
-            m(3, &[-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, -1.0]),
-            Some(0),
-        ),
-        ("zero", Matrix::zeros(2, 2), Some(0)),
-        ("indefinite 2x2", m(2, &[1.0, 2.0, 2.0, 1.0]), Some(1)),
-        (
-            "diag(1, 2, -1, 3)",
-            m(
-                4,
-                &[
-                    1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 3.0,
-                ],
-            ),
-            Some(2),
-        ),
-        ("singular psd", m(2, &[1.0, 1.0, 1.0, 1.0]), Some(1)),
-        ("NaN", m(2, &[f64::NAN, 0.0, 0.0, 1.0]), None),
-    ];
-    for (name, dense) in backends() {
-        for (what, a, pivot) in &cases {
-            let mut l = a.clone();
-            match (dense.cholesky(&mut l), pivot) {
-                (Err(Error::NotPositiveDefinite { pivot: got }), Some(want)) => {
-                    assert_eq!(got, *want, "{name} cholesky of {what}: pivot")
-                }
-                (Err(Error::NotPositiveDefinite { .. }), None) => {}
-                (other, _) => {
-                    panic!("{name} cholesky of {what}: expected NotPositiveDefinite, got {other:?}")
-                }
-            }
-        }
-    }
+    on_every_backend(|d| dense::check_not_positive_definite(d));
 }
 
 // ---------------------------------------------------------------------------

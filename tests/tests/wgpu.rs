@@ -5,8 +5,8 @@
 
 use prunus_tests::gpu::{wgpu_backend, wgpu_small_windows};
 
-prunus_tests::conformance_tests!(wgpu_whole, maybe: wgpu_backend());
-prunus_tests::conformance_tests!(wgpu_windows, maybe: wgpu_small_windows());
+prunus_testing::conformance_tests!(wgpu_whole, maybe: wgpu_backend());
+prunus_testing::conformance_tests!(wgpu_windows, maybe: wgpu_small_windows());
 
 use prunus_core::contract::histogram::TensorCut;
 use prunus_core::contract::key::order_key;

@@ -10,7 +10,7 @@ use prunus_core::methods::second_order::surgeon::{
     SearchConfig, cbs_select, magnitude, woodfisher,
 };
 use prunus_core::{Dense, Error, Matrix, ReferenceBackend, Transpose};
-use prunus_tests::dense::{Rng, assert_close, rel_diff};
+use prunus_testing::dense::{Rng, assert_close, rel_diff};
 use prunus_tests::gpu::wgpu_backend;
 use prunus_wgpu::{Offload, WgpuBackend};
 

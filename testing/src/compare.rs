@@ -2,6 +2,8 @@
 
 use prunus_core::{Error, Mask};
 
+use crate::invariants::masks_equal;
+
 /// Two floats are the same bits, or both NaN (NaN payloads may differ
 /// between devices).
 pub fn same_bits(a: f32, b: f32) -> bool {
@@ -88,27 +90,11 @@ pub fn assert_close(context: &str, got: &[f32], want: &[f32], tolerance: &[f64])
 }
 
 /// Panics unless the masks are equal, naming the first layer and element that
-/// differ.
+/// differ ([`masks_equal`]).
 #[track_caller]
 pub fn assert_masks_eq(context: &str, got: &[Mask], want: &[Mask]) {
-    assert_eq!(got.len(), want.len(), "{context}: number of masks differs");
-    for (l, (g, w)) in got.iter().zip(want).enumerate() {
-        if g == w {
-            continue;
-        }
-        let shapes = format!("shapes {} vs {}", g.shape_string(), w.shape_string());
-        if g.len() != w.len() || g.shape_string() != w.shape_string() {
-            panic!("{context}: mask {l}: {shapes}");
-        }
-        let i = (0..g.len()).find(|&i| g.get(i) != w.get(i));
-        panic!(
-            "{context}: mask {l} differs first at element {i:?} (got kept={:?}); \
-             pruned {} vs expected {} of {}",
-            i.map(|i| g.get(i)),
-            g.count_pruned(),
-            w.count_pruned(),
-            g.len()
-        );
+    if let Err(v) = masks_equal(got, want) {
+        panic!("{context}: {v}");
     }
 }
 
@@ -150,18 +136,6 @@ pub fn assert_same_error_kind<T, U>(
             show(w.as_ref().err().ok_or(())),
             show(g.as_ref().err().ok_or(()))
         ),
-    }
-}
-
-/// Display of a mask's shape, for messages.
-trait ShapeString {
-    fn shape_string(&self) -> String;
-}
-
-impl ShapeString for Mask {
-    fn shape_string(&self) -> String {
-        use prunus_core::HasShape;
-        self.shape().to_string()
     }
 }
 

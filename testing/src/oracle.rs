@@ -16,7 +16,7 @@ use prunus_core::{
     Shape,
 };
 
-use crate::host::HostLayer;
+use crate::layers::HostLayer;
 
 /// The masks [`prunus_core::prune()`] must return for `layers` and `config`.
 ///

@@ -1,6 +1,7 @@
-//! Shared proptest strategies: shapes of rank 1 to 4, tensors with and
-//! without ties, distinct scores, sparsities, N:M patterns with shapes that
-//! fit them, masks, and lists of named layers.
+//! proptest strategies for pruning: shapes of rank 1 to 4, tensors with and
+//! without ties (signed zeros, subnormals, infinities, NaN where a
+//! [`NanPolicy`] allows it), distinct scores, sparsities, N:M patterns with
+//! shapes that fit them, masks, lists of named layers and schedules.
 //!
 //! Everything random comes from proptest's generators (no `rand` inside a
 //! property), so failures shrink and replay from the regression files.
@@ -10,9 +11,9 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::Config;
 
-use prunus_core::{Grouping, Mask, NofM, Schedule, Shape};
+use prunus_core::{Grouping, Mask, NanPolicy, NofM, Schedule, Shape};
 
-use crate::host::HostLayer;
+use crate::layers::HostLayer;
 
 /// A proptest configuration with `cases` cases, unless the environment sets
 /// `PROPTEST_CASES`.
@@ -59,6 +60,67 @@ pub fn distinct_values(n: usize) -> impl Strategy<Value = Vec<f32>> {
 /// `n` values: tied, continuous or distinct.
 pub fn values(n: usize) -> BoxedStrategy<Vec<f32>> {
     prop_oneof![tied_values(n), continuous_values(n), distinct_values(n)].boxed()
+}
+
+/// Floats at the edges of the order: signed zeros, the smallest subnormals
+/// and normals of both signs, a subnormal in the middle of the range, the
+/// extremes and the infinities. No NaN.
+pub const EDGE_VALUES: [f32; 13] = [
+    0.0,
+    -0.0,
+    1e-45,
+    -1e-45,
+    5.877_472e-39,
+    -5.877_472e-39,
+    f32::MIN_POSITIVE,
+    -f32::MIN_POSITIVE,
+    1.0,
+    f32::MAX,
+    f32::MIN,
+    f32::INFINITY,
+    f32::NEG_INFINITY,
+];
+
+/// `n` values drawn from [`EDGE_VALUES`] and `[-10, 10]` alike: ties among
+/// signed zeros and subnormals, which a backend that flushes subnormals or
+/// compares floats instead of their bits gets wrong.
+pub fn edge_values(n: usize) -> impl Strategy<Value = Vec<f32>> {
+    vec(prop_oneof![select(&EDGE_VALUES[..]), -10.0f32..=10.0], n)
+}
+
+/// `n` values as [`values`] or [`edge_values`], with up to a quarter of them
+/// NaN (some with the sign bit set) where `nan` is not
+/// [`NanPolicy::Error`], which would refuse them.
+pub fn values_for(nan: NanPolicy, n: usize) -> BoxedStrategy<Vec<f32>> {
+    let base = prop_oneof![values(n), edge_values(n)];
+    if nan == NanPolicy::Error || n == 0 {
+        return base.boxed();
+    }
+    (base, vec((0..n, any::<bool>()), 0..=n.div_ceil(4)))
+        .prop_map(|(mut v, at)| {
+            for (i, negative) in at {
+                v[i] = if negative { -f32::NAN } else { f32::NAN };
+            }
+            v
+        })
+        .boxed()
+}
+
+/// A shape of rank 1 to `max_rank` (each dimension `1..=max_dim`) and values
+/// for it from `values` (e.g. [`values`], [`edge_values`], [`distinct_values`]).
+pub fn tensor<S, F>(
+    max_rank: usize,
+    max_dim: usize,
+    values: F,
+) -> impl Strategy<Value = (Shape, Vec<f32>)>
+where
+    S: Strategy<Value = Vec<f32>>,
+    F: Fn(usize) -> S,
+{
+    shape(max_rank, max_dim).prop_flat_map(move |s| {
+        let n = s.numel();
+        (Just(s), values(n))
+    })
 }
 
 /// A sparsity in `[0, 1]`, the ends and the middle included often.

@@ -11,11 +11,30 @@
 //! - masks, histograms, key counts, NaN counts and errors: exactly;
 //! - elementwise ops, group reductions, mask application and random tensors:
 //!   bit for bit (they are defined to be identical; NaN payloads may differ),
-//!   except, on a backend that flushes subnormals (most GPUs), the elements a
-//!   subnormal value took part in, which may differ by the flushed amounts;
+//!   except, on a backend that flushes subnormals (most GPUs: see
+//!   [`Backend::flushes_subnormals`]), the elements a subnormal value took
+//!   part in, which may differ by the flushed amounts;
 //! - dense linear algebra: within a rounding-error bound.
 //!
-//! [`crate::conformance_tests!`] turns every function here into a `#[test]`.
+//! Two ways to run it:
+//! - [`crate::conformance_tests!`] turns every check into a `#[test]` (one
+//!   test per check, so a failure names its check and the others still
+//!   run);
+//! - [`run_conformance`] runs every check in turn and returns the failures
+//!   as values ([`CheckFailure`]), for a harness of your own or a test that
+//!   expects a backend to fail.
+//!
+//! ```
+//! use prunus_core::ReferenceBackend;
+//! use prunus_testing::conformance::{check_prune_ties_across_layers, run_check};
+//!
+//! // One check, its panic turned into a described failure.
+//! run_check(&ReferenceBackend, "check_prune_ties_across_layers", check_prune_ties_across_layers)
+//!     .expect("the reference backend is its own oracle");
+//! ```
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use prunus_core::contract::granularity::REDUCE_CHUNK;
 use prunus_core::contract::histogram::{Histogram, KeyCount, KeyWindow, TensorCut};
@@ -35,7 +54,7 @@ use crate::compare::{
     Slack, assert_bits_eq, assert_bits_eq_within, assert_close, assert_masks_eq,
     assert_same_error_kind, assert_same_masks, kept, pruned, same_bits,
 };
-use crate::host::{
+use crate::layers::{
     HostLayer, distinct_values, prune_on, quantised_values, random_mask, select_on, shape,
     sparse_values, special_mix, uniform_values, wide_range_values,
 };
@@ -3344,4 +3363,122 @@ mod tests {
         let s = reduction_slack(true, Reduction::Sum, &[TINY, -TINY]).expect("touched");
         assert_eq!(s.flushed.to_bits(), 0);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Running the suite
+// ---------------------------------------------------------------------------
+
+/// One check that failed on a backend, with the check's own message (which
+/// names the case and the first difference).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckFailure {
+    /// The backend's [`Backend::name`].
+    pub backend: String,
+    /// The check, e.g. `check_range_masks`.
+    pub check: &'static str,
+    /// What the check found.
+    pub message: String,
+}
+
+impl fmt::Display for CheckFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} failed on {}: {}",
+            self.check, self.backend, self.message
+        )
+    }
+}
+
+impl std::error::Error for CheckFailure {}
+
+/// Every check of the suite that failed on a backend, out of how many ran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConformanceFailures {
+    /// The checks that ran.
+    pub checks: usize,
+    /// The ones that failed, in the suite's order.
+    pub failures: Vec<CheckFailure>,
+}
+
+impl ConformanceFailures {
+    /// The failure of `check`, if it failed.
+    pub fn failure(&self, check: &str) -> Option<&CheckFailure> {
+        self.failures.iter().find(|f| f.check == check)
+    }
+}
+
+impl fmt::Display for ConformanceFailures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of {} conformance checks failed",
+            self.failures.len(),
+            self.checks
+        )?;
+        for failure in &self.failures {
+            write!(f, "\n- {failure}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConformanceFailures {}
+
+/// A check of the suite and its name.
+pub type Check<B> = (&'static str, fn(&B));
+
+/// Every check of the suite, by name, for a backend type: what
+/// [`crate::conformance_tests!`] instantiates and [`run_conformance`] runs.
+pub fn checks<B: Backend>() -> Vec<Check<B>> {
+    crate::__with_backend_checks!(@list B)
+}
+
+/// Runs `check` on `b`, turning its panic into a [`CheckFailure`] that
+/// carries the panic message. The panic is still reported by the panic hook
+/// (on stderr, or captured by the test harness).
+pub fn run_check<B: Backend>(b: &B, name: &'static str, check: fn(&B)) -> Result<(), CheckFailure> {
+    catch_unwind(AssertUnwindSafe(|| check(b))).map_err(|payload| {
+        let message = if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_string()
+        } else {
+            "the check panicked with a payload that is not a message".to_string()
+        };
+        CheckFailure {
+            backend: b.name(),
+            check: name,
+            message,
+        }
+    })
+}
+
+/// Runs every check of the suite on `b`, one after another, and returns the
+/// number that ran, or every failure with its message. The whole suite takes
+/// seconds on a CPU in a release build; [`crate::conformance_tests!`] runs
+/// the checks as parallel tests instead.
+pub fn run_conformance<B: Backend>(b: &B) -> Result<usize, ConformanceFailures> {
+    let all = checks::<B>();
+    let failures: Vec<CheckFailure> = all
+        .iter()
+        .filter_map(|&(name, check)| run_check(b, name, check).err())
+        .collect();
+    if failures.is_empty() {
+        Ok(all.len())
+    } else {
+        Err(ConformanceFailures {
+            checks: all.len(),
+            failures,
+        })
+    }
+}
+
+/// The names of the `pub fn check_*` functions declared in this module, read
+/// from its source, in order: [`crate::conformance_tests!`] compares its list
+/// with them, so a new check cannot go uninstantiated.
+#[doc(hidden)]
+pub fn declared_checks() -> Vec<&'static str> {
+    crate::declared_in(include_str!("conformance.rs"))
 }
