@@ -24,6 +24,7 @@ mod lab;
 mod manual;
 mod memory;
 mod progress;
+mod prune_args;
 #[cfg(feature = "transformers")]
 mod structured;
 #[cfg(feature = "transformers")]
@@ -47,7 +48,7 @@ enum Command {
     /// Prune a safetensors checkpoint to an exact sparsity or an N:M
     /// pattern, writing a new file; or a Hugging Face model folder with
     /// magnitude, Wanda, SparseGPT or layer-wise OBS, writing a new folder.
-    Prune(checkpoint::PruneArgs),
+    Prune(prune_args::PruneArgs),
     /// Measure what pruning cost a model folder on text: a decoder's
     /// perplexity, an encoder's sentence embeddings against the dense model.
     #[cfg(feature = "transformers")]
@@ -107,7 +108,7 @@ enum LabCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Prune(args) => checkpoint::prune(&args),
+        Command::Prune(args) => prune(&args),
         Command::Inspect(args) => checkpoint::inspect_file(&args),
         #[cfg(feature = "transformers")]
         Command::Eval(args) => transformer::eval(&args),
@@ -133,6 +134,26 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// Runs `prunus prune`: a model folder through the transformer paths
+/// (structured or not), a file through the checkpoint path.
+fn prune(args: &prune_args::PruneArgs) -> Result<(), error::Error> {
+    if !args.input.is_dir() {
+        return checkpoint::prune(args);
+    }
+    #[cfg(feature = "transformers")]
+    return match &args.structured {
+        Some(parts) => structured::prune(args, parts),
+        None => transformer::prune(args),
+    };
+    #[cfg(not(feature = "transformers"))]
+    Err(error::Error::argument(
+        "IN",
+        args.input.display(),
+        "a .safetensors file (this prunus was built without the transformers feature, \
+         which prunes model folders)",
+    ))
 }
 
 /// Prints one line per adapter.

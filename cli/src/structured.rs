@@ -16,11 +16,10 @@ use prunus_candle::{FolderWriter, ModelFolder, Structure, WriteSummary};
 use serde_json::{Value, json};
 
 use crate::backend::{BackendJob, BackendSpec, Device, dispatch};
-use crate::checkpoint::{BlockScoreArg, Method, PruneArgs, ScopeKind, StructuredParts};
 use crate::error::Error;
 use crate::memory::peak_rss_mib;
 use crate::progress::Bars;
-use crate::transformer::calibration_samples;
+use crate::prune_args::{BlockScoreArg, Method, PruneArgs, ScopeKind, StructuredParts};
 
 /// What `args` ask of a structured pruning, checked before any work.
 fn settings(args: &PruneArgs, parts: &StructuredParts) -> Result<StructuredSettings, Error> {
@@ -170,7 +169,7 @@ pub(crate) fn prune(args: &PruneArgs, parts: &StructuredParts) -> Result<(), Err
     let mut graph = open_graph(&folder, &device)?;
     let samples = match &args.calibration {
         Some(path) if settings.method.is_calibrated() || settings.blocks.is_some() => {
-            Some(calibration_samples(args, path, &folder, &*graph)?)
+            Some(args.calibration_samples(path, &folder, &*graph)?)
         }
         _ => None,
     };

@@ -22,10 +22,10 @@ use prunus_core::methods::layerwise::Target;
 use serde_json::{Value, json};
 
 use crate::backend::{BackendJob, BackendSpec, Device, dispatch};
-use crate::checkpoint::{Method, PruneArgs, ScopeKind};
 use crate::error::Error;
 use crate::memory::peak_rss_mib;
 use crate::progress::Bars;
+use crate::prune_args::{Method, PruneArgs, ScopeKind};
 
 /// What `args` ask of a model folder, checked before any work.
 fn settings(args: &PruneArgs) -> Result<Settings, Error> {
@@ -111,9 +111,6 @@ fn settings(args: &PruneArgs) -> Result<Settings, Error> {
 
 /// Runs `prunus prune` on a model folder.
 pub(crate) fn prune(args: &PruneArgs) -> Result<(), Error> {
-    if let Some(parts) = &args.structured {
-        return crate::structured::prune(args, parts);
-    }
     let started = Instant::now();
     let settings = settings(args)?;
     let spec = BackendSpec::new(args.backend, args.threads);
@@ -130,7 +127,7 @@ pub(crate) fn prune(args: &PruneArgs) -> Result<(), Error> {
     let mut graph = open_graph(&folder, &device)?;
     let filter = Filter::new(args.include.as_deref(), args.exclude.as_deref())?;
     let samples = match &args.calibration {
-        Some(path) => Some(calibration_samples(args, path, &folder, &*graph)?),
+        Some(path) => Some(args.calibration_samples(path, &folder, &*graph)?),
         None => None,
     };
     let writer = FolderWriter::create(&folder, &args.output, args.force)?;
@@ -159,20 +156,6 @@ pub(crate) fn prune(args: &PruneArgs) -> Result<(), Error> {
         print_prune(args, &settings, family, &report, &summary, wall);
     }
     Ok(())
-}
-
-/// The calibration samples of `path` for the model in `folder`: sentences
-/// for an encoder, packed sequences of `--seq-len` for a decoder, at most
-/// `--samples` of them.
-pub(crate) fn calibration_samples(
-    args: &PruneArgs,
-    path: &Path,
-    folder: &ModelFolder,
-    graph: &dyn Graph,
-) -> Result<Vec<Vec<u32>>, Error> {
-    let lines = read_lines(path)?;
-    let seq_len = args.seq_len.unwrap_or(DECODER_SEQ_LEN);
-    Ok(token_samples(folder, graph, &lines, args.samples, seq_len)?)
 }
 
 /// Pruning a model folder on one backend, with a bar per block.
