@@ -10,7 +10,7 @@ use prunus_lab::data::{Dataset, TeacherStudent};
 use prunus_lab::flow::{FlowConfig, FlowResult, Progress, run_flow};
 use prunus_lab::forward::{ForwardLabConfig, ForwardResult, Task, run_forward_lab};
 use prunus_lab::infcop::{InfcopConfig, InfcopResult, StepKind, run_infcop};
-use prunus_lab::{Report, write_atomic, write_text_atomic};
+use prunus_lab::{ProtocolResult, Report, write_atomic, write_text_atomic};
 
 use crate::args::check_output;
 use crate::backend::{BackendJob, BackendKind, BackendSpec, Device, dispatch};
@@ -121,18 +121,6 @@ impl Protocol for FlowConfig {
         bars.clear();
         Ok(result?)
     }
-
-    fn table(result: &FlowResult) -> String {
-        result.table()
-    }
-
-    fn report(result: &FlowResult) -> Result<Report, Error> {
-        Ok(result.report()?)
-    }
-
-    fn svg(result: &FlowResult) -> Result<String, Error> {
-        Ok(result.chart().to_svg()?)
-    }
 }
 
 /// Arguments of `prunus lab cbs`.
@@ -222,18 +210,6 @@ impl Protocol for CbsConfig {
         backend.with_dense(threads, |dense, _| {
             Ok(run_cbs(dense, data, self, &mut progress)?)
         })
-    }
-
-    fn table(result: &CbsResult) -> String {
-        result.table()
-    }
-
-    fn report(result: &CbsResult) -> Result<Report, Error> {
-        Ok(result.report()?)
-    }
-
-    fn svg(result: &CbsResult) -> Result<String, Error> {
-        Ok(result.chart().to_svg()?)
     }
 }
 
@@ -369,18 +345,6 @@ impl Protocol for InfcopConfig {
     ) -> Result<InfcopResult, Error> {
         let mut progress = |line: &str| eprintln!("{line}");
         Ok(run_infcop(backend, data, self, &mut progress)?)
-    }
-
-    fn table(result: &InfcopResult) -> String {
-        result.table()
-    }
-
-    fn report(result: &InfcopResult) -> Result<Report, Error> {
-        Ok(result.report()?)
-    }
-
-    fn svg(result: &InfcopResult) -> Result<String, Error> {
-        Ok(result.chart().to_svg()?)
     }
 }
 
@@ -552,18 +516,6 @@ impl Protocol for ForwardLabConfig {
         let mut progress = |line: &str| eprintln!("{line}");
         Ok(run_forward_lab(backend, data, self, &mut progress)?)
     }
-
-    fn table(result: &ForwardResult) -> String {
-        result.table()
-    }
-
-    fn report(result: &ForwardResult) -> Result<Report, Error> {
-        Ok(result.report()?)
-    }
-
-    fn svg(result: &ForwardResult) -> Result<String, Error> {
-        Ok(result.chart()?)
-    }
 }
 
 /// A lab protocol as the CLI runs it: its configuration, run once on
@@ -571,7 +523,7 @@ impl Protocol for ForwardLabConfig {
 /// writes.
 trait Protocol: Sync {
     /// The protocol's result.
-    type Result: Send;
+    type Result: ProtocolResult + Send;
 
     /// Runs the protocol on `backend` (`threads` for a CPU helper of a GPU).
     fn run<'d, B: Device<'d>>(
@@ -580,15 +532,6 @@ trait Protocol: Sync {
         data: Arc<Dataset>,
         threads: usize,
     ) -> Result<Self::Result, Error>;
-
-    /// The table printed on stdout.
-    fn table(result: &Self::Result) -> String;
-
-    /// The JSON report.
-    fn report(result: &Self::Result) -> Result<Report, Error>;
-
-    /// The chart, as an SVG document.
-    fn svg(result: &Self::Result) -> Result<String, Error>;
 }
 
 /// A [`Protocol`] as a [`BackendJob`].
@@ -622,8 +565,8 @@ fn run_protocol<P: Protocol>(
         threads,
     };
     let result = dispatch(&BackendSpec::new(backend, threads), job)?;
-    println!("{}", P::table(&result));
-    outputs.write(|| P::report(&result), backend, || P::svg(&result))
+    println!("{}", result.table());
+    outputs.write(|| Ok(result.report()?), backend, || Ok(result.svg()?))
 }
 
 /// MNIST from `dir`, or the synthetic task; says which on stderr.

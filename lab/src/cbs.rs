@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::flow::fmt_mean;
 use crate::host::{LabHost, Sgd};
 use crate::network::Network;
-use crate::report::{Report, Row, mean_std};
+use crate::report::{ProtocolResult, Report, Row, mean_std};
 
 /// The methods, in the paper's column order.
 pub const METHODS: [&str; 5] = ["MP", "WF-S", "CBS-S", "WF", "CBS"];
@@ -424,10 +424,31 @@ impl CbsResult {
         total
     }
 
+    /// Mean test accuracy against sparsity, one line per method.
+    pub fn chart(&self) -> Chart {
+        let mut chart = Chart::new(
+            format!("{} on {}: one-shot pruning", self.network, self.dataset),
+            "sparsity (fraction of weights removed)",
+            "test accuracy (%)",
+        );
+        for (m, name) in METHODS.iter().enumerate() {
+            let points = (0..self.config.sparsities.len())
+                .map(|s| {
+                    let mean = mean_std(&self.values(s, m)).map_or(f64::NAN, |x| x.0);
+                    (self.config.sparsities[s], mean)
+                })
+                .collect();
+            chart = chart.series(Series::new(*name, points));
+        }
+        chart
+    }
+}
+
+impl ProtocolResult for CbsResult {
     /// The JSON report: `test_acc` per method and `sparsity`, the dense
     /// network's as method `dense`, and CBS-S's `objective_ratio` and
     /// `passes`.
-    pub fn report(&self) -> Result<Report> {
+    fn report(&self) -> Result<Report> {
         let c = &self.config;
         let mut report = Report::new("cbs", self.dataset.clone(), c.seeds.clone());
         report.set_config("model", self.network.clone());
@@ -474,7 +495,7 @@ impl CbsResult {
 
     /// The table in the paper's layout, the published numbers beside it,
     /// then each method's gap to MP here and in the paper.
-    pub fn table(&self) -> String {
+    fn table(&self) -> String {
         let c = &self.config;
         let dense: Vec<f64> = self.runs.iter().map(|r| r.dense_acc).collect();
         let mut out = format!(
@@ -540,23 +561,8 @@ impl CbsResult {
         out
     }
 
-    /// Mean test accuracy against sparsity, one line per method.
-    pub fn chart(&self) -> Chart {
-        let mut chart = Chart::new(
-            format!("{} on {}: one-shot pruning", self.network, self.dataset),
-            "sparsity (fraction of weights removed)",
-            "test accuracy (%)",
-        );
-        for (m, name) in METHODS.iter().enumerate() {
-            let points = (0..self.config.sparsities.len())
-                .map(|s| {
-                    let mean = mean_std(&self.values(s, m)).map_or(f64::NAN, |x| x.0);
-                    (self.config.sparsities[s], mean)
-                })
-                .collect();
-            chart = chart.series(Series::new(*name, points));
-        }
-        chart
+    fn svg(&self) -> Result<String> {
+        self.chart().to_svg()
     }
 }
 

@@ -26,7 +26,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::host::{LabHost, Sgd};
 use crate::network::{CnnSpec, Network};
-use crate::report::{Report, Row, mean_std};
+use crate::report::{ProtocolResult, Report, Row, mean_std};
 
 /// The protocol's settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -376,117 +376,6 @@ impl FlowResult {
         tail.iter().sum::<f64>() / tail.len() as f64
     }
 
-    /// The JSON report: `train_loss` per `epoch` and `test_acc` (and
-    /// `val_acc`, `wall_s`) per method, one value per seed.
-    pub fn report(&self) -> Result<Report> {
-        let c = &self.config;
-        let mut report = Report::new("flow", self.dataset.clone(), c.seeds.clone());
-        report.set_config("model", self.network.clone());
-        report.set_config("granularity", "filters");
-        report.set_config("scope", "global, raw scores");
-        report.set_config("sparsity", c.sparsity);
-        report.set_config("rounds", c.rounds as u64);
-        report.set_config("epochs_after_pruning", c.epochs as u64);
-        report.set_config(
-            "sgd",
-            c.sgd
-                .to_json("x0.1 for the last third of the epochs after pruning"),
-        );
-        report.set_config("calibration_samples", c.calibration as u64);
-        report.set_config("temperature", c.temperature);
-        report.set_config("grasp_temperature", c.grasp_temperature);
-        report.set_config("min_filters", "floor(0.05 * width) + 1");
-        for m in &c.measures {
-            let runs: Vec<&FlowRun> = self.runs_of(m).collect();
-            if runs.is_empty() {
-                continue;
-            }
-            let epochs = runs.iter().map(|r| r.train_loss.len()).min().unwrap_or(0);
-            for e in 0..epochs {
-                let values = runs.iter().map(|r| r.train_loss[e]).collect();
-                report.push(Row::new(m, "train_loss", values)?.epoch(e as u64 + 1));
-            }
-            let sparsity = c.sparsity;
-            report.push(
-                Row::new(m, "test_acc", runs.iter().map(|r| r.test_acc).collect())?
-                    .sparsity(sparsity),
-            );
-            report.push(
-                Row::new(m, "val_acc", runs.iter().map(|r| r.val_acc).collect())?
-                    .sparsity(sparsity),
-            );
-            report.push(Row::new(
-                m,
-                "wall_s",
-                runs.iter().map(|r| r.wall_s).collect(),
-            )?);
-        }
-        report.set_timing("total", self.wall_s);
-        report.set_timing("prune", self.runs.iter().map(|r| r.prune_s).sum());
-        Ok(report)
-    }
-
-    /// The results table, then the paper's three claims answered from it.
-    pub fn table(&self) -> String {
-        let c = &self.config;
-        let n = c.rounds;
-        let mut out = format!(
-            "{} on {}, {:.0}% of filters removed in {} rounds from initialisation, {} epochs after; {} seed(s)\n\n",
-            self.network,
-            self.dataset,
-            c.sparsity * 100.0,
-            n,
-            c.epochs,
-            c.seeds.len()
-        );
-        out.push_str(&format!(
-            "{:<12} {:>15} {:>12} {:>12} {:>12} {:>12}  {}\n",
-            "measure",
-            "test acc (%)",
-            format!("loss ep {}", n),
-            format!("loss ep {}", n + 1),
-            "loss after",
-            "final loss",
-            "filters kept"
-        ));
-        for m in &c.measures {
-            let runs: Vec<&FlowRun> = self.runs_of(m).collect();
-            let Some(first) = runs.first() else { continue };
-            let at = |e: usize| {
-                self.mean_of(m, |r| r.train_loss.get(e).copied().unwrap_or(f64::NAN))
-                    .map_or(f64::NAN, |x| x.0)
-            };
-            let (acc, acc_std) = self.mean_of(m, |r| r.test_acc).unwrap_or((f64::NAN, 0.0));
-            let after = self
-                .mean_of(m, |r| self.post_pruning_loss(r))
-                .map_or(f64::NAN, |x| x.0);
-            let last = first.train_loss.len().saturating_sub(1);
-            out.push_str(&format!(
-                "{:<12} {:>8.2} ± {:<4.2} {:>12.4} {:>12.4} {:>12.4} {:>12.4}  {}\n",
-                m,
-                acc,
-                acc_std,
-                at(n.saturating_sub(1)),
-                at(n),
-                after,
-                at(last),
-                first
-                    .filters
-                    .iter()
-                    .map(|f| f.to_string())
-                    .collect::<Vec<_>>()
-                    .join("/")
-            ));
-        }
-        out.push_str(&format!(
-            "\nloss ep k: mean training loss of epoch k (epochs 1-{n} are the prune-and-train rounds);\n\
-             loss after: mean over the {} epochs after pruning (lower = converged faster).\n",
-            c.epochs
-        ));
-        out.push_str(&self.claims());
-        out
-    }
-
     /// The paper's three claims, answered from the runs (where the measures
     /// they need were run). Two measures differ only where their means are
     /// more than one standard error of the difference apart
@@ -609,6 +498,123 @@ impl FlowResult {
             chart = chart.series(Series::new(m.clone(), points));
         }
         chart
+    }
+}
+
+impl ProtocolResult for FlowResult {
+    /// The JSON report: `train_loss` per `epoch` and `test_acc` (and
+    /// `val_acc`, `wall_s`) per method, one value per seed.
+    fn report(&self) -> Result<Report> {
+        let c = &self.config;
+        let mut report = Report::new("flow", self.dataset.clone(), c.seeds.clone());
+        report.set_config("model", self.network.clone());
+        report.set_config("granularity", "filters");
+        report.set_config("scope", "global, raw scores");
+        report.set_config("sparsity", c.sparsity);
+        report.set_config("rounds", c.rounds as u64);
+        report.set_config("epochs_after_pruning", c.epochs as u64);
+        report.set_config(
+            "sgd",
+            c.sgd
+                .to_json("x0.1 for the last third of the epochs after pruning"),
+        );
+        report.set_config("calibration_samples", c.calibration as u64);
+        report.set_config("temperature", c.temperature);
+        report.set_config("grasp_temperature", c.grasp_temperature);
+        report.set_config("min_filters", "floor(0.05 * width) + 1");
+        for m in &c.measures {
+            let runs: Vec<&FlowRun> = self.runs_of(m).collect();
+            if runs.is_empty() {
+                continue;
+            }
+            let epochs = runs.iter().map(|r| r.train_loss.len()).min().unwrap_or(0);
+            for e in 0..epochs {
+                let values = runs.iter().map(|r| r.train_loss[e]).collect();
+                report.push(Row::new(m, "train_loss", values)?.epoch(e as u64 + 1));
+            }
+            let sparsity = c.sparsity;
+            report.push(
+                Row::new(m, "test_acc", runs.iter().map(|r| r.test_acc).collect())?
+                    .sparsity(sparsity),
+            );
+            report.push(
+                Row::new(m, "val_acc", runs.iter().map(|r| r.val_acc).collect())?
+                    .sparsity(sparsity),
+            );
+            report.push(Row::new(
+                m,
+                "wall_s",
+                runs.iter().map(|r| r.wall_s).collect(),
+            )?);
+        }
+        report.set_timing("total", self.wall_s);
+        report.set_timing("prune", self.runs.iter().map(|r| r.prune_s).sum());
+        Ok(report)
+    }
+
+    /// The results table, then the paper's three claims answered from it.
+    fn table(&self) -> String {
+        let c = &self.config;
+        let n = c.rounds;
+        let mut out = format!(
+            "{} on {}, {:.0}% of filters removed in {} rounds from initialisation, {} epochs after; {} seed(s)\n\n",
+            self.network,
+            self.dataset,
+            c.sparsity * 100.0,
+            n,
+            c.epochs,
+            c.seeds.len()
+        );
+        out.push_str(&format!(
+            "{:<12} {:>15} {:>12} {:>12} {:>12} {:>12}  {}\n",
+            "measure",
+            "test acc (%)",
+            format!("loss ep {}", n),
+            format!("loss ep {}", n + 1),
+            "loss after",
+            "final loss",
+            "filters kept"
+        ));
+        for m in &c.measures {
+            let runs: Vec<&FlowRun> = self.runs_of(m).collect();
+            let Some(first) = runs.first() else { continue };
+            let at = |e: usize| {
+                self.mean_of(m, |r| r.train_loss.get(e).copied().unwrap_or(f64::NAN))
+                    .map_or(f64::NAN, |x| x.0)
+            };
+            let (acc, acc_std) = self.mean_of(m, |r| r.test_acc).unwrap_or((f64::NAN, 0.0));
+            let after = self
+                .mean_of(m, |r| self.post_pruning_loss(r))
+                .map_or(f64::NAN, |x| x.0);
+            let last = first.train_loss.len().saturating_sub(1);
+            out.push_str(&format!(
+                "{:<12} {:>8.2} ± {:<4.2} {:>12.4} {:>12.4} {:>12.4} {:>12.4}  {}\n",
+                m,
+                acc,
+                acc_std,
+                at(n.saturating_sub(1)),
+                at(n),
+                after,
+                at(last),
+                first
+                    .filters
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            ));
+        }
+        out.push_str(&format!(
+            "\nloss ep k: mean training loss of epoch k (epochs 1-{n} are the prune-and-train rounds);\n\
+             loss after: mean over the {} epochs after pruning (lower = converged faster).\n",
+            c.epochs
+        ));
+        out.push_str(&self.claims());
+        out
+    }
+
+    fn svg(&self) -> Result<String> {
+        self.chart().to_svg()
     }
 }
 

@@ -52,7 +52,7 @@ use crate::error::{Error, Result};
 use crate::flow::fmt_mean;
 use crate::host::{LabHost, Sgd};
 use crate::network::Network;
-use crate::report::{Report, Row, mean_std};
+use crate::report::{ProtocolResult, Report, Row, mean_std};
 
 /// The methods, in run order.
 pub const METHODS: [&str; 3] = ["forward", "backward", "scratch"];
@@ -677,23 +677,14 @@ impl TaskResult {
     }
 }
 
-impl ForwardResult {
-    /// Every task's table, then the time taken.
-    pub fn table(&self) -> String {
-        let mut out = String::new();
-        for t in &self.tasks {
-            out.push_str(&t.table(&self.config));
-            out.push('\n');
-        }
-        out.push_str(&format!("total {:.1} s\n", self.wall_s));
-        out
-    }
+impl ForwardResult {}
 
+impl ProtocolResult for ForwardResult {
     /// The JSON report: per task (`task`), width (`width`: hidden units
     /// kept in all) and method, `test_acc`, `test_acc_before_ft`,
     /// `test_loss`, `test_loss_before_ft`, `params`, `infer_ms` and
     /// `wall_s`; the dense networks as method `dense`.
-    pub fn report(&self) -> Result<Report> {
+    fn report(&self) -> Result<Report> {
         let c = &self.config;
         let dataset = self
             .tasks
@@ -773,10 +764,21 @@ impl ForwardResult {
         Ok(report)
     }
 
+    /// Every task's table, then the time taken.
+    fn table(&self) -> String {
+        let mut out = String::new();
+        for t in &self.tasks {
+            out.push_str(&t.table(&self.config));
+            out.push('\n');
+        }
+        out.push_str(&format!("total {:.1} s\n", self.wall_s));
+        out
+    }
+
     /// Per task, test accuracy after fine-tuning against hidden units kept
     /// (seed means), one line per method, with the dense level: one panel
     /// per task, as an SVG document.
-    pub fn chart(&self) -> Result<String> {
+    fn svg(&self) -> Result<String> {
         let charts: Vec<Chart> = self
             .tasks
             .iter()

@@ -46,7 +46,7 @@ use crate::error::{Error, Result};
 use crate::flow::fmt_mean;
 use crate::host::{LabHost, Sgd};
 use crate::network::Network;
-use crate::report::{Report, Row, mean_std};
+use crate::report::{ProtocolResult, Report, Row, mean_std};
 
 /// The methods, in run order.
 pub const METHODS: [&str; 4] = ["imp", "imp-global", "incop-if", "incop-gf"];
@@ -538,100 +538,6 @@ impl InfcopResult {
         }
     }
 
-    /// The table: per method its rounds, final sparsity, retraining epochs,
-    /// time and accuracy; then the savings against classic IMP and
-    /// `imp-global`, the thresholds, and test accuracy per round.
-    pub fn table(&self) -> String {
-        let c = &self.config;
-        let mut out = format!(
-            "IMP with rewinding vs Information-Consistent Pruning: {} on {}, {} seed(s), to {:.1}% \
-             sparsity of the prunable weights (classifier and biases kept); {} dense epochs \
-             (rewind to epoch {}), at most {} retraining epochs per round\n\n",
-            self.network,
-            self.dataset,
-            c.seeds.len(),
-            c.target * 100.0,
-            c.dense_epochs,
-            c.warmup_epochs,
-            c.max_epochs
-        );
-        let dense: Vec<f64> = self
-            .method_runs(0)
-            .map(|r| r.test(&r.run.rounds[0]))
-            .collect();
-        out.push_str(&format!(
-            "dense test accuracy: {} %\n\n",
-            fmt_mean(&dense, 2)
-        ));
-        out.push_str(&format!(
-            "{:<11} {:<16} {:<20} {:>7} {:>9} {:>16} {:>15} {:>15} {:>15}\n",
-            "method",
-            "pruning",
-            "retraining stop",
-            "rounds",
-            "sparsity",
-            "retrain epochs",
-            "rounds wall s",
-            "val acc %",
-            "test acc %"
-        ));
-        for (m, name) in METHODS.iter().enumerate() {
-            let rounds = self.finals(m, |r| (r.run.rounds.len() - 1) as f64);
-            let sparsity = self.finals(m, |r| r.run.last().sparsity);
-            let val = self.finals(m, |r| r.run.last().validation.accuracy * 100.0);
-            out.push_str(&format!(
-                "{:<11} {:<16} {:<20} {:>7} {:>9.4} {:>16} {:>15} {:>15} {:>15}\n",
-                name,
-                c.step_label(name),
-                self.rule_label(name),
-                fmt_mean(&rounds, 1),
-                mean_std(&sparsity).map_or(f64::NAN, |x| x.0),
-                fmt_mean(&self.epochs(m), 1),
-                fmt_mean(&self.rounds_s(m), 1),
-                fmt_mean(&val, 2),
-                fmt_mean(&self.final_test(m), 2)
-            ));
-        }
-        out.push_str(&format!(
-            "(rounds wall s: pruning, rewinding, retraining and every measurement; on seed {} \
-             imp-global also measures both flows every epoch, the calibration trace)\n\n",
-            c.seeds[0]
-        ));
-        for (m, name) in METHODS.iter().enumerate().skip(2) {
-            for base in [0, 1] {
-                out.push_str(&self.saving(m, base, name));
-            }
-        }
-        out.push('\n');
-        for cal in &self.calibration {
-            out.push_str(&format!(
-                "{} flow: ε = {:.3e} ({}); on seed {}'s imp-global trace the distances span \
-                 {:.2e} .. {:.2e}, the rule stops after {} of {} epochs with at most {:.2} \
-                 validation points lost in a round; the official ε = {} fires after the first \
-                 epoch in {} of {} rounds\n",
-                cal.flow,
-                cal.epsilon,
-                if cal.given {
-                    "given".to_string()
-                } else {
-                    format!("calibrated, tolerance {} points", c.tolerance)
-                },
-                c.seeds[0],
-                cal.range.0,
-                cal.range.1,
-                cal.simulated_epochs,
-                cal.trace_epochs,
-                cal.worst_drop,
-                OFFICIAL_EPSILON,
-                cal.official_first_epoch,
-                cal.rounds
-            ));
-        }
-        out.push_str(&self.per_seed());
-        out.push_str(&self.per_round());
-        out
-    }
-
     /// Each seed's retraining epochs, rounds time and final test accuracy.
     fn per_seed(&self) -> String {
         let mut out = String::from("\nper seed: retraining epochs / rounds wall s / test acc %\n");
@@ -730,13 +636,45 @@ impl InfcopResult {
             .unzip()
     }
 
+    /// Test accuracy after each round against cumulative retraining epochs
+    /// (seed means over the rounds every seed ran).
+    pub fn chart(&self) -> Chart {
+        let mut chart = Chart::new(
+            format!("{} on {}: IMP vs InCoP", self.network, self.dataset),
+            "retraining epochs, cumulative",
+            "test accuracy (%)",
+        );
+        for (m, name) in METHODS.iter().enumerate() {
+            let common = self
+                .method_runs(m)
+                .map(|r| r.run.rounds.len())
+                .min()
+                .unwrap_or(0);
+            let points = (0..common)
+                .map(|k| {
+                    let x: Vec<f64> = self
+                        .method_runs(m)
+                        .map(|r| r.run.rounds[1..=k].iter().map(|x| x.epochs as f64).sum())
+                        .collect();
+                    let (acc, _) = self.round_values(m, k);
+                    let mean = |v: &[f64]| mean_std(v).map_or(f64::NAN, |x| x.0);
+                    (mean(&x), mean(&acc))
+                })
+                .collect();
+            chart = chart.series(Series::new(*name, points));
+        }
+        chart
+    }
+}
+
+impl ProtocolResult for InfcopResult {
     /// The JSON report: per method `epochs`, `wall_s`, `test_acc`, `val_acc`
     /// and `rounds` of the whole run (at the final sparsity), and per round
     /// `test_acc` and `epochs` (values from the seeds that ran that round);
     /// then the calibration trace of the first seed's `imp-global` run, per
     /// round and epoch: `val_acc`, `information_distance` and
     /// `gradient_distance` (one value each).
-    pub fn report(&self) -> Result<Report> {
+    fn report(&self) -> Result<Report> {
         let c = &self.config;
         let mut report = Report::new("infcop", self.dataset.clone(), c.seeds.clone());
         report.set_config("model", self.network.clone());
@@ -840,33 +778,101 @@ impl InfcopResult {
         Ok(report)
     }
 
-    /// Test accuracy after each round against cumulative retraining epochs
-    /// (seed means over the rounds every seed ran).
-    pub fn chart(&self) -> Chart {
-        let mut chart = Chart::new(
-            format!("{} on {}: IMP vs InCoP", self.network, self.dataset),
-            "retraining epochs, cumulative",
-            "test accuracy (%)",
+    /// The table: per method its rounds, final sparsity, retraining epochs,
+    /// time and accuracy; then the savings against classic IMP and
+    /// `imp-global`, the thresholds, and test accuracy per round.
+    fn table(&self) -> String {
+        let c = &self.config;
+        let mut out = format!(
+            "IMP with rewinding vs Information-Consistent Pruning: {} on {}, {} seed(s), to {:.1}% \
+             sparsity of the prunable weights (classifier and biases kept); {} dense epochs \
+             (rewind to epoch {}), at most {} retraining epochs per round\n\n",
+            self.network,
+            self.dataset,
+            c.seeds.len(),
+            c.target * 100.0,
+            c.dense_epochs,
+            c.warmup_epochs,
+            c.max_epochs
         );
+        let dense: Vec<f64> = self
+            .method_runs(0)
+            .map(|r| r.test(&r.run.rounds[0]))
+            .collect();
+        out.push_str(&format!(
+            "dense test accuracy: {} %\n\n",
+            fmt_mean(&dense, 2)
+        ));
+        out.push_str(&format!(
+            "{:<11} {:<16} {:<20} {:>7} {:>9} {:>16} {:>15} {:>15} {:>15}\n",
+            "method",
+            "pruning",
+            "retraining stop",
+            "rounds",
+            "sparsity",
+            "retrain epochs",
+            "rounds wall s",
+            "val acc %",
+            "test acc %"
+        ));
         for (m, name) in METHODS.iter().enumerate() {
-            let common = self
-                .method_runs(m)
-                .map(|r| r.run.rounds.len())
-                .min()
-                .unwrap_or(0);
-            let points = (0..common)
-                .map(|k| {
-                    let x: Vec<f64> = self
-                        .method_runs(m)
-                        .map(|r| r.run.rounds[1..=k].iter().map(|x| x.epochs as f64).sum())
-                        .collect();
-                    let (acc, _) = self.round_values(m, k);
-                    let mean = |v: &[f64]| mean_std(v).map_or(f64::NAN, |x| x.0);
-                    (mean(&x), mean(&acc))
-                })
-                .collect();
-            chart = chart.series(Series::new(*name, points));
+            let rounds = self.finals(m, |r| (r.run.rounds.len() - 1) as f64);
+            let sparsity = self.finals(m, |r| r.run.last().sparsity);
+            let val = self.finals(m, |r| r.run.last().validation.accuracy * 100.0);
+            out.push_str(&format!(
+                "{:<11} {:<16} {:<20} {:>7} {:>9.4} {:>16} {:>15} {:>15} {:>15}\n",
+                name,
+                c.step_label(name),
+                self.rule_label(name),
+                fmt_mean(&rounds, 1),
+                mean_std(&sparsity).map_or(f64::NAN, |x| x.0),
+                fmt_mean(&self.epochs(m), 1),
+                fmt_mean(&self.rounds_s(m), 1),
+                fmt_mean(&val, 2),
+                fmt_mean(&self.final_test(m), 2)
+            ));
         }
-        chart
+        out.push_str(&format!(
+            "(rounds wall s: pruning, rewinding, retraining and every measurement; on seed {} \
+             imp-global also measures both flows every epoch, the calibration trace)\n\n",
+            c.seeds[0]
+        ));
+        for (m, name) in METHODS.iter().enumerate().skip(2) {
+            for base in [0, 1] {
+                out.push_str(&self.saving(m, base, name));
+            }
+        }
+        out.push('\n');
+        for cal in &self.calibration {
+            out.push_str(&format!(
+                "{} flow: ε = {:.3e} ({}); on seed {}'s imp-global trace the distances span \
+                 {:.2e} .. {:.2e}, the rule stops after {} of {} epochs with at most {:.2} \
+                 validation points lost in a round; the official ε = {} fires after the first \
+                 epoch in {} of {} rounds\n",
+                cal.flow,
+                cal.epsilon,
+                if cal.given {
+                    "given".to_string()
+                } else {
+                    format!("calibrated, tolerance {} points", c.tolerance)
+                },
+                c.seeds[0],
+                cal.range.0,
+                cal.range.1,
+                cal.simulated_epochs,
+                cal.trace_epochs,
+                cal.worst_drop,
+                OFFICIAL_EPSILON,
+                cal.official_first_epoch,
+                cal.rounds
+            ));
+        }
+        out.push_str(&self.per_seed());
+        out.push_str(&self.per_round());
+        out
+    }
+
+    fn svg(&self) -> Result<String> {
+        self.chart().to_svg()
     }
 }

@@ -264,6 +264,20 @@ impl Report {
     }
 }
 
+/// What a finished protocol run shows: the table printed on a terminal,
+/// the JSON report and the chart. Every protocol's result implements it,
+/// so a front end (the CLI) handles them all one way.
+pub trait ProtocolResult {
+    /// The JSON report.
+    fn report(&self) -> Result<Report>;
+
+    /// The table printed on stdout.
+    fn table(&self) -> String;
+
+    /// The chart, as an SVG document.
+    fn svg(&self) -> Result<String>;
+}
+
 /// Writes `report` as JSON to `path` atomically (see [`write_text_atomic`]).
 pub fn write_atomic(path: impl AsRef<Path>, report: &Report) -> Result<()> {
     write_bytes_atomic(path.as_ref(), report.to_json()?.as_bytes())

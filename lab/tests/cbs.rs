@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use prunus_core::ReferenceBackend;
 use prunus_cpu::{CpuBackend, Par};
-use prunus_lab::Error;
 use prunus_lab::cbs::{CbsConfig, METHODS, run_cbs};
 use prunus_lab::data::{Dataset, TeacherStudent};
+use prunus_lab::{Error, ProtocolResult};
 
 fn tiny_config() -> CbsConfig {
     let mut c = CbsConfig::default();

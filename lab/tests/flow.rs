@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use prunus_core::ReferenceBackend;
-use prunus_lab::Error;
 use prunus_lab::checkpoint::{load, save};
 use prunus_lab::data::{Dataset, TeacherStudent};
 use prunus_lab::flow::{FlowConfig, run_flow};
 use prunus_lab::network::{CnnSpec, Network};
+use prunus_lab::{Error, ProtocolResult};
 
 fn tiny_config() -> FlowConfig {
     let mut c = FlowConfig::default();

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use prunus_core::ReferenceBackend;
 use prunus_core::methods::imp::Ending;
 use prunus_cpu::{CpuBackend, Par};
-use prunus_lab::Error;
 use prunus_lab::data::{Dataset, TeacherStudent};
 use prunus_lab::infcop::{InfcopConfig, METHODS, StepKind, run_infcop};
+use prunus_lab::{Error, ProtocolResult};
 
 fn tiny_config() -> InfcopConfig {
     let mut c = InfcopConfig::default();

@@ -29,6 +29,7 @@ use candle_nn::{Activation, Optimizer, VarBuilder, VarMap};
 use prunus_candle::host::{CandleHost, HostSettings, Linear, Probes, Sgd, SgdConfig};
 use prunus_core::host::{Host, Objective, Samples, Split};
 use prunus_cpu::{CpuBackend, Par};
+use prunus_lab::ProtocolResult;
 use prunus_lab::cbs::{CbsConfig, CbsResult, RunStart, Timing, one_shot, run_cbs};
 use prunus_lab::data::Dataset;
 use prunus_lab::network::Network;
