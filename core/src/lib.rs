@@ -10,6 +10,7 @@ pub mod contract;
 pub mod host;
 pub mod methods;
 pub mod selection;
+pub mod splits;
 
 pub use contract::backend::{
     Backend, Candidate, CutMasks, MaskBatch, RangeMasks, ScoreView, SelectionPlan,

@@ -1,22 +1,26 @@
-//! The data a framework host trains, measures and evaluates on: three
-//! splits of labelled samples, sliced and shuffled the way the lab's host
-//! does, so a framework host and the lab's host given the same data see
-//! the same batches in the same order.
+//! The data a host trains, measures and evaluates on: three splits of
+//! labelled samples, sliced and shuffled one way for every host (the lab's
+//! and the framework hosts), so two hosts given the same data see the same
+//! batches in the same order.
 
-use prunus_core::contract::random::permutation;
-use prunus_core::host::{Samples, Split};
-use prunus_core::{Error, Result};
+use alloc::format;
+use alloc::vec::Vec;
 
-/// One split: inputs flattened sample-major, one label per sample.
+use crate::contract::error::{Error, Result};
+use crate::contract::random::permutation;
+use crate::host::{Samples, Split};
+
+/// One split: inputs flattened sample-major, one label per sample (of type
+/// `L`: [`Splits`] takes `u32`, the lab's datasets keep `u8`).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct SplitData {
+pub struct SplitData<L = u32> {
     /// `samples x sample size` values.
     pub inputs: Vec<f32>,
     /// The class of each sample.
-    pub labels: Vec<u32>,
+    pub labels: Vec<L>,
 }
 
-impl SplitData {
+impl<L> SplitData<L> {
     /// The number of samples.
     pub fn len(&self) -> usize {
         self.labels.len()
@@ -68,7 +72,7 @@ impl Splits {
             (Split::Validation, &validation),
             (Split::Test, &test),
         ] {
-            prunus_core::contract::check::same_len(
+            crate::contract::check::same_len(
                 "inputs of the split's samples",
                 data.labels.len() * size,
                 data.inputs.len(),
@@ -240,6 +244,8 @@ fn check(n: usize, batch: usize) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use alloc::vec::Vec;
+
     use super::*;
 
     fn data(n: usize) -> SplitData {

@@ -11,32 +11,15 @@ use std::path::Path;
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use prunus_core::Split;
+use prunus_core::splits::Splits;
 
 use crate::error::{Error, Result};
 use crate::idx::read_idx;
 use crate::synthetic::gaussian;
 
 /// The samples of one split: inputs (`len x input_len`, sample-major) and
-/// labels.
-#[derive(Clone, Debug, PartialEq, Default)]
-pub struct SplitData {
-    /// Inputs, one row of the dataset's input size per sample.
-    pub inputs: Vec<f32>,
-    /// Class labels.
-    pub labels: Vec<u8>,
-}
-
-impl SplitData {
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// Whether the split has no sample.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-}
+/// class labels below 256.
+pub type SplitData = prunus_core::splits::SplitData<u8>;
 
 /// A classification dataset split into training, validation and test.
 #[derive(Clone, Debug, PartialEq)]
@@ -156,12 +139,12 @@ impl Dataset {
 
     /// The same data as a framework host's splits (candle, burn), samples
     /// of dims `[channels, height, width]`.
-    pub fn splits(&self) -> Result<prunus_adapters::framework::Splits> {
-        let convert = |s: &SplitData| prunus_adapters::framework::SplitData {
+    pub fn splits(&self) -> Result<Splits> {
+        let convert = |s: &SplitData| prunus_core::splits::SplitData {
             inputs: s.inputs.clone(),
             labels: s.labels.iter().map(|&l| u32::from(l)).collect(),
         };
-        Ok(prunus_adapters::framework::Splits::new(
+        Ok(Splits::new(
             &self.input,
             self.classes,
             convert(&self.train),

@@ -1,5 +1,5 @@
 //! What every framework host shares, whatever the framework: the data a
-//! host trains and measures on ([`splits`]), how a framework's stored
+//! host trains and measures on ([`Splits`], from core), how a framework's stored
 //! tensors map to core's parameter view ([`layout`]), and pruning stored
 //! tensors in place ([`prune_views`]).
 //!
@@ -10,10 +10,9 @@
 //! data give the same masks through any of them.
 
 pub mod layout;
-pub mod splits;
 
 pub use layout::{Stored, Units, parameters};
-pub use splits::{Shuffle, SplitData, Splits};
+pub use prunus_core::splits::{Shuffle, SplitData, Splits};
 
 use prunus_core::{Backend, Layer, Mask, PruneConfig, Shape, prune};
 use prunus_cpu::CpuBackend;
