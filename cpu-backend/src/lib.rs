@@ -184,6 +184,36 @@ impl<'a> CpuBackend<'a> {
         let data: Vec<&[f32]> = tensors.iter().map(|t| t.data()).collect();
         selection::read_pass(&self.exec, self.isa, &data, prefetch)
     }
+
+    /// The [`KeyWindow::High`] histogram of `inputs` together (as
+    /// [`Backend::histogram`]), and in the same pass the counts of the keys
+    /// whose high half lies in `buckets` (inclusive), at full resolution:
+    /// entry `key - (buckets.0 << 16)`. A streaming selection that has
+    /// guessed the bucket range of its threshold reads its data once with
+    /// it, instead of once for the histogram and once more for the
+    /// threshold's bucket. Fails on a range of more than 64 buckets, or
+    /// whose first bucket is after its last.
+    ///
+    /// ```
+    /// use prunus_core::{Backend, KeyRule, ScoreView, Shape};
+    /// use prunus_cpu::CpuBackend;
+    /// let b = CpuBackend::default();
+    /// let t = b.upload(&[0.5, -0.25, 2.0], &Shape::new(&[3])?)?;
+    /// let key = KeyRule::ABS.key(0.5);
+    /// let high = (key >> 16) as u16;
+    /// let (h, fine) = b.histogram_with_range(&[ScoreView::new(&t)], KeyRule::ABS, (high, high))?;
+    /// assert_eq!(h.bins.iter().sum::<u64>(), 3);
+    /// assert_eq!(fine[(key & 0xFFFF) as usize], 1);
+    /// # Ok::<(), prunus_core::Error>(())
+    /// ```
+    pub fn histogram_with_range(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        buckets: (u16, u16),
+    ) -> Result<(Histogram, Vec<u64>)> {
+        selection::histogram_with_range(&self.exec, inputs, rule, buckets)
+    }
 }
 
 impl Default for CpuBackend<'_> {

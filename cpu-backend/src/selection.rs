@@ -124,6 +124,9 @@ struct LocalHistogram {
     wide: Vec<u64>,
     pending: u64,
     nan: Vec<u64>,
+    /// Full-resolution counts of a key range (see [`histogram_with_range`]).
+    fine: Vec<u32>,
+    fine_wide: Vec<u64>,
 }
 
 impl LocalHistogram {
@@ -137,6 +140,18 @@ impl LocalHistogram {
             wide: Vec::new(),
             pending: 0,
             nan: vec![0; inputs],
+            fine: Vec::new(),
+            fine_wide: Vec::new(),
+        }
+    }
+
+    /// [`LocalHistogram::new`] that also counts `span` keys at full
+    /// resolution.
+    fn with_fine(inputs: usize, span: usize) -> Self {
+        LocalHistogram {
+            fine: vec![0; span],
+            fine_wide: vec![0; span],
+            ..LocalHistogram::new(inputs)
         }
     }
 
@@ -155,6 +170,10 @@ impl LocalHistogram {
         for (w, lanes) in self.wide.iter_mut().zip(self.lanes.chunks_exact_mut(LANES)) {
             *w += lanes.iter().map(|&c| c as u64).sum::<u64>();
             lanes.fill(0);
+        }
+        for (w, c) in self.fine_wide.iter_mut().zip(&mut self.fine) {
+            *w += *c as u64;
+            *c = 0;
         }
         self.pending = 0;
     }
@@ -272,6 +291,70 @@ pub(crate) fn histogram(
         LocalHistogram::finish,
         merge_histograms,
     )))
+}
+
+/// The widest range [`histogram_with_range`] counts: 64 buckets, 4 M
+/// counters per task.
+pub(crate) const MAX_RANGE_BUCKETS: u16 = 64;
+
+pub(crate) fn histogram_with_range(
+    exec: &Exec,
+    views: &[ScoreView<'_, CpuBackend<'_>>],
+    rule: KeyRule,
+    (lo, hi): (u16, u16),
+) -> Result<(Histogram, Vec<u64>)> {
+    check::score_views(views)?;
+    if lo > hi || hi - lo >= MAX_RANGE_BUCKETS {
+        return Err(prunus_core::Error::InvalidArgument {
+            what: "bucket range",
+            expected: "a first bucket at most the last, at most 64 buckets",
+        });
+    }
+    let inputs = Input::all(views);
+    let items = chunks(inputs.iter().map(|i| i.data.len()), CHUNK);
+    let n = inputs.len();
+    let base = (lo as u32) << 16;
+    let span = ((hi - lo) as usize + 1) << 16;
+    let (h, fine) = with_key_fn!(rule, |k| exec.fold(
+        &items,
+        || LocalHistogram::with_fine(n, span),
+        |mut h, c| {
+            h.reserve(c.end - c.start);
+            let (lanes, fine) = (&mut *h.lanes, &mut h.fine);
+            h.nan[c.input] += scan_chunk(
+                k,
+                inputs[c.input],
+                c,
+                |key| key,
+                |_, keys| {
+                    for (i, &key) in keys.iter().enumerate() {
+                        lanes[(key >> 16) as usize * LANES + i % LANES] += 1;
+                    }
+                    // Few keys fall in the range: a vectorisable compare
+                    // says whether any does before the block is visited.
+                    let inside = |key: u32| (key.wrapping_sub(base) as usize) < span;
+                    if keys.iter().fold(false, |any, &key| any | inside(key)) {
+                        for &key in keys {
+                            if inside(key) {
+                                fine[key.wrapping_sub(base) as usize] += 1;
+                            }
+                        }
+                    }
+                },
+            );
+            h
+        },
+        |mut h| {
+            h.spill();
+            let fine = std::mem::take(&mut h.fine_wide);
+            (h.finish(), fine)
+        },
+        |(a, fa), (b, fb)| {
+            let fine = fa.iter().zip(&fb).map(|(x, y)| x + y).collect();
+            (merge_histograms(a, b), fine)
+        },
+    ));
+    Ok((h, fine))
 }
 
 pub(crate) fn count_keys(

@@ -211,6 +211,59 @@ fn histograms_match() {
 }
 
 #[test]
+fn histograms_with_a_range_match_their_windows() {
+    for nan in [false, true] {
+        for with_masks in [false, true] {
+            for set in input_sets(nan, with_masks) {
+                let rt = set.reference();
+                let rv = views::<ReferenceBackend>(&rt, &set.masks);
+                for rule in rules() {
+                    let high = REF.histogram(&rv, rule, KeyWindow::High).unwrap();
+                    let full: Vec<u16> = (0..high.bins.len())
+                        .filter(|&b| high.bins[b] > 0)
+                        .map(|b| b as u16)
+                        .collect();
+                    let first = full[0];
+                    let last = *full.last().unwrap();
+                    // The first and last buckets alone, and runs of several.
+                    let mut ranges = vec![(first, first), (last, last)];
+                    ranges.push((first, first.saturating_add(3).min(last)));
+                    ranges.push((last.saturating_sub(40).max(first), last));
+                    for (lo, hi) in ranges {
+                        let mut want = Vec::new();
+                        for b in lo..=hi {
+                            let w = REF.histogram(&rv, rule, KeyWindow::Low { high: b });
+                            want.extend(w.unwrap().bins);
+                        }
+                        for b in backends() {
+                            let ct = set.cpu(&b);
+                            let cv = views::<CpuBackend<'_>>(&ct, &set.masks);
+                            let (h, fine) = b.histogram_with_range(&cv, rule, (lo, hi)).unwrap();
+                            assert_eq!(h, high, "{} {rule:?} high", b.name());
+                            assert!(fine == want, "{} {rule:?} {lo:#x}..={hi:#x}", b.name());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn histograms_with_a_range_refuse_reversed_and_too_wide_ranges() {
+    let b = CpuBackend::new(Par::Seq).unwrap();
+    let data = [1.0f32, 2.0];
+    let t = b.borrow(&data, &Shape::vector(2)).unwrap();
+    let v = [ScoreView::new(&t)];
+    assert!(b.histogram_with_range(&v, KeyRule::ABS, (5, 4)).is_err());
+    assert!(
+        b.histogram_with_range(&v, KeyRule::ABS, (0, 0xFFFF))
+            .is_err()
+    );
+    assert!(b.histogram_with_range(&v, KeyRule::ABS, (0, 63)).is_ok());
+}
+
+#[test]
 fn count_keys_match() {
     for set in input_sets(true, true) {
         let rt = set.reference();
