@@ -1,7 +1,7 @@
 //! A safetensors checkpoint opened for reading: the header checked up front,
-//! each tensor's data memory-mapped on demand and unmapped after use, so
-//! reading a checkpoint larger than memory keeps only the tensor at hand
-//! resident.
+//! each tensor's data (or a run of small neighbours) memory-mapped on
+//! demand and unmapped after use, so reading a checkpoint larger than
+//! memory keeps only the tensors at hand resident.
 
 use std::fs::File;
 use std::io::Read;
@@ -147,29 +147,35 @@ impl Checkpoint {
             ))),
             Source::File(_) if t.is_empty() => Ok(TensorData(Bytes::Slice(&[]))),
             Source::File(f) => {
-                // A file cut short since it was opened would fault on access
-                // to the missing pages: check before mapping.
-                let now = f
-                    .metadata()
-                    .map_err(|e| Error::io("read", &self.path, &e))?
-                    .len();
-                if now < self.data_start + t.end {
-                    return Err(fault(
-                        &self.path,
-                        (
-                            Some(t.name.clone()),
-                            Problem::OutOfRange {
-                                end: t.end,
-                                available: now.saturating_sub(self.data_start),
-                            },
-                        ),
-                    ));
-                }
+                self.check_length(f, &t.name, t.end)?;
                 map(f, self.data_start + t.start, t.len())
                     .map(|m| TensorData(Bytes::Mapped(m)))
                     .map_err(|e| Error::io("map", &self.path, &e))
             }
         }
+    }
+
+    /// Fails when the file, cut short since it was opened, no longer holds
+    /// data up to `end` (of tensor `name`): a mapping would fault on access
+    /// to the missing pages.
+    fn check_length(&self, f: &File, name: &str, end: u64) -> Result<()> {
+        let now = f
+            .metadata()
+            .map_err(|e| Error::io("read", &self.path, &e))?
+            .len();
+        if now < self.data_start + end {
+            return Err(fault(
+                &self.path,
+                (
+                    Some(name.to_string()),
+                    Problem::OutOfRange {
+                        end,
+                        available: now.saturating_sub(self.data_start),
+                    },
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Copies `buf.len()` bytes of tensor `i`'s data from byte `offset` of
@@ -212,6 +218,28 @@ impl Checkpoint {
                 let data = self.data(i)?;
                 buf.copy_from_slice(&data[offset as usize..end as usize]);
                 Ok(())
+            }
+        }
+    }
+
+    /// The data of tensors `first..=last` and whatever lies between them,
+    /// as one mapping (released when dropped): a run of small tensors costs
+    /// one mapping instead of one each. Tensor `i`'s bytes start at
+    /// `tensors()[i].start - tensors()[first].start`. Fails as
+    /// [`Checkpoint::data`] does on a file truncated since it was opened.
+    pub(crate) fn span(&self, first: usize, last: usize) -> Result<TensorData<'_>> {
+        let (a, b) = (self.tensor(first)?, self.tensor(last)?);
+        let (start, end) = (a.start, b.end.max(a.start));
+        match &self.source {
+            Source::Bytes(bytes) => Ok(TensorData(Bytes::Slice(
+                &bytes[(self.data_start + start) as usize..(self.data_start + end) as usize],
+            ))),
+            Source::File(_) if start == end => Ok(TensorData(Bytes::Slice(&[]))),
+            Source::File(f) => {
+                self.check_length(f, &b.name, end)?;
+                map(f, self.data_start + start, end - start)
+                    .map(|m| TensorData(Bytes::Mapped(m)))
+                    .map_err(|e| Error::io("map", &self.path, &e))
             }
         }
     }

@@ -2,6 +2,7 @@
 //! output written tensor by tensor (atomically when it is a file).
 
 use std::io::Write;
+use std::ops::Range;
 use std::path::Path;
 
 use prunus_core::contract::histogram::TensorCut;
@@ -14,8 +15,12 @@ use super::checkpoint::Checkpoint;
 use super::dtype::Dtype;
 use super::header::{self, TensorInfo};
 use super::output;
-use super::stream::{CHUNK, FateCache, Keys, Member, Reads, Scores, Selector, Tuning, keep_bits};
+use super::stream::{
+    CHUNK, Keys, Member, Reads, SMALL_BYTES, Scores, Selector, Tuning, classify, f32_keep_bits,
+    keep_bits, runs, tie_count,
+};
 use crate::error::{Error, Result};
+use prunus_cpu::CpuBackend;
 
 /// The version written into the metadata of pruned checkpoints.
 pub const PRUNUS_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -229,11 +234,10 @@ pub fn plan(checkpoint: &Checkpoint, request: &Request) -> Result<Vec<Option<Kep
 enum Choice {
     /// Streamed selection: per member its own cut, or `None` for the
     /// shared one (applied to those members as one sequence, in file
-    /// order), and the zeros its scan counted.
+    /// order).
     Cuts {
         own: Vec<Option<TensorCut>>,
         shared: TensorCut,
-        zeros: Vec<u64>,
     },
     /// N:M, decided tensor by tensor on the backend.
     Pattern(NofM),
@@ -357,11 +361,7 @@ pub(crate) fn prune_tuned<B: Backend + ?Sized>(
             };
             read = sel.read;
             reads = sel.reads;
-            Choice::Cuts {
-                own,
-                shared,
-                zeros: (0..members.len()).map(|m| sel.zeros(m)).collect(),
-            }
+            Choice::Cuts { own, shared }
         }
         Granularity::NofM(p) => {
             p.validate()?;
@@ -381,6 +381,7 @@ pub(crate) fn prune_tuned<B: Backend + ?Sized>(
     };
     let job = Job {
         backend,
+        cpu: CpuBackend::default(),
         checkpoint,
         request,
         roles,
@@ -479,18 +480,11 @@ fn check_fraction(v: f64, what: &'static str) -> Result<()> {
     Ok(())
 }
 
-/// What a stretch of the output holds.
-#[derive(Clone, Copy)]
-enum Part {
-    /// Input tensor `i`, pruned or copied.
-    Tensor(usize),
-    /// The mask of the tensor before it.
-    Mask,
-}
-
 /// One pruning run's fixed parts.
 struct Job<'a, B: Backend + ?Sized> {
     backend: &'a B,
+    /// The CPU backend whose kernels decide F32 magnitudes' keep bits.
+    cpu: CpuBackend<'static>,
     checkpoint: &'a Checkpoint,
     request: &'a Request,
     roles: Vec<Option<Kept>>,
@@ -501,31 +495,25 @@ struct Job<'a, B: Backend + ?Sized> {
 impl<B: Backend + ?Sized> Job<'_, B> {
     /// The output's tensors, in order: each input tensor at its new offset,
     /// and each pruned tensor's mask after it when masks are requested.
-    fn layout(&self) -> Vec<(TensorInfo, Part)> {
+    fn layout(&self) -> Vec<TensorInfo> {
         let mut at = 0u64;
         let mut out = Vec::new();
         for (i, t) in self.checkpoint.tensors().iter().enumerate() {
-            out.push((
-                TensorInfo {
-                    start: at,
-                    end: at + t.len(),
-                    ..t.clone()
-                },
-                Part::Tensor(i),
-            ));
+            out.push(TensorInfo {
+                start: at,
+                end: at + t.len(),
+                ..t.clone()
+            });
             at += t.len();
             if self.request.masks && self.roles[i].is_none() {
                 let bytes = t.numel().div_ceil(8);
-                out.push((
-                    TensorInfo {
-                        name: format!("{}.mask", t.name),
-                        dtype: Dtype::parse("U8").expect("U8 is a dtype"),
-                        shape: vec![bytes as usize],
-                        start: at,
-                        end: at + bytes,
-                    },
-                    Part::Mask,
-                ));
+                out.push(TensorInfo {
+                    name: format!("{}.mask", t.name),
+                    dtype: Dtype::parse("U8").expect("U8 is a dtype"),
+                    shape: vec![bytes as usize],
+                    start: at,
+                    end: at + bytes,
+                });
                 at += bytes;
             }
         }
@@ -576,7 +564,8 @@ impl<B: Backend + ?Sized> Job<'_, B> {
         m
     }
 
-    /// Writes the output, tensor by tensor.
+    /// Writes the output in file order: runs of small tensors read with one
+    /// call and pruned in parallel, larger tensors one at a time.
     fn write(
         &self,
         choice: &Choice,
@@ -584,8 +573,7 @@ impl<B: Backend + ?Sized> Job<'_, B> {
         out_name: &Path,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Report> {
-        let layout = self.layout();
-        let infos: Vec<TensorInfo> = layout.iter().map(|(t, _)| t.clone()).collect();
+        let infos = self.layout();
         let head = header::write(&infos, &self.metadata());
         let total = 8 + head.len() as u64 + infos.last().map_or(0, |t| t.end);
         let mut written = 0u64;
@@ -602,75 +590,239 @@ impl<B: Backend + ?Sized> Job<'_, B> {
         };
         put(out, &(head.len() as u64).to_le_bytes())?;
         put(out, &head)?;
-        let mut report = Report::default();
-        let mut member = 0;
-        // Ties of the shared cut pruned so far, in file order.
-        let mut seen = 0u64;
-        let mut fates = FateCache::default();
-        let mut mask: Vec<u8> = Vec::new();
-        for (_, part) in &layout {
-            let i = match *part {
-                Part::Tensor(i) => i,
-                Part::Mask => {
-                    put(out, &mask)?;
-                    continue;
-                }
-            };
-            let t = &self.checkpoint.tensors()[i];
-            let data = self.checkpoint.data(i)?;
-            report.bytes_read += data.len() as u64;
-            let mut entry = TensorReport {
-                name: t.name.clone(),
-                dtype: t.dtype,
-                shape: t.shape.clone(),
-                numel: t.numel(),
-                kept: self.roles[i],
-                zeros_before: None,
-                zeros_after: None,
-            };
-            if self.roles[i].is_some() {
+        let tensors = self.checkpoint.tensors();
+        // Each tensor's position among the members, when pruned.
+        let mut next = 0;
+        let member_of: Vec<Option<usize>> = self
+            .roles
+            .iter()
+            .map(|r| {
+                r.is_none().then(|| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect();
+        // N:M masks come from the backend tensor by tensor.
+        let runs_small = matches!(choice, Choice::Cuts { .. });
+        let spans: Vec<(u64, u64, bool)> = tensors
+            .iter()
+            .map(|t| (t.start, t.end, runs_small && t.len() <= SMALL_BYTES))
+            .collect();
+        let mut state = WriteState {
+            report: Report::default(),
+            seen: 0,
+            output: Vec::new(),
+        };
+        for run in runs(&spans) {
+            if spans[run.start].2 {
+                self.write_run(run, &member_of, choice, &mut state)?;
+                put(out, &state.output)?;
+            } else {
+                self.write_one(run.start, &member_of, choice, &mut state, &mut |b| {
+                    put(out, b)
+                })?;
+            }
+        }
+        out.flush().map_err(|e| Error::io("write", out_name, &e))?;
+        let mut report = state.report;
+        report.bytes_written = written;
+        Ok(report)
+    }
+
+    /// Member `member`'s cut: its own, or the shared one with the ties
+    /// still to prune after `seen` of them in earlier members.
+    fn cut(choice: &Choice, member: usize, seen: u64) -> TensorCut {
+        match choice {
+            Choice::Cuts { own, shared, .. } => own[member].unwrap_or(TensorCut {
+                key: shared.key,
+                ties: match shared.ties {
+                    TensorCut::ALL => TensorCut::ALL,
+                    t => t.saturating_sub(seen),
+                },
+            }),
+            Choice::Pattern(_) => TensorCut { key: 0, ties: 0 },
+        }
+    }
+
+    /// The report entry of tensor `i` before its zeros are known.
+    fn entry(&self, i: usize) -> TensorReport {
+        let t = &self.checkpoint.tensors()[i];
+        TensorReport {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            numel: t.numel(),
+            kept: self.roles[i],
+            zeros_before: None,
+            zeros_after: None,
+        }
+    }
+
+    /// Tensor `i` (and its mask) passed to `put` block by block, read on
+    /// its own.
+    fn write_one(
+        &self,
+        i: usize,
+        member_of: &[Option<usize>],
+        choice: &Choice,
+        state: &mut WriteState,
+        put: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let t = &self.checkpoint.tensors()[i];
+        let data = self.checkpoint.data(i)?;
+        state.report.bytes_read += data.len() as u64;
+        let mut entry = self.entry(i);
+        match member_of[i] {
+            None => {
                 if t.dtype.is_prunable() {
                     let z = zeros(&data, t.dtype);
                     entry.zeros_before = Some(z);
                     entry.zeros_after = Some(z);
                 }
-                put(out, &data)?;
-            } else {
+                put(&data)?;
+            }
+            Some(member) => {
                 let m = &self.members[member];
-                let (bits, before) = match choice {
-                    Choice::Cuts { own, shared, zeros } => {
-                        let cut = own[member].unwrap_or(TensorCut {
-                            key: shared.key,
-                            ties: match shared.ties {
-                                TensorCut::ALL => TensorCut::ALL,
-                                t => t.saturating_sub(seen),
-                            },
-                        });
+                let bits = match choice {
+                    Choice::Cuts { own, .. } => {
+                        let cut = Self::cut(choice, member, state.seen);
+                        let keys = Keys::new(self.scores, m);
                         let (bits, tied) =
-                            keep_bits(&data, m.numel, Keys::new(self.scores, m), cut, &mut fates);
+                            if self.scores == Scores::Magnitude && m.dtype == Dtype::F32 {
+                                f32_keep_bits(&self.cpu, &data, m.numel, cut)?
+                            } else {
+                                keep_bits(&data, m.numel, keys, cut)
+                            };
                         if own[member].is_none() {
-                            seen += tied;
+                            state.seen += tied;
                         }
-                        (bits, zeros[member])
+                        bits
                     }
                     Choice::Pattern(p) => self.pattern(m, &data, *p)?,
                 };
-                let after = write_masked(&data, t.dtype, &bits, &mut |b| put(out, b))?;
-                entry.zeros_before = Some(before);
-                entry.zeros_after = Some(after);
-                mask = bits;
-                member += 1;
+                let z = write_masked(&data, t.dtype, &bits, put)?;
+                entry.zeros_before = Some(z.before);
+                entry.zeros_after = Some(z.after);
+                if self.request.masks {
+                    put(&bits)?;
+                }
             }
-            report.tensors.push(entry);
         }
-        out.flush().map_err(|e| Error::io("write", out_name, &e))?;
-        report.bytes_written = written;
-        Ok(report)
+        state.report.tensors.push(entry);
+        Ok(())
+    }
+
+    /// The small tensors `run` (and their masks) into `state.output`: read
+    /// with one call, pruned in parallel. The shared cut's ties go to the
+    /// earliest elements in file order, as when written one by one: when
+    /// some but not all of them are pruned, the run's members count theirs
+    /// first.
+    fn write_run(
+        &self,
+        run: Range<usize>,
+        member_of: &[Option<usize>],
+        choice: &Choice,
+        state: &mut WriteState,
+    ) -> Result<()> {
+        let Choice::Cuts { own, shared } = choice else {
+            unreachable!("only streamed cuts are written in runs");
+        };
+        let tensors = self.checkpoint.tensors();
+        let input = self.checkpoint.span(run.start, run.end - 1)?;
+        state.report.bytes_read += input.len() as u64;
+        let base = tensors[run.start].start;
+        let data = |i: usize| {
+            let t = &tensors[i];
+            &input[(t.start - base) as usize..(t.end - base) as usize]
+        };
+        // The parallel work borrows these, not the job (its backend need
+        // not be shared across threads).
+        let (members, scores) = (&self.members, self.scores);
+        let keys = |member: usize| Keys::new(scores, &members[member]);
+        let partial = shared.ties != 0 && shared.ties != TensorCut::ALL;
+        // Ties at the shared key per shared member, while some are left.
+        let tied: Vec<u64> = if partial && state.seen < shared.ties {
+            let probe = TensorCut {
+                key: shared.key,
+                ties: 1,
+            };
+            run.clone()
+                .into_par_iter()
+                .map(|i| match member_of[i] {
+                    Some(member) if own[member].is_none() => {
+                        tie_count(data(i), keys(member), probe)
+                    }
+                    _ => 0,
+                })
+                .collect()
+        } else {
+            vec![0; run.len()]
+        };
+        // Each member's cut, in file order.
+        let mut plan = Vec::with_capacity(run.len());
+        for (i, tied) in run.clone().zip(tied) {
+            plan.push(member_of[i].map(|member| {
+                let cut = Self::cut(choice, member, state.seen);
+                if own[member].is_none() {
+                    state.seen += tied;
+                }
+                (member, cut)
+            }));
+        }
+        // The output's stretch of each tensor (and its mask).
+        let sizes: Vec<(usize, usize)> = run
+            .clone()
+            .map(|i| {
+                let mask = match member_of[i] {
+                    Some(_) if self.request.masks => tensors[i].numel().div_ceil(8) as usize,
+                    _ => 0,
+                };
+                (tensors[i].len() as usize, mask)
+            })
+            .collect();
+        state
+            .output
+            .resize(sizes.iter().map(|(d, m)| d + m).sum(), 0);
+        let mut slices = Vec::with_capacity(run.len());
+        let mut rest = state.output.as_mut_slice();
+        for &(d, m) in &sizes {
+            let (tensor, after) = rest.split_at_mut(d + m);
+            slices.push(tensor.split_at_mut(d));
+            rest = after;
+        }
+        let done: Vec<(Option<u64>, Option<u64>)> = (run.clone(), slices, plan)
+            .into_par_iter()
+            .map(|(i, (out, mask), plan)| {
+                let (src, t) = (data(i), &tensors[i]);
+                match plan {
+                    None => {
+                        out.copy_from_slice(src);
+                        let z = t.dtype.is_prunable().then(|| classify(t.dtype, src).0);
+                        (z, z)
+                    }
+                    Some((member, cut)) => {
+                        let m = &members[member];
+                        let (bits, _) = keep_bits(src, m.numel, keys(member), cut);
+                        mask.copy_from_slice(&bits[..mask.len()]);
+                        let z = mask_into(out, src, t.dtype, &bits);
+                        (Some(z.before), Some(z.after))
+                    }
+                }
+            })
+            .collect();
+        for (i, (before, after)) in run.zip(done) {
+            let mut entry = self.entry(i);
+            entry.zeros_before = before;
+            entry.zeros_after = after;
+            state.report.tensors.push(entry);
+        }
+        Ok(())
     }
 
     /// Keep bits of member `m` (stored in `data`) under the N:M pattern `p`,
-    /// chosen on the backend, and its zeros before.
-    fn pattern(&self, m: &Member, data: &[u8], p: NofM) -> Result<(Vec<u8>, u64)> {
+    /// chosen on the backend.
+    fn pattern(&self, m: &Member, data: &[u8], p: NofM) -> Result<Vec<u8>> {
         let t = &self.checkpoint.tensors()[m.index];
         let values: Vec<f32> = data
             .par_chunks(m.dtype.width())
@@ -683,7 +835,6 @@ impl<B: Backend + ?Sized> Job<'_, B> {
                 first: first as u64,
             });
         }
-        let before = values.iter().filter(|&&x| x == 0.0).count() as u64;
         let shape = Shape::new(&t.shape)?;
         let b = self.backend;
         let w = b.upload(&values, &shape)?;
@@ -698,7 +849,7 @@ impl<B: Backend + ?Sized> Job<'_, B> {
             }
         }
         .remove(0);
-        Ok((mask.to_bytes(), before))
+        Ok(mask.to_bytes())
     }
 }
 
@@ -719,13 +870,45 @@ fn zeros(data: &[u8], dtype: Dtype) -> u64 {
 }
 
 /// `src` into `out` with the elements whose bit in `bits` is clear set to
-/// +0; returns the zeros written. `W` is the element width (2 or 4). Eight
-/// elements (one byte of bits) at a time, in branch-free fixed-size loops
-/// that the compiler unrolls and vectorises (the element-at-a-time loop
-/// this replaced stayed scalar and was the write pass's largest cost).
+/// +0; returns the zeros read and the zeros written (the tensor's zeros
+/// before and after pruning). `W` is the element width (2 or 4). Eight
+/// elements (one byte of bits) at a time as `W` words of 64 bits: each word
+/// masked by its lanes' bits, and its zero lanes counted without a branch
+/// (a lane with its sign cleared is nonzero exactly when adding the
+/// all-but-sign value carries into its top bit).
 #[inline(always)]
-fn mask_chunk<const W: usize>(out: &mut [u8], src: &[u8], bits: &[u8]) -> u64 {
-    let sign: u32 = if W == 2 { 0x7FFF } else { 0x7FFF_FFFF };
+fn mask_chunk<const W: usize>(out: &mut [u8], src: &[u8], bits: &[u8]) -> Zeros {
+    let abs: u64 = if W == 2 {
+        0x7FFF_7FFF_7FFF_7FFF
+    } else {
+        0x7FFF_FFFF_7FFF_FFFF
+    };
+    let top = !abs;
+    let lanes = 8 / W;
+    // The lane masks of every pattern of `lanes` keep bits.
+    let masks: [u64; 16] = std::array::from_fn(|p| {
+        (0..lanes)
+            .filter(|l| p >> l & 1 == 1)
+            .fold(0u64, |m, l| m | (u64::MAX >> (64 - 8 * W)) << (8 * W * l))
+    });
+    let nonzero = |x: u64| (((x & abs) + abs) & top).count_ones() as u64;
+    let (mut before, mut after) = (0u64, 0u64);
+    let groups = out.len() / (8 * W);
+    let outs = out.chunks_exact_mut(8 * W);
+    for ((o8, s8), &byte) in outs.zip(src.chunks_exact(8 * W)).zip(bits) {
+        for i in 0..W {
+            let at = 8 * i;
+            let word = u64::from_le_bytes(s8[at..at + 8].try_into().expect("8 bytes"));
+            let kept = word & masks[(byte as usize >> (lanes * i)) & ((1 << lanes) - 1)];
+            before += nonzero(word);
+            after += nonzero(kept);
+            o8[at..at + 8].copy_from_slice(&kept.to_le_bytes());
+        }
+    }
+    let mut zeros = Zeros {
+        before: 8 * groups as u64 - before,
+        after: 8 * groups as u64 - after,
+    };
     let read = |s: &[u8]| {
         if W == 2 {
             u16::from_le_bytes([s[0], s[1]]) as u32
@@ -733,64 +916,97 @@ fn mask_chunk<const W: usize>(out: &mut [u8], src: &[u8], bits: &[u8]) -> u64 {
             u32::from_le_bytes([s[0], s[1], s[2], s[3]])
         }
     };
-    let mut zeros = 0u64;
-    let outs = out.chunks_exact_mut(8 * W);
-    for ((o8, s8), &byte) in outs.zip(src.chunks_exact(8 * W)).zip(bits) {
-        let mut kept = [0u32; 8];
-        for (i, k) in kept.iter_mut().enumerate() {
-            let keep = 0u32.wrapping_sub(((byte >> i) & 1) as u32);
-            *k = read(&s8[i * W..]) & keep;
-        }
-        for (i, &k) in kept.iter().enumerate() {
-            zeros += (k & sign == 0) as u64;
-            o8[i * W..(i + 1) * W].copy_from_slice(&k.to_le_bytes()[..W]);
-        }
-    }
-    let done = out.len() / (8 * W) * (8 * W);
+    let sign = abs as u32;
+    let done = groups * 8 * W;
     let tail = out[done..]
         .chunks_exact_mut(W)
         .zip(src[done..].chunks_exact(W));
     for (j, (o, s)) in tail.enumerate() {
         let j = done / W + j;
         let keep = 0u32.wrapping_sub(((bits[j / 8] >> (j % 8)) & 1) as u32);
-        let k = read(s) & keep;
-        zeros += (k & sign == 0) as u64;
+        let x = read(s);
+        let k = x & keep;
+        zeros.before += (x & sign == 0) as u64;
+        zeros.after += (k & sign == 0) as u64;
         o.copy_from_slice(&k.to_le_bytes()[..W]);
     }
     zeros
+}
+
+/// A pruned tensor's zero elements (either sign), before and after.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Zeros {
+    before: u64,
+    after: u64,
+}
+
+impl std::ops::Add for Zeros {
+    type Output = Zeros;
+    fn add(self, o: Zeros) -> Zeros {
+        Zeros {
+            before: self.before + o.before,
+            after: self.after + o.after,
+        }
+    }
+}
+
+impl std::iter::Sum for Zeros {
+    fn sum<I: Iterator<Item = Zeros>>(iter: I) -> Zeros {
+        iter.fold(Zeros::default(), |a, b| a + b)
+    }
+}
+
+/// `src` into `out` (as long) with the elements whose keep bit in `bits`
+/// is clear set to +0; returns the zeros before and after. For the small
+/// tensors of a run (one chunk each).
+fn mask_into(out: &mut [u8], src: &[u8], dtype: Dtype, bits: &[u8]) -> Zeros {
+    match dtype.width() {
+        2 => mask_chunk::<2>(out, src, bits),
+        _ => mask_chunk::<4>(out, src, bits),
+    }
 }
 
 /// Chunks per block written at once.
 const BLOCK_CHUNKS: usize = 16;
 
 /// Passes `data` to `put` block by block with the elements whose keep bit
-/// is clear set to +0, and returns the zeros of the result. Blocks are
+/// is clear set to +0, and returns the zeros before and after. Blocks are
 /// filled in parallel into one reused buffer.
 fn write_masked(
     data: &[u8],
     dtype: Dtype,
     bits: &[u8],
     put: &mut dyn FnMut(&[u8]) -> Result<()>,
-) -> Result<u64> {
+) -> Result<Zeros> {
     let w = dtype.width();
     let block = CHUNK * BLOCK_CHUNKS * w;
     let mut buf: Vec<u8> = Vec::new();
-    let mut zeros = 0u64;
+    let mut zeros = Zeros::default();
     for (k, src) in data.chunks(block).enumerate() {
         buf.resize(src.len(), 0);
         let first_bit = k * CHUNK * BLOCK_CHUNKS / 8;
-        zeros += buf
-            .par_chunks_mut(CHUNK * w)
-            .zip(src.par_chunks(CHUNK * w))
-            .zip(bits[first_bit..].par_chunks(CHUNK / 8))
-            .map(|((out, src), bits)| match w {
-                2 => mask_chunk::<2>(out, src, bits),
-                _ => mask_chunk::<4>(out, src, bits),
-            })
-            .sum::<u64>();
+        zeros = zeros
+            + buf
+                .par_chunks_mut(CHUNK * w)
+                .zip(src.par_chunks(CHUNK * w))
+                .zip(bits[first_bit..].par_chunks(CHUNK / 8))
+                .map(|((out, src), bits)| match w {
+                    2 => mask_chunk::<2>(out, src, bits),
+                    _ => mask_chunk::<4>(out, src, bits),
+                })
+                .sum::<Zeros>();
         put(&buf)?;
     }
     Ok(zeros)
+}
+
+/// What the write pass carries from tensor to tensor.
+struct WriteState {
+    report: Report,
+    /// Ties of the shared cut met so far, in file order.
+    seen: u64,
+    /// The bytes to write for the current run or tensor.
+    output: Vec<u8>,
 }
 
 /// Prunes the checkpoint into the file `output`, atomically: the data goes
@@ -843,7 +1059,20 @@ mod tests {
             let bits: Vec<u8> = (0..n.div_ceil(8)).map(|i| (i * 89 % 256) as u8).collect();
             let mut out = vec![0xAAu8; n * W];
             let zeros = mask_chunk::<W>(&mut out, &src, &bits);
-            assert_eq!((out, zeros), plain::<W>(&src, &bits), "n {n}, width {W}");
+            let (want, after) = plain::<W>(&src, &bits);
+            let before = src
+                .chunks_exact(W)
+                .filter(|s| {
+                    let mut word = [0u8; 4];
+                    word[..W].copy_from_slice(s);
+                    u32::from_le_bytes(word) & if W == 2 { 0x7FFF } else { 0x7FFF_FFFF } == 0
+                })
+                .count() as u64;
+            assert_eq!(
+                (out, zeros),
+                (want, Zeros { before, after }),
+                "n {n}, width {W}"
+            );
         }
     }
 

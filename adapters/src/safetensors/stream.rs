@@ -29,17 +29,26 @@
 //! Tensors of at most [`SMALL`] elements are counted element by element
 //! rather than by histogram, so a checkpoint of many small tensors (a
 //! mixture of experts) costs time and memory in proportion to its size, not
-//! to its tensor count times the histogram size.
+//! to its tensor count times the histogram size. Consecutive small tensors
+//! are mapped together, up to [`RUN_BYTES`] at a time ([`runs`]), and
+//! counted in parallel, one share of the merged counts per worker.
+//!
+//! F32 magnitudes are counted and decided by the CPU backend's kernels
+//! ([`CpuBackend::histogram_with_range`], `threshold_masks`); 16-bit
+//! magnitudes by their bit patterns, whose order is their keys' order.
 
+use std::ops::Range;
 use std::sync::OnceLock;
 
 use prunus_core::contract::histogram::{BINS, Histogram, KeyWindow, TensorCut};
 use prunus_core::contract::key::KeyRule;
 use prunus_core::contract::random::uniform;
 use prunus_core::selection::radix::{Cut, RadixSelect, locate, sample_buckets};
+use prunus_core::{Backend, ScoreView, Shape};
+use prunus_cpu::CpuBackend;
 use rayon::prelude::*;
 
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{Checkpoint, TensorData};
 use super::dtype::Dtype;
 use crate::error::{Error, Result};
 
@@ -50,6 +59,70 @@ pub(crate) const CHUNK: usize = 1 << 20;
 /// Tensors of at most this many elements are counted one key at a time
 /// (their keys fit in 256 KiB), larger ones by histogram.
 pub(crate) const SMALL: u64 = 1 << 16;
+
+/// Tensors of at most this many bytes are written in runs ([`runs`]).
+pub(crate) const SMALL_BYTES: u64 = SMALL * 4;
+
+/// The most bytes one read of a run of small tensors spans.
+pub(crate) const RUN_BYTES: u64 = 32 << 20;
+
+/// The widest stretch of other bytes a run reads through between two of
+/// its tensors.
+const RUN_GAP: u64 = 1 << 20;
+
+/// Cuts spans `(start, end, small)` of the data section, in file order,
+/// into runs read with one call each: consecutive small spans while the
+/// run spans at most [`RUN_BYTES`] and no gap between two exceeds
+/// [`RUN_GAP`]; a span that is not small is a run of its own.
+pub(crate) fn runs(spans: &[(u64, u64, bool)]) -> Vec<Range<usize>> {
+    let mut out: Vec<Range<usize>> = Vec::new();
+    for (i, &(start, end, small)) in spans.iter().enumerate() {
+        if let Some(run) = out.last_mut()
+            && small
+            && spans[run.start].2
+            && start.saturating_sub(spans[run.end - 1].1) <= RUN_GAP
+            && end.saturating_sub(spans[run.start].0) <= RUN_BYTES
+        {
+            run.end = i + 1;
+            continue;
+        }
+        out.push(i..i + 1);
+    }
+    out
+}
+
+/// Zero and non-finite elements of a float tensor's bytes, and the index of
+/// the first non-finite one (`u64::MAX` when none): whole words compared
+/// against the dtype's exponent, in loops the compiler vectorises.
+pub(crate) fn classify(dtype: Dtype, data: &[u8]) -> (u64, u64, u64) {
+    fn count<const W: usize>(data: &[u8], inf: u32) -> (u64, u64) {
+        let (mut zeros, mut bad) = (0u64, 0u64);
+        for b in data.chunks_exact(W) {
+            let bits = if W == 2 {
+                u16::from_le_bytes([b[0], b[1]]) as u32 & 0x7FFF
+            } else {
+                u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7FFF_FFFF
+            };
+            zeros += (bits == 0) as u64;
+            bad += (bits >= inf) as u64;
+        }
+        (zeros, bad)
+    }
+    let (zeros, bad) = match dtype {
+        Dtype::F16 => count::<2>(data, 0x7C00),
+        Dtype::BF16 => count::<2>(data, 0x7F80),
+        _ => count::<4>(data, 0x7F80_0000),
+    };
+    let first = if bad == 0 {
+        u64::MAX
+    } else {
+        let w = dtype.width();
+        data.chunks_exact(w)
+            .position(|b| !dtype.decode(b).is_finite())
+            .map_or(u64::MAX, |p| p as u64)
+    };
+    (zeros, bad, first)
+}
 
 /// Where the scores come from.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -204,10 +277,9 @@ struct Tally {
     hist: Vec<u64>,
     /// Small tensors: every bit pattern (coded) or key, in index order.
     items: Vec<u32>,
-    /// Large uncoded tensors: the keys inside the sampled range.
-    fine: Vec<u32>,
-    /// Elements equal to zero (either sign).
-    zeros: u64,
+    /// Large uncoded tensors: the counts of the keys inside the sampled
+    /// range, by `key - (lo << 16)` (empty without a range).
+    fine: Vec<u64>,
 }
 
 /// What a member's guard needs of it: where its `(cap + 1)`-th smallest
@@ -250,6 +322,36 @@ impl Merged {
         }
     }
 
+    /// The pattern counts of coded dtype `slot`, allocated on first use.
+    fn codes_mut(&mut self, slot: usize) -> &mut [u64] {
+        let codes = &mut self.codes[slot];
+        if codes.is_empty() {
+            codes.resize(BINS, 0);
+        }
+        codes
+    }
+
+    /// Adds the counts `other` holds (kept by another worker over the same
+    /// range).
+    fn absorb(&mut self, other: &Merged) {
+        add_into(&mut self.high, &other.high);
+        add_into(&mut self.fine, &other.fine);
+        for slot in 0..2 {
+            if !other.codes[slot].is_empty() {
+                add_into(self.codes_mut(slot), &other.codes[slot]);
+            }
+        }
+    }
+
+    /// Counts one uncoded key.
+    #[inline(always)]
+    fn count_key(&mut self, key: u32) {
+        self.high[(key >> 16) as usize] += 1;
+        if let Some(f) = self.fine_at(key) {
+            self.fine[f] += 1;
+        }
+    }
+
     /// The offset in `fine` of `key`, when the range holds it.
     fn fine_at(&self, key: u32) -> Option<usize> {
         let (lo, hi) = self.range?;
@@ -263,10 +365,7 @@ impl Merged {
             if add { *x += c } else { *x -= c }
         };
         if keys.coded() {
-            let codes = &mut self.codes[keys.code_slot()];
-            if codes.is_empty() {
-                codes.resize(BINS, 0);
-            }
+            let codes = self.codes_mut(keys.code_slot());
             if t.hist.is_empty() {
                 t.items
                     .iter()
@@ -288,10 +387,11 @@ impl Merged {
                 .iter_mut()
                 .zip(&t.hist)
                 .for_each(|(x, &c)| bump(x, c));
-            for &key in &t.fine {
-                let f = self.fine_at(key).expect("fine keys lie in the range");
-                bump(&mut self.fine[f], 1);
-            }
+            // Read over the same range as these counts.
+            self.fine
+                .iter_mut()
+                .zip(&t.fine)
+                .for_each(|(x, &c)| bump(x, c));
         }
     }
 }
@@ -326,10 +426,11 @@ pub(crate) struct Reads {
 /// The streaming selector over `members` of `checkpoint`.
 pub(crate) struct Selector<'c> {
     checkpoint: &'c Checkpoint,
+    /// The CPU backend whose kernels count F32 magnitudes.
+    cpu: CpuBackend<'static>,
     members: Vec<Member>,
     scores: Scores,
     tuning: Tuning,
-    zeros: Vec<u64>,
     /// Bytes read so far (for progress and the report).
     pub read: u64,
     /// The reads beyond the scan.
@@ -346,18 +447,13 @@ impl<'c> Selector<'c> {
     ) -> Self {
         Selector {
             checkpoint,
+            cpu: CpuBackend::default(),
             members,
             scores,
             tuning,
-            zeros: Vec::new(),
             read: 0,
             reads: Reads::default(),
         }
-    }
-
-    /// Member `m`'s zeros before pruning (after a selection).
-    pub(crate) fn zeros(&self, m: usize) -> u64 {
-        self.zeros[m]
     }
 
     /// How member `m`'s elements become keys.
@@ -371,45 +467,21 @@ impl<'c> Selector<'c> {
             .clone()
     }
 
-    /// Reads member `m`: checks its values are finite, counts its zeros and
-    /// its keys (keys in the bucket range `range` also at full resolution).
+    /// Reads member `m`: checks its values are finite and counts its keys
+    /// (keys in the bucket range `range` also at full resolution). F32
+    /// magnitudes are counted by the CPU backend's kernels, 16-bit
+    /// magnitudes by bit pattern.
     fn read_tally(&mut self, m: usize, range: Option<(u16, u16)>) -> Result<Tally> {
         let member = self.members[m].clone();
         let keys = self.keys(m);
-        let w = member.dtype.width();
         let data = self.checkpoint.data(member.index)?;
         self.read += data.len() as u64;
-        let non_finite = |count: u64, first: u64| Error::NonFinite {
-            tensor: self.name(m),
-            count,
-            first,
+        let non_finite = |data: &[u8]| {
+            let (_, bad, first) = classify(member.dtype, data);
+            self.non_finite(m, (bad, first))
         };
         if member.numel <= self.tuning.small {
-            let mut items = Vec::with_capacity(member.numel as usize);
-            let (mut zeros, mut bad, mut first) = (0u64, 0u64, u64::MAX);
-            for (j, b) in data.chunks_exact(w).enumerate() {
-                let x = member.dtype.decode(b);
-                if !x.is_finite() {
-                    bad += 1;
-                    first = first.min(j as u64);
-                    continue;
-                }
-                zeros += (x == 0.0) as u64;
-                items.push(if keys.coded() {
-                    u16::from_le_bytes([b[0], b[1]]) as u32
-                } else {
-                    keys.key(j as u64, b)
-                });
-            }
-            if bad > 0 {
-                return Err(non_finite(bad, first));
-            }
-            return Ok(Tally {
-                hist: Vec::new(),
-                items,
-                fine: Vec::new(),
-                zeros,
-            });
+            return small_tally(&member, &keys, &data).map_err(|e| self.non_finite(m, e));
         }
         if keys.coded() {
             let hist = data
@@ -424,64 +496,61 @@ impl<'c> Selector<'c> {
                     },
                 )
                 .reduce(|| vec![0u64; BINS], add_bins);
-            let (mut zeros, mut bad) = (0u64, 0u64);
-            for (code, &c) in hist.iter().enumerate() {
-                let x = member.dtype.decode16(code as u16);
-                zeros += c * (x == 0.0) as u64;
-                bad += c * (!x.is_finite()) as u64;
-            }
-            if bad > 0 {
-                let first = data
-                    .chunks_exact(2)
-                    .position(|b| !member.dtype.decode(b).is_finite())
-                    .unwrap_or(0) as u64;
-                return Err(non_finite(bad, first));
+            let finite = |code: usize| member.dtype.decode16(code as u16).is_finite();
+            if (0..BINS).any(|code| hist[code] > 0 && !finite(code)) {
+                return Err(non_finite(&data));
             }
             return Ok(Tally {
                 hist,
                 items: Vec::new(),
                 fine: Vec::new(),
-                zeros,
             });
         }
+        if self.scores == Scores::Magnitude {
+            let (hist, fine, nan) = f32_histogram(&self.cpu, &data, range)?;
+            // NaNs are counted apart; infinities have a bucket of their own.
+            if nan + hist[INF_BUCKET] > 0 {
+                return Err(non_finite(&data));
+            }
+            return Ok(Tally {
+                hist,
+                items: Vec::new(),
+                fine,
+            });
+        }
+        // Random scores: the values are only checked; keys come from the
+        // seed and the index.
+        if classify(member.dtype, &data).1 > 0 {
+            return Err(non_finite(&data));
+        }
         let (lo, width) = range.map_or((0u32, 0u32), |(lo, hi)| (lo as u32, (hi - lo) as u32 + 1));
-        let empty = || Scan {
-            counts: vec![0u64; BINS],
-            fine: Vec::new(),
-            zeros: 0,
-            bad: 0,
-            first_bad: u64::MAX,
-        };
-        let t = data
-            .par_chunks(CHUNK * w)
-            .enumerate()
-            .fold(empty, |mut t, (c, bytes)| {
-                let base = (c * CHUNK) as u64;
-                for (j, b) in bytes.chunks_exact(w).enumerate() {
-                    let x = member.dtype.decode(b);
-                    if !x.is_finite() {
-                        t.bad += 1;
-                        t.first_bad = t.first_bad.min(base + j as u64);
-                        continue;
-                    }
-                    t.zeros += (x == 0.0) as u64;
-                    let key = keys.key(base + j as u64, b);
-                    t.counts[(key >> 16) as usize] += 1;
+        let chunks = member.numel.div_ceil(CHUNK as u64);
+        let empty = || (vec![0u64; BINS], Vec::new());
+        let (hist, inside) = (0..chunks)
+            .into_par_iter()
+            .fold(empty, |(mut counts, mut inside), c| {
+                let end = ((c + 1) * CHUNK as u64).min(member.numel);
+                for i in c * CHUNK as u64..end {
+                    let key = keys.key(i, &[]);
+                    counts[(key >> 16) as usize] += 1;
                     if (key >> 16).wrapping_sub(lo) < width {
-                        t.fine.push(key);
+                        inside.push(key);
                     }
                 }
-                t
+                (counts, inside)
             })
-            .reduce(empty, Scan::merge);
-        if t.bad > 0 {
-            return Err(non_finite(t.bad, t.first_bad));
+            .reduce(empty, |(a, mut ia), (b, mut ib)| {
+                ia.append(&mut ib);
+                (add_bins(a, b), ia)
+            });
+        let mut fine = vec![0u64; (width as usize) << 16];
+        for key in inside {
+            fine[(key - (lo << 16)) as usize] += 1;
         }
         Ok(Tally {
-            hist: t.counts,
+            hist,
             items: Vec::new(),
-            fine: t.fine,
-            zeros: t.zeros,
+            fine,
         })
     }
 
@@ -512,6 +581,18 @@ impl<'c> Selector<'c> {
         let w = member.dtype.width();
         let data = self.checkpoint.data(member.index)?;
         self.read += data.len() as u64;
+        if member.dtype == Dtype::F32 {
+            let mut bins = vec![0u64; BINS];
+            f32_pieces(&data, |xs| {
+                let t = self.cpu.borrow(xs, &Shape::vector(xs.len()))?;
+                let h = self
+                    .cpu
+                    .histogram(&[ScoreView::new(&t)], KeyRule::ABS, window)?;
+                add_into(&mut bins, &h.bins);
+                Ok(())
+            })?;
+            return Ok(bins);
+        }
         Ok(data
             .par_chunks(CHUNK * w)
             .enumerate()
@@ -551,14 +632,11 @@ impl<'c> Selector<'c> {
         let mut bins = vec![0u64; BINS];
         if !t.hist.is_empty() && !keys.coded() {
             let (lo, hi) = range?;
-            if high < lo || high > hi {
+            if high < lo || high > hi || t.fine.is_empty() {
                 return None;
             }
-            t.fine
-                .iter()
-                .filter_map(|&k| window.bin(k))
-                .for_each(|b| bins[b] += 1);
-            return Some(bins);
+            let at = ((high - lo) as usize) << 16;
+            return Some(t.fine[at..at + BINS].to_vec());
         }
         each_key(&keys, t, |key, c| {
             if let Some(b) = window.bin(key) {
@@ -774,18 +852,90 @@ impl<'c> Selector<'c> {
         Ok(radix.cut().unwrap_or(Cut::NONE))
     }
 
-    /// Each member's cut when it prunes its own `k[m]` lowest, read one
-    /// member at a time. `progress` gets the bytes read after each.
+    /// The members cut into runs read with one call each ([`runs`]): small
+    /// members together, a large one alone.
+    fn runs(&self) -> Vec<Range<usize>> {
+        let tensors = self.checkpoint.tensors();
+        let spans: Vec<(u64, u64, bool)> = self
+            .members
+            .iter()
+            .map(|m| {
+                let t = &tensors[m.index];
+                (t.start, t.end, m.numel <= self.tuning.small)
+            })
+            .collect();
+        runs(&spans)
+    }
+
+    /// Whether `run` holds small members, read together.
+    fn is_small_run(&self, run: &Range<usize>) -> bool {
+        self.members[run.start].numel <= self.tuning.small
+    }
+
+    /// Maps the members of `run` (one mapping for all).
+    fn map_run(&mut self, run: &Range<usize>) -> Result<TensorData<'c>> {
+        let (first, last) = (
+            self.members[run.start].index,
+            self.members[run.end - 1].index,
+        );
+        let data = self.checkpoint.span(first, last)?;
+        self.read += data.len() as u64;
+        Ok(data)
+    }
+
+    /// The bytes of each member of `run` within its mapping `data`.
+    fn split_run<'d>(&self, run: &Range<usize>, data: &'d [u8]) -> Vec<&'d [u8]> {
+        let tensors = self.checkpoint.tensors();
+        let base = tensors[self.members[run.start].index].start;
+        self.members[run.clone()]
+            .iter()
+            .map(|m| {
+                let t = &tensors[m.index];
+                &data[(t.start - base) as usize..(t.end - base) as usize]
+            })
+            .collect()
+    }
+
+    /// The error of member `m` holding `bad` non-finite values, the first
+    /// at `first`.
+    fn non_finite(&self, m: usize, (bad, first): (u64, u64)) -> Error {
+        Error::NonFinite {
+            tensor: self.name(m),
+            count: bad,
+            first,
+        }
+    }
+
+    /// Each member's cut when it prunes its own `k[m]` lowest: small
+    /// members a run at a time, in parallel, large ones one at a time.
+    /// `progress` gets the bytes read after each run.
     pub(crate) fn local(
         &mut self,
         k: &[u64],
         progress: &mut dyn FnMut(u64),
     ) -> Result<Vec<TensorCut>> {
         let mut cuts = Vec::with_capacity(self.members.len());
-        for (m, &k) in k.iter().enumerate() {
-            let t = self.read_tally(m, None)?;
-            self.zeros.push(t.zeros);
-            cuts.push(self.own_cut(m, &t, k, None)?);
+        for run in self.runs() {
+            if !self.is_small_run(&run) {
+                let m = run.start;
+                let t = self.read_tally(m, None)?;
+                cuts.push(self.own_cut(m, &t, k[m], None)?);
+                progress(self.read);
+                continue;
+            }
+            let mapped = self.map_run(&run)?;
+            let parts = self.split_run(&run, &mapped);
+            let done: Vec<_> = (run.clone(), parts)
+                .into_par_iter()
+                .map(|(m, data)| {
+                    let member = &self.members[m];
+                    let keys = Keys::new(self.scores, member);
+                    small_tally(member, &keys, data).map(|t| small_cut(&keys, &t.items, k[m]))
+                })
+                .collect();
+            for (m, d) in run.zip(done) {
+                cuts.push(d.map_err(|e| self.non_finite(m, e))?);
+            }
             progress(self.read);
         }
         Ok(cuts)
@@ -800,13 +950,48 @@ impl<'c> Selector<'c> {
         let range = self.sample(&pool, k)?;
         self.reads.sampled = range.is_some();
         let mut merged = Merged::new(range);
-        let mut caps = Vec::with_capacity(count);
-        for m in 0..count {
-            let t = self.read_tally(m, range)?;
-            self.zeros.push(t.zeros);
-            caps.push(self.cap_key(m, &t, range));
-            merged.apply(&self.keys(m), &t, true);
+        let mut caps = vec![CapKey::Unbounded; count];
+        // One share of the small members' counts per worker, merged at the
+        // end: a run's members are counted in parallel.
+        let mut shares: Vec<Merged> = Vec::new();
+        for run in self.runs() {
+            if !self.is_small_run(&run) {
+                let m = run.start;
+                let t = self.read_tally(m, range)?;
+                caps[m] = self.cap_key(m, &t, range);
+                merged.apply(&self.keys(m), &t, true);
+                progress(self.read);
+                continue;
+            }
+            if shares.is_empty() {
+                shares = (0..rayon::current_num_threads())
+                    .map(|_| Merged::new(range))
+                    .collect();
+            }
+            let mapped = self.map_run(&run)?;
+            let parts = self.split_run(&run, &mapped);
+            let members: Vec<usize> = run.collect();
+            let per = members.len().div_ceil(shares.len());
+            let done: Vec<Vec<_>> = shares
+                .par_iter_mut()
+                .zip(members.par_chunks(per).zip(parts.par_chunks(per)))
+                .map(|(share, (ms, datas))| {
+                    ms.iter()
+                        .zip(datas)
+                        .map(|(&m, data)| {
+                            let member = &self.members[m];
+                            small_scan(member, &Keys::new(self.scores, member), data, share)
+                        })
+                        .collect()
+                })
+                .collect();
+            for (&m, d) in members.iter().zip(done.into_iter().flatten()) {
+                caps[m] = d.map_err(|e| self.non_finite(m, e))?;
+            }
             progress(self.read);
+        }
+        for share in &shares {
+            merged.absorb(share);
         }
         let mut own: Vec<Option<TensorCut>> = vec![None; count];
         let mut k_pool = k;
@@ -900,6 +1085,201 @@ impl<'c> Selector<'c> {
     }
 }
 
+/// The bucket of `|x| = inf` under [`KeyRule::ABS`] (no finite value
+/// shares it).
+const INF_BUCKET: usize = 0xFF80;
+
+/// Elements of an F32 tensor handed to the CPU backend per call (a
+/// multiple of 64, so the pieces' masks join into whole bytes).
+const PIECE: usize = 1 << 24;
+
+/// Calls `f` on an F32 tensor's bytes as `f32` pieces of at most [`PIECE`]
+/// elements, in order: borrowed where the bytes are aligned (mapped files
+/// are, when their header keeps the usual 8-byte padding), copied otherwise.
+pub(crate) fn f32_pieces(data: &[u8], mut f: impl FnMut(&[f32]) -> Result<()>) -> Result<()> {
+    let mut copy: Vec<f32> = Vec::new();
+    for bytes in data.chunks(PIECE * 4) {
+        #[cfg(target_endian = "little")]
+        if let Ok(xs) = bytemuck::try_cast_slice::<u8, f32>(bytes) {
+            f(xs)?;
+            continue;
+        }
+        copy.clear();
+        copy.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
+        f(&copy)?;
+    }
+    Ok(())
+}
+
+/// An F32 tensor's magnitude keys by high half, the counts of the keys in
+/// the bucket range `range` at full resolution (empty without a range),
+/// and its NaNs: one pass of the CPU backend's kernels.
+fn f32_histogram(
+    cpu: &CpuBackend<'_>,
+    data: &[u8],
+    range: Option<(u16, u16)>,
+) -> Result<(Vec<u64>, Vec<u64>, u64)> {
+    let mut hist = vec![0u64; BINS];
+    let mut fine = Vec::new();
+    let mut nan = 0;
+    f32_pieces(data, |xs| {
+        let t = cpu.borrow(xs, &Shape::vector(xs.len()))?;
+        let v = [ScoreView::new(&t)];
+        let h = match range {
+            Some(r) => {
+                let (h, f) = cpu.histogram_with_range(&v, KeyRule::ABS, r)?;
+                if fine.is_empty() {
+                    fine = f;
+                } else {
+                    add_into(&mut fine, &f);
+                }
+                h
+            }
+            None => cpu.histogram(&v, KeyRule::ABS, KeyWindow::High)?,
+        };
+        add_into(&mut hist, &h.bins);
+        nan += h.nan[0];
+        Ok(())
+    })?;
+    Ok((hist, fine, nan))
+}
+
+/// A small member's tally: its keys (bit patterns when coded) in index
+/// order; `Err((bad, first))` when it holds non-finite values.
+fn small_tally(
+    member: &Member,
+    keys: &Keys,
+    data: &[u8],
+) -> std::result::Result<Tally, (u64, u64)> {
+    let (_, bad, first) = classify(member.dtype, data);
+    if bad > 0 {
+        return Err((bad, first));
+    }
+    let items = if keys.coded() {
+        data.chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as u32)
+            .collect()
+    } else {
+        let w = member.dtype.width();
+        (0..)
+            .zip(data.chunks_exact(w))
+            .map(|(j, b)| keys.key(j, b))
+            .collect()
+    };
+    Ok(Tally {
+        hist: Vec::new(),
+        items,
+        fine: Vec::new(),
+    })
+}
+
+/// The cut of a small member pruning its own `k` lowest, from its keys
+/// (`items`, bit patterns when `keys` is coded).
+fn small_cut(keys: &Keys, items: &[u32], k: u64) -> TensorCut {
+    if k == 0 {
+        return Cut::NONE.threshold();
+    }
+    let (key, below, equal) = nth_key(keys, items, k);
+    Cut {
+        key,
+        ties: k - below,
+        tied: equal,
+    }
+    .threshold()
+}
+
+/// A small member of a global selection read in a run: its keys counted
+/// into `into` (this worker's share of the merged counts), its guard's key
+/// returned; `Err((bad, first))` when it holds non-finite
+/// values. The guard's key needs the keys kept only when the cap is below
+/// `numel - 1`; at `numel - 1` (the never-empty guard) it is the largest.
+fn small_scan(
+    member: &Member,
+    keys: &Keys,
+    data: &[u8],
+    into: &mut Merged,
+) -> std::result::Result<CapKey, (u64, u64)> {
+    let n = member.numel;
+    let w = member.dtype.width();
+    let key_at = |j: u64, b: &[u8]| keys.key(j, b);
+    if let Some(table) = keys.table {
+        // One pass: the patterns counted, the largest magnitude found (it
+        // says whether any value is not finite, and is the guard's key).
+        let codes = into.codes_mut(keys.code_slot());
+        let (mut top, mut equal) = (0u16, 0u64);
+        for b in data.chunks_exact(2) {
+            let c = u16::from_le_bytes([b[0], b[1]]);
+            codes[c as usize] += 1;
+            let a = c & 0x7FFF;
+            if a > top {
+                (top, equal) = (a, 0);
+            }
+            equal += (a == top) as u64;
+        }
+        let inf: u16 = if member.dtype == Dtype::F16 {
+            0x7C00
+        } else {
+            0x7F80
+        };
+        if top >= inf {
+            // The selection stops here with an error; the counts are moot.
+            let (_, bad, first) = classify(member.dtype, data);
+            return Err((bad, first));
+        }
+        if member.cap + 1 == n {
+            return Ok(CapKey::Exact {
+                key: table[top as usize],
+                below: n - equal,
+                equal,
+            });
+        }
+    } else {
+        let (_, bad, first) = classify(member.dtype, data);
+        if bad > 0 {
+            return Err((bad, first));
+        }
+        for (j, b) in (0..).zip(data.chunks_exact(w)) {
+            into.count_key(key_at(j, b));
+        }
+    }
+    let cap = if member.cap >= n {
+        CapKey::Unbounded
+    } else if member.cap + 1 == n {
+        let (mut key, mut equal) = (0u32, 0u64);
+        for (j, b) in (0..).zip(data.chunks_exact(w)) {
+            let k = key_at(j, b);
+            if k > key {
+                (key, equal) = (k, 0);
+            }
+            equal += (k == key) as u64;
+        }
+        CapKey::Exact {
+            key,
+            below: n - equal,
+            equal,
+        }
+    } else {
+        let all: Vec<u32> = (0..)
+            .zip(data.chunks_exact(w))
+            .map(|(j, b)| key_at(j, b))
+            .collect();
+        let (key, below, equal) = nth_key(
+            &Keys {
+                table: None,
+                ..*keys
+            },
+            &all,
+            member.cap + 1,
+        );
+        CapKey::Exact { key, below, equal }
+    };
+    Ok(cap)
+}
+
 /// Calls `f(key, count)` for the keys a small or coded tally holds.
 fn each_key(keys: &Keys, t: &Tally, mut f: impl FnMut(u32, u64)) {
     match (keys.table, t.hist.is_empty()) {
@@ -947,26 +1327,6 @@ fn add_into(into: &mut [u64], b: &[u64]) {
     into.iter_mut().zip(b).for_each(|(x, y)| *x += y);
 }
 
-/// A partial scan of one thread.
-struct Scan {
-    counts: Vec<u64>,
-    fine: Vec<u32>,
-    zeros: u64,
-    bad: u64,
-    first_bad: u64,
-}
-
-impl Scan {
-    fn merge(mut a: Scan, mut b: Scan) -> Scan {
-        a.counts = add_bins(a.counts, b.counts);
-        a.fine.append(&mut b.fine);
-        a.zeros += b.zeros;
-        a.bad += b.bad;
-        a.first_bad = a.first_bad.min(b.first_bad);
-        a
-    }
-}
-
 /// What a cut does to one key.
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -989,35 +1349,115 @@ impl Fate {
     }
 }
 
-/// The fates of a 16-bit dtype's bit patterns under a cut, kept for the
-/// next tensors cut the same way (thousands of small tensors share one
-/// global cut, and 65,536 fates per tensor would cost more than the tensor).
-#[derive(Default)]
-pub(crate) struct FateCache {
-    entries: Vec<((Dtype, u32, u64), Vec<Fate>)>,
+/// A cut on 16-bit magnitudes as a bound on the bit pattern with its sign
+/// cleared: magnitude keys grow with that pattern over the finite values
+/// (the only ones a selection lets through), so comparing the pattern
+/// decides an element without looking its key up.
+#[derive(Clone, Copy, Debug)]
+struct PatternCut {
+    /// The smallest finite pattern whose key is not below the cut's.
+    at: u16,
+    /// Whether pattern `at` has the cut's key (its elements are ties).
+    equal: bool,
 }
 
-impl FateCache {
-    fn get(&mut self, table: &[u32], dtype: Dtype, cut: TensorCut) -> &[Fate] {
-        // Fates depend on the tie count only through its class.
-        let class = match cut.ties {
-            0 | TensorCut::ALL => cut.ties,
-            _ => 1,
+impl PatternCut {
+    /// The bound of `cut` in `keys`'s dtype, when its keys are coded.
+    fn of(keys: &Keys, cut: TensorCut) -> Option<PatternCut> {
+        let table = keys.table?;
+        // Patterns at and above this one are infinities and NaNs.
+        let inf: u16 = if keys.dtype == Dtype::F16 {
+            0x7C00
+        } else {
+            0x7F80
         };
-        let id = (dtype, cut.key, class);
-        let at = match self.entries.iter().position(|(k, _)| *k == id) {
-            Some(at) => at,
-            None => {
-                if self.entries.len() == 8 {
-                    self.entries.remove(0);
-                }
-                let fates = table.iter().map(|&k| Fate::of(k, cut)).collect();
-                self.entries.push((id, fates));
-                self.entries.len() - 1
-            }
-        };
-        &self.entries[at].1
+        let finite = &table[..inf as usize];
+        let at = finite.partition_point(|&k| k < cut.key);
+        Some(PatternCut {
+            at: at as u16,
+            equal: finite.get(at) == Some(&cut.key),
+        })
     }
+
+    /// Whether the element stored as `b` is at the cut's key.
+    #[inline(always)]
+    fn ties(self, b: &[u8]) -> bool {
+        self.equal && u16::from_le_bytes([b[0], b[1]]) & 0x7FFF == self.at
+    }
+}
+
+/// The keep bits of eight 16-bit elements (`bytes`) whose sign-cleared
+/// patterns are kept from `keep_from` on, and how many of them equal `at`:
+/// two 64-bit words of four lanes each, compared without a branch (a lane
+/// of at most `0x7FFF` plus `0x8000 - keep_from` reaches its top bit
+/// exactly when it is at least `keep_from`).
+#[inline(always)]
+fn keep_byte16(bytes: &[u8; 16], keep_from: u32, at: u16) -> (u8, u64) {
+    const ABS: u64 = 0x7FFF_7FFF_7FFF_7FFF;
+    const TOP: u64 = 0x8000_8000_8000_8000;
+    const ONES: u64 = 0x0001_0001_0001_0001;
+    let add = (0x8000 - keep_from as u64) * ONES;
+    let at = at as u64 * ONES;
+    let (mut byte, mut equal) = (0u8, 0u64);
+    for (i, half) in bytes.chunks_exact(8).enumerate() {
+        let x = u64::from_le_bytes(half.try_into().expect("8 bytes")) & ABS;
+        let g = ((x + add) & TOP) >> 15;
+        let nibble = (g | g >> 15 | g >> 30 | g >> 45) & 0xF;
+        byte |= (nibble as u8) << (4 * i);
+        // Lanes equal to `at` are the zero lanes of the difference.
+        equal += 4 - ((((x ^ at) & ABS) + ABS) & TOP).count_ones() as u64;
+    }
+    (byte, equal)
+}
+
+/// The elements of a tensor stored in `data` whose key equals `cut.key`.
+pub(crate) fn tie_count(data: &[u8], keys: Keys, cut: TensorCut) -> u64 {
+    match PatternCut::of(&keys, cut) {
+        Some(p) if !p.equal => 0,
+        Some(p) => data
+            .chunks_exact(2)
+            .map(|b| (u16::from_le_bytes([b[0], b[1]]) & 0x7FFF == p.at) as u64)
+            .sum(),
+        None => (0..)
+            .zip(data.chunks_exact(keys.dtype.width()))
+            .map(|(j, b)| (keys.key(j, b) == cut.key) as u64)
+            .sum(),
+    }
+}
+
+/// [`keep_bits`] of an F32 tensor under magnitude keys, by the CPU
+/// backend's threshold kernels piece by piece, the tie budget carried from
+/// piece to piece. Returns the bits and the elements at the cut's key it
+/// pruned (which a caller spreading one cut over several tensors adds to
+/// its running rank, as [`keep_bits`]'s tied count).
+pub(crate) fn f32_keep_bits(
+    cpu: &CpuBackend<'_>,
+    data: &[u8],
+    numel: u64,
+    cut: TensorCut,
+) -> Result<(Vec<u8>, u64)> {
+    let mut bits = Vec::with_capacity(numel.div_ceil(8) as usize);
+    let mut pruned = 0u64;
+    f32_pieces(data, |xs| {
+        let t = cpu.borrow(xs, &Shape::vector(xs.len()))?;
+        let ties = match cut.ties {
+            TensorCut::ALL => TensorCut::ALL,
+            t => t - pruned,
+        };
+        let c = TensorCut { key: cut.key, ties };
+        let mut m = cpu.threshold_masks(&[ScoreView::new(&t)], KeyRule::ABS, c)?;
+        pruned += m.ties[0];
+        let mask = m.masks.remove(0);
+        let bytes = xs.len().div_ceil(8);
+        bits.extend(
+            mask.words()
+                .iter()
+                .flat_map(|w| w.to_le_bytes())
+                .take(bytes),
+        );
+        Ok(())
+    })?;
+    Ok((bits, pruned))
 }
 
 /// Packed keep bits (bit `i % 8` of byte `i / 8`, 1 = kept) of a tensor of
@@ -1027,22 +1467,18 @@ impl FateCache {
 /// at the cut's key when some but not all ties are asked for (0 otherwise),
 /// so a caller spreading one cut over several tensors keeps a running rank.
 ///
+/// 16-bit magnitudes are decided by comparing bit patterns
+/// ([`PatternCut`]), eight elements to a byte of bits.
+///
 /// Ties are first pruned optimistically while counted; only a tensor that
 /// holds more ties than `cut.ties` (the last one a shared cut reaches) takes
 /// a second pass over its data in memory to keep the later ones.
-pub(crate) fn keep_bits(
-    data: &[u8],
-    numel: u64,
-    keys: Keys,
-    cut: TensorCut,
-    cache: &mut FateCache,
-) -> (Vec<u8>, u64) {
+pub(crate) fn keep_bits(data: &[u8], numel: u64, keys: Keys, cut: TensorCut) -> (Vec<u8>, u64) {
     let w = keys.dtype.width();
-    // For 16-bit magnitudes the fate of each bit pattern is known up front.
-    let fates: Option<&[Fate]> = keys.table.map(|t| cache.get(t, keys.dtype, cut));
-    let fate = |index: u64, b: &[u8]| match fates {
-        Some(f) => f[u16::from_le_bytes([b[0], b[1]]) as usize],
-        None => Fate::of(keys.key(index, b), cut),
+    let pattern = PatternCut::of(&keys, cut);
+    let is_tie = |index: u64, b: &[u8]| match pattern {
+        Some(p) => p.ties(b),
+        None => Fate::of(keys.key(index, b), cut) == Fate::Tie,
     };
     let partial = cut.ties > 0 && cut.ties != TensorCut::ALL;
     let mut bits = vec![0u8; numel.div_ceil(8) as usize];
@@ -1054,22 +1490,32 @@ pub(crate) fn keep_bits(
         .map(|(c, (out, bytes))| {
             let base = (c * CHUNK) as u64;
             let mut ties = 0u64;
-            match fates {
-                Some(f) => {
-                    // The hot path: a table lookup per element.
-                    for (o, group) in out.iter_mut().zip(bytes.chunks(8 * w)) {
-                        let mut byte = 0u8;
-                        for (k, b) in group.chunks_exact(2).enumerate() {
-                            let fate = f[u16::from_le_bytes([b[0], b[1]]) as usize] as u8;
-                            byte |= (fate & 1) << k;
-                            ties += (fate >> 1) as u64;
-                        }
+            match pattern {
+                Some(p) => {
+                    // The hot path. Equal patterns are pruned unless the
+                    // cut keeps every tie.
+                    let keep_from = p.at as u32 + (p.equal && cut.ties != 0) as u32;
+                    let count_ties = p.equal && partial;
+                    for (o, group) in out.iter_mut().zip(bytes.chunks(16)) {
+                        let Ok(group) = <&[u8; 16]>::try_from(group) else {
+                            // The last few elements.
+                            let mut byte = 0u8;
+                            for (k, b) in group.chunks_exact(2).enumerate() {
+                                let a = (u16::from_le_bytes([b[0], b[1]]) & 0x7FFF) as u32;
+                                byte |= ((a >= keep_from) as u8) << k;
+                                ties += (count_ties && a == p.at as u32) as u64;
+                            }
+                            *o = byte;
+                            continue;
+                        };
+                        let (byte, equal) = keep_byte16(group, keep_from, p.at);
                         *o = byte;
+                        ties += if count_ties { equal } else { 0 };
                     }
                 }
                 None => {
                     for (j, b) in bytes.chunks_exact(w).enumerate() {
-                        let fate = fate(base + j as u64, b) as u8;
+                        let fate = Fate::of(keys.key(base + j as u64, b), cut) as u8;
                         out[j / 8] |= (fate & 1) << (j % 8);
                         ties += (fate >> 1) as u64;
                     }
@@ -1102,7 +1548,7 @@ pub(crate) fn keep_bits(
             let base = (c * CHUNK) as u64;
             let mut rank = before[c];
             for (j, b) in bytes.chunks_exact(w).enumerate() {
-                if fate(base + j as u64, b) == Fate::Tie {
+                if is_tie(base + j as u64, b) {
                     rank += 1;
                     if rank > cut.ties {
                         out[j / 8] |= 1 << (j % 8);
@@ -1111,4 +1557,46 @@ pub(crate) fn keep_bits(
             }
         });
     (bits, tied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_byte16_matches_the_plain_compare() {
+        let mut state = 0x1234_5678_9ABC_DEF0u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..20_000 {
+            let mut bytes = [0u8; 16];
+            // Patterns near the bound (ties included), both signs.
+            let at = (next() % 0x7F81) as u16;
+            for b in bytes.chunks_exact_mut(2) {
+                let v = match next() % 4 {
+                    0 => at,
+                    1 => at.saturating_add((next() % 3) as u16).min(0x7F80),
+                    2 => at.saturating_sub((next() % 3) as u16),
+                    _ => (next() % 0x7F81) as u16,
+                } | ((next() % 2) as u16) << 15;
+                b.copy_from_slice(&v.to_le_bytes());
+            }
+            let keep_from = at as u32 + (round % 2) as u32;
+            let (mut byte, mut equal) = (0u8, 0u64);
+            for (k, b) in bytes.chunks_exact(2).enumerate() {
+                let a = (u16::from_le_bytes([b[0], b[1]]) & 0x7FFF) as u32;
+                byte |= ((a >= keep_from) as u8) << k;
+                equal += (a == at as u32) as u64;
+            }
+            assert_eq!(
+                keep_byte16(&bytes, keep_from, at),
+                (byte, equal),
+                "{bytes:?}"
+            );
+        }
+    }
 }

@@ -243,3 +243,21 @@ proptest! {
         prop_assert_eq!(masks, core(&bytes, &config));
     }
 }
+
+#[test]
+fn runs_join_small_neighbours_within_the_limits() {
+    use super::stream::{RUN_BYTES, runs};
+    let mb = 1u64 << 20;
+    // Small spans back to back, a large one, small ones across a wide gap,
+    // and enough small ones to pass the run size.
+    let mut spans = vec![(0, 10, true), (10, 20, true), (20, 5 * mb, false)];
+    spans.push((5 * mb, 5 * mb + 10, true));
+    spans.push((7 * mb, 7 * mb + 10, true));
+    let mut at = 8 * mb;
+    for _ in 0..3 {
+        spans.push((at, at + RUN_BYTES / 2, true));
+        at += RUN_BYTES / 2;
+    }
+    let got = runs(&spans);
+    assert_eq!(got, vec![0..2, 2..3, 3..4, 4..6, 6..8]);
+}
