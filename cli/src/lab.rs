@@ -37,13 +37,6 @@ test); without --data a synthetic teacher-student task of the same size is used.
 
 Example: prunus lab flow --data ../shared/data/mnist --json flow.json --plot flow.svg")]
 pub(crate) struct FlowArgs {
-    /// Folder of MNIST-format IDX files (default: the synthetic teacher-student task).
-    #[arg(long, value_name = "DIR")]
-    pub(crate) data: Option<PathBuf>,
-    /// Seeds per measure (seeds 0..N).
-    #[arg(long, value_name = "N", default_value_t = 3,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) seeds: u64,
     /// Measures to compare, comma-separated (default: all seven).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub(crate) measures: Option<Vec<String>>,
@@ -59,22 +52,14 @@ pub(crate) struct FlowArgs {
     /// Filters of each conv layer, comma-separated.
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_values_t = [16, 32])]
     pub(crate) channels: Vec<usize>,
-    /// Backend that scores and selects (the networks train on the CPU).
-    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
-    pub(crate) backend: BackendKind,
-    /// Threads for training and the CPU backend (0 = all cores); results
-    /// are the same for any count.
-    #[arg(long, value_name = "T", default_value_t = 0)]
-    pub(crate) threads: usize,
     #[command(flatten)]
-    pub(crate) outputs: Outputs,
+    pub(crate) run: RunArgs,
 }
 
 /// Runs `prunus lab flow`.
 pub(crate) fn flow(args: &FlowArgs) -> Result<(), Error> {
-    args.outputs.check()?;
     let mut config = FlowConfig::default();
-    config.seeds = (0..args.seeds).collect();
+    config.seeds = args.run.seeds()?;
     if let Some(m) = &args.measures {
         config.measures = m.clone();
     }
@@ -82,8 +67,7 @@ pub(crate) fn flow(args: &FlowArgs) -> Result<(), Error> {
     config.rounds = args.rounds;
     config.epochs = args.epochs;
     config.channels = args.channels.clone();
-    let data = load(&args.data)?;
-    run_protocol(&config, &data, args.backend, args.threads, &args.outputs)
+    run_protocol(&config, None, &args.run)
 }
 
 impl Protocol for FlowConfig {
@@ -142,13 +126,6 @@ used.
 
 Example: prunus lab cbs --data ../shared/data/mnist --seeds 5 --json cbs.json --plot cbs.svg")]
 pub(crate) struct CbsArgs {
-    /// Folder of MNIST-format IDX files (default: the synthetic teacher-student task).
-    #[arg(long, value_name = "DIR")]
-    pub(crate) data: Option<PathBuf>,
-    /// Seeds (0..N), each training its own network.
-    #[arg(long, value_name = "N", default_value_t = 3,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) seeds: u64,
     /// Sparsities, comma-separated, each in [0, 1].
     #[arg(long, value_name = "LIST", value_delimiter = ',',
           default_values_t = prunus_lab::cbs::SPARSITIES)]
@@ -171,21 +148,14 @@ pub(crate) struct CbsArgs {
     /// Multiplier of the WF and CBS updates of kept weights.
     #[arg(long, value_name = "S", default_value_t = 1.0)]
     pub(crate) update_scale: f64,
-    /// Dense linear algebra.
-    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
-    pub(crate) backend: BackendKind,
-    /// Threads (0 = all cores).
-    #[arg(long, value_name = "T", default_value_t = 0)]
-    pub(crate) threads: usize,
     #[command(flatten)]
-    pub(crate) outputs: Outputs,
+    pub(crate) run: RunArgs,
 }
 
 /// Runs `prunus lab cbs`.
 pub(crate) fn cbs(args: &CbsArgs) -> Result<(), Error> {
-    args.outputs.check()?;
     let mut config = CbsConfig::default();
-    config.seeds = (0..args.seeds).collect();
+    config.seeds = args.run.seeds()?;
     config.sparsities = args.sparsities.clone();
     config.epochs = args.epochs;
     config.fisher = config.fisher.damping(args.damping);
@@ -193,8 +163,7 @@ pub(crate) fn cbs(args: &CbsArgs) -> Result<(), Error> {
     config.search = config.search.trials(args.trials).patience(args.patience);
     config.update_scale = args.update_scale;
     config.validate()?;
-    let data = load(&args.data)?;
-    run_protocol(&config, &data, args.backend, args.threads, &args.outputs)
+    run_protocol(&config, None, &args.run)
 }
 
 impl Protocol for CbsConfig {
@@ -251,13 +220,6 @@ used.
 
 Example: prunus lab infcop --data ../shared/data/mnist --seeds 3 --json infcop.json --plot infcop.svg")]
 pub(crate) struct InfcopArgs {
-    /// Folder of MNIST-format IDX files (default: the synthetic teacher-student task).
-    #[arg(long, value_name = "DIR")]
-    pub(crate) data: Option<PathBuf>,
-    /// Seeds (0..N), each initialising its own networks.
-    #[arg(long, value_name = "N", default_value_t = 3,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) seeds: u64,
     /// Final sparsity of the prunable weights, in [0, 1].
     #[arg(long, value_name = "S", default_value_t = 0.95)]
     pub(crate) target: f64,
@@ -298,21 +260,14 @@ pub(crate) struct InfcopArgs {
     /// cheaper measurements, noisier distances.
     #[arg(long, value_name = "N")]
     pub(crate) flow_samples: Option<usize>,
-    /// Backend of the magnitude selection.
-    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
-    pub(crate) backend: BackendKind,
-    /// Threads (0 = all cores).
-    #[arg(long, value_name = "T", default_value_t = 0)]
-    pub(crate) threads: usize,
     #[command(flatten)]
-    pub(crate) outputs: Outputs,
+    pub(crate) run: RunArgs,
 }
 
 /// Runs `prunus lab infcop`.
 pub(crate) fn infcop(args: &InfcopArgs) -> Result<(), Error> {
-    args.outputs.check()?;
     let mut config = InfcopConfig::default();
-    config.seeds = (0..args.seeds).collect();
+    config.seeds = args.run.seeds()?;
     config.target = args.target;
     config.rate = args.rate;
     config.step = match args.step {
@@ -330,8 +285,7 @@ pub(crate) fn infcop(args: &InfcopArgs) -> Result<(), Error> {
     config.max_rounds = args.max_rounds;
     config.flow_samples = args.flow_samples;
     config.validate()?;
-    let data = load(&args.data)?;
-    run_protocol(&config, &data, args.backend, args.threads, &args.outputs)
+    run_protocol(&config, None, &args.run)
 }
 
 impl Protocol for InfcopConfig {
@@ -398,13 +352,6 @@ synthetic).
 
 Example: prunus lab forward --data ../shared/data/mnist --seeds 3 --json forward.json --plot forward.svg")]
 pub(crate) struct ForwardArgs {
-    /// Folder of MNIST-format IDX files for the mlp task (default: the synthetic task).
-    #[arg(long, value_name = "DIR")]
-    pub(crate) data: Option<PathBuf>,
-    /// Seeds (0..N), each initialising its own networks.
-    #[arg(long, value_name = "N", default_value_t = 3,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) seeds: u64,
     /// Tasks, comma-separated.
     #[arg(long, value_enum, value_name = "LIST", value_delimiter = ',',
           default_values_t = [TaskArg::Mlp, TaskArg::TeacherStudent])]
@@ -454,21 +401,14 @@ pub(crate) struct ForwardArgs {
     /// Learning rate of the final fine-tune.
     #[arg(long, value_name = "η", default_value_t = 0.01)]
     pub(crate) finetune_lr: f32,
-    /// Backend of backward elimination's selection.
-    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
-    pub(crate) backend: BackendKind,
-    /// Threads (0 = all cores); results are the same for any count.
-    #[arg(long, value_name = "T", default_value_t = 0)]
-    pub(crate) threads: usize,
     #[command(flatten)]
-    pub(crate) outputs: Outputs,
+    pub(crate) run: RunArgs,
 }
 
 /// Runs `prunus lab forward`.
 pub(crate) fn forward(args: &ForwardArgs) -> Result<(), Error> {
-    args.outputs.check()?;
     let mut config = ForwardLabConfig::default();
-    config.seeds = (0..args.seeds).collect();
+    config.seeds = args.run.seeds()?;
     config.tasks = args
         .tasks
         .iter()
@@ -496,12 +436,11 @@ pub(crate) fn forward(args: &ForwardArgs) -> Result<(), Error> {
     config.finetune_epochs = args.finetune_epochs;
     config.finetune_learning_rate = args.finetune_lr;
     config.validate()?;
-    let data = if config.tasks.contains(&Task::Mlp) {
-        load(&args.data)?
-    } else {
-        Arc::new(Dataset::teacher_student(&TeacherStudent::two_layer())?)
-    };
-    run_protocol(&config, &data, args.backend, args.threads, &args.outputs)
+    // Without the mlp task the data is the teacher-student task's own.
+    let data = (!config.tasks.contains(&Task::Mlp))
+        .then(|| Dataset::teacher_student(&TeacherStudent::two_layer()).map(Arc::new))
+        .transpose()?;
+    run_protocol(&config, data, &args.run)
 }
 
 impl Protocol for ForwardLabConfig {
@@ -550,23 +489,59 @@ impl<'d, P: Protocol> BackendJob<'d> for ProtocolJob<'_, P> {
     }
 }
 
-/// Runs `protocol` on `data` and `backend`, prints its table and writes
-/// its report and chart where `outputs` says.
+/// Runs `protocol` on `data` (by default what `run` names) and the backend
+/// `run` names, prints its table and writes its report and chart where
+/// `run` says.
 fn run_protocol<P: Protocol>(
     protocol: &P,
-    data: &Arc<Dataset>,
-    backend: BackendKind,
-    threads: usize,
-    outputs: &Outputs,
+    data: Option<Arc<Dataset>>,
+    run: &RunArgs,
 ) -> Result<(), Error> {
+    let data = match data {
+        Some(d) => d,
+        None => load(&run.data)?,
+    };
     let job = ProtocolJob {
         protocol,
-        data,
-        threads,
+        data: &data,
+        threads: run.threads,
     };
-    let result = dispatch(&BackendSpec::new(backend, threads), job)?;
+    let result = dispatch(&BackendSpec::new(run.backend, run.threads), job)?;
     println!("{}", result.table());
-    outputs.write(|| Ok(result.report()?), backend, || Ok(result.svg()?))
+    run.outputs
+        .write(|| Ok(result.report()?), run.backend, || Ok(result.svg()?))
+}
+
+/// What every lab protocol takes: its data, seeds, backend, threads and
+/// outputs.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Folder of MNIST-format IDX files (default: the synthetic task).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data: Option<PathBuf>,
+    /// Seeds 0..N, each initialising and training its own networks.
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) seeds: u64,
+    /// Backend of the pruning steps' scoring, selection and linear algebra
+    /// (the networks train on the CPU).
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub(crate) backend: BackendKind,
+    /// Threads for training and the CPU backend (0 = all cores); results
+    /// are the same for any count.
+    #[arg(long, value_name = "T", default_value_t = 0)]
+    pub(crate) threads: usize,
+    #[command(flatten)]
+    pub(crate) outputs: Outputs,
+}
+
+impl RunArgs {
+    /// The seeds, once the output paths are known to be usable (checked
+    /// before any work).
+    fn seeds(&self) -> Result<Vec<u64>, Error> {
+        self.outputs.check()?;
+        Ok((0..self.seeds).collect())
+    }
 }
 
 /// MNIST from `dir`, or the synthetic task; says which on stderr.
