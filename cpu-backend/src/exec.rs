@@ -69,8 +69,12 @@ impl Exec {
         match self {
             Exec::Seq => finish(items.iter().fold(init(), step)),
             Exec::Pool(pool) => pool.install(|| {
+                // A few states per thread: each can be large (a histogram),
+                // and a split down to single items would allocate one each.
+                let per = items.len().div_ceil(4 * pool.current_num_threads()).max(1);
                 items
                     .par_iter()
+                    .with_min_len(per)
                     .fold(&init, &step)
                     .map(&finish)
                     .reduce_with(&merge)

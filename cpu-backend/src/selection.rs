@@ -150,7 +150,6 @@ impl LocalHistogram {
     fn with_fine(inputs: usize, span: usize) -> Self {
         LocalHistogram {
             fine: vec![0; span],
-            fine_wide: vec![0; span],
             ..LocalHistogram::new(inputs)
         }
     }
@@ -170,6 +169,9 @@ impl LocalHistogram {
         for (w, lanes) in self.wide.iter_mut().zip(self.lanes.chunks_exact_mut(LANES)) {
             *w += lanes.iter().map(|&c| c as u64).sum::<u64>();
             lanes.fill(0);
+        }
+        if self.fine_wide.len() < self.fine.len() {
+            self.fine_wide = vec![0; self.fine.len()];
         }
         for (w, c) in self.fine_wide.iter_mut().zip(&mut self.fine) {
             *w += *c as u64;

@@ -701,7 +701,7 @@ impl<B: Backend + ?Sized> Job<'_, B> {
                     }
                     Choice::Pattern(p) => self.pattern(m, &data, *p)?,
                 };
-                let z = write_masked(&data, t.dtype, &bits, put)?;
+                let z = write_masked(&data, t.dtype, &bits, &mut state.output, put)?;
                 entry.zeros_before = Some(z.before);
                 entry.zeros_after = Some(z.after);
                 if self.request.masks {
@@ -891,7 +891,14 @@ fn mask_chunk<const W: usize>(out: &mut [u8], src: &[u8], bits: &[u8]) -> Zeros 
             .filter(|l| p >> l & 1 == 1)
             .fold(0u64, |m, l| m | (u64::MAX >> (64 - 8 * W)) << (8 * W * l))
     });
-    let nonzero = |x: u64| (((x & abs) + abs) & top).count_ones() as u64;
+    // The top bits of the lanes summed by one multiply (no popcount on the
+    // baseline instruction set): each lane's bit moved to its lowest bit,
+    // then every lane added into the top lane.
+    let low = top >> (8 * W - 1);
+    let nonzero = |x: u64| {
+        let set = (((x & abs) + abs) & top) >> (8 * W - 1);
+        set.wrapping_mul(low) >> (64 - 8 * W)
+    };
     let (mut before, mut after) = (0u64, 0u64);
     let groups = out.len() / (8 * W);
     let outs = out.chunks_exact_mut(8 * W);
@@ -971,16 +978,16 @@ const BLOCK_CHUNKS: usize = 16;
 
 /// Passes `data` to `put` block by block with the elements whose keep bit
 /// is clear set to +0, and returns the zeros before and after. Blocks are
-/// filled in parallel into one reused buffer.
+/// filled in parallel into `buf`, reused from tensor to tensor.
 fn write_masked(
     data: &[u8],
     dtype: Dtype,
     bits: &[u8],
+    buf: &mut Vec<u8>,
     put: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<Zeros> {
     let w = dtype.width();
     let block = CHUNK * BLOCK_CHUNKS * w;
-    let mut buf: Vec<u8> = Vec::new();
     let mut zeros = Zeros::default();
     for (k, src) in data.chunks(block).enumerate() {
         buf.resize(src.len(), 0);
@@ -995,7 +1002,7 @@ fn write_masked(
                     _ => mask_chunk::<4>(out, src, bits),
                 })
                 .sum::<Zeros>();
-        put(&buf)?;
+        put(buf)?;
     }
     Ok(zeros)
 }
@@ -1005,7 +1012,7 @@ struct WriteState {
     report: Report,
     /// Ties of the shared cut met so far, in file order.
     seen: u64,
-    /// The bytes to write for the current run or tensor.
+    /// The bytes to write for the current run or block of a tensor.
     output: Vec<u8>,
 }
 

@@ -1449,6 +1449,11 @@ pub(crate) fn f32_keep_bits(
         pruned += m.ties[0];
         let mask = m.masks.remove(0);
         let bytes = xs.len().div_ceil(8);
+        // Mask words hold their elements from the lowest bit: on a
+        // little-endian host their bytes are the keep bits in order.
+        #[cfg(target_endian = "little")]
+        bits.extend_from_slice(&bytemuck::cast_slice::<u64, u8>(mask.words())[..bytes]);
+        #[cfg(not(target_endian = "little"))]
         bits.extend(
             mask.words()
                 .iter()
