@@ -15,7 +15,7 @@ use prunus_lab::{Report, Row, write_atomic};
 use rayon::prelude::*;
 
 use crate::error::Error;
-use crate::memory::children_cpu_seconds;
+use crate::memory::{CpuTime, children_cpu};
 
 /// The dtype of the synthetic weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -378,13 +378,17 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
         params as f64 / 1e9,
         bytes as f64 / 1e9
     );
-    let result = (|| -> Result<(f64, f64, f64, Option<f64>, serde_json::Value), Error> {
+    // CPU times of cp and of prunus, each the difference around the child.
+    type Cpu = (Option<CpuTime>, Option<CpuTime>);
+    let result = (|| -> Result<(f64, f64, f64, Cpu, serde_json::Value), Error> {
+        let cp_before = children_cpu();
         let cp_s = timed("cp", &[&input, &copy])?;
+        let cp_cpu = cp_before.zip(children_cpu()).map(|(b, a)| a.since(b));
         let sync_s = timed("sync", &[&copy])?;
         cleanup(&[&copy]);
         let exe =
             std::env::current_exe().map_err(|e| Error::system("find the prunus binary", e))?;
-        let cpu_before = children_cpu_seconds();
+        let cpu_before = children_cpu();
         let t = Instant::now();
         let out = Command::new(exe)
             .arg("prune")
@@ -402,9 +406,9 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
         let prune_s = t.elapsed().as_secs_f64();
         // The child's user and system time, every thread: what the wall
         // time hides on a machine whose page cache decides the I/O.
-        let cpu_s = cpu_before
-            .zip(children_cpu_seconds())
-            .map(|(before, after)| after - before);
+        let cpu = cpu_before
+            .zip(children_cpu())
+            .map(|(before, after)| after.since(before));
         if !out.status.success() {
             return Err(Error::system(
                 "prune the synthetic checkpoint",
@@ -413,7 +417,7 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
         }
         let report: serde_json::Value = serde_json::from_slice(&out.stdout)
             .map_err(|e| Error::SelfCheck(format!("prunus prune printed no JSON: {e}")))?;
-        Ok((cp_s, cp_s + sync_s, prune_s, cpu_s, report))
+        Ok((cp_s, cp_s + sync_s, prune_s, (cp_cpu, cpu), report))
     })();
     if args.keep {
         eprintln!("kept the files in {}", scratch.display());
@@ -421,7 +425,7 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
         cleanup(&[&copy, &output, &input]);
         let _ = std::fs::remove_dir(&scratch);
     }
-    let (cp_s, cp_sync_s, prune_s, cpu_s, report) = result?;
+    let (cp_s, cp_sync_s, prune_s, (cp_cpu, cpu), report) = result?;
     let n = report["pruned_elements"].as_u64().unwrap_or(0);
     let zeros = report["zeros_after"].as_u64().unwrap_or(0);
     let k = prunus_core::selection::select::units_to_prune(args.sparsity, n);
@@ -443,10 +447,24 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
         prune_s / cp_sync_s,
         rss.map_or("unknown".into(), |m| format!("{m:.0} MiB"))
     );
-    if let Some(cpu) = cpu_s {
+    if let Some(c) = cpu {
         println!(
-            "prunus CPU time   {cpu:>8.1} s  (user + system, all threads: {:.2} cores busy)",
-            cpu / prune_s.max(1e-9)
+            "prunus CPU time   {:>8.1} s  (user {:.1} + system {:.1}, all threads: {:.2} cores \
+             busy)",
+            c.total(),
+            c.user,
+            c.system,
+            c.total() / prune_s.max(1e-9)
+        );
+    }
+    if let Some(c) = cp_cpu {
+        // The kernel's copy of the file into the page cache: a floor under
+        // prunus's system time, which writes as many bytes.
+        println!(
+            "cp CPU time       {:>8.1} s  (user {:.1} + system {:.1})",
+            c.total(),
+            c.user,
+            c.system
         );
     }
     println!(
@@ -483,8 +501,12 @@ pub(crate) fn checkpoint(args: &CheckpointArgs) -> Result<(), Error> {
         if let Some(m) = rss {
             r.push(Row::new("prunus", "peak_rss_mb", vec![m])?);
         }
-        if let Some(cpu) = cpu_s {
-            r.push(Row::new("prunus", "cpu_s", vec![cpu])?);
+        for (m, c) in [("prunus", cpu), ("cp", cp_cpu)] {
+            if let Some(c) = c {
+                r.push(Row::new(m, "cpu_s", vec![c.total()])?);
+                r.push(Row::new(m, "user_s", vec![c.user])?);
+                r.push(Row::new(m, "system_s", vec![c.system])?);
+            }
         }
         r.push(Row::new("prunus", "bytes_read", vec![read as f64])?);
         write_atomic(path, &r)?;
