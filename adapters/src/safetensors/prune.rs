@@ -612,51 +612,48 @@ impl<B: Backend + ?Sized> Job<'_, B> {
         let mut state = WriteState {
             report: Report::default(),
             seen: 0,
-            output: Vec::new(),
         };
+        let writer = RunWriter {
+            checkpoint: self.checkpoint,
+            roles: &self.roles,
+            members: &self.members,
+            scores: self.scores,
+            masks: self.request.masks,
+        };
+        // A run's output is written while the next run is pruned on another
+        // thread: the kernel's copy of the bytes overlaps the work.
+        let (mut pending, mut next_out) = (Vec::new(), Vec::new());
+        let mut buffer = Vec::new();
         for run in runs(&spans) {
             if spans[run.start].2 {
-                self.write_run(run, &member_of, choice, &mut state)?;
-                put(out, &state.output)?;
+                let (pruned, wrote) = std::thread::scope(|s| {
+                    let worker = s.spawn(|| {
+                        writer.write_run(run, &member_of, choice, &mut state, &mut next_out)
+                    });
+                    let wrote = put(out, &pending);
+                    (worker.join(), wrote)
+                });
+                wrote?;
+                pruned.unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+                std::mem::swap(&mut pending, &mut next_out);
             } else {
-                self.write_one(run.start, &member_of, choice, &mut state, &mut |b| {
-                    put(out, b)
-                })?;
+                put(out, &pending)?;
+                pending.clear();
+                self.write_one(
+                    run.start,
+                    &member_of,
+                    choice,
+                    &mut state,
+                    &mut buffer,
+                    &mut |b| put(out, b),
+                )?;
             }
         }
+        put(out, &pending)?;
         out.flush().map_err(|e| Error::io("write", out_name, &e))?;
         let mut report = state.report;
         report.bytes_written = written;
         Ok(report)
-    }
-
-    /// Member `member`'s cut: its own, or the shared one with the ties
-    /// still to prune after `seen` of them in earlier members.
-    fn cut(choice: &Choice, member: usize, seen: u64) -> TensorCut {
-        match choice {
-            Choice::Cuts { own, shared, .. } => own[member].unwrap_or(TensorCut {
-                key: shared.key,
-                ties: match shared.ties {
-                    TensorCut::ALL => TensorCut::ALL,
-                    t => t.saturating_sub(seen),
-                },
-            }),
-            Choice::Pattern(_) => TensorCut { key: 0, ties: 0 },
-        }
-    }
-
-    /// The report entry of tensor `i` before its zeros are known.
-    fn entry(&self, i: usize) -> TensorReport {
-        let t = &self.checkpoint.tensors()[i];
-        TensorReport {
-            name: t.name.clone(),
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-            numel: t.numel(),
-            kept: self.roles[i],
-            zeros_before: None,
-            zeros_after: None,
-        }
     }
 
     /// Tensor `i` (and its mask) passed to `put` block by block, read on
@@ -667,12 +664,13 @@ impl<B: Backend + ?Sized> Job<'_, B> {
         member_of: &[Option<usize>],
         choice: &Choice,
         state: &mut WriteState,
+        buffer: &mut Vec<u8>,
         put: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         let t = &self.checkpoint.tensors()[i];
         let data = self.checkpoint.data(i)?;
         state.report.bytes_read += data.len() as u64;
-        let mut entry = self.entry(i);
+        let mut entry = entry(self.checkpoint, &self.roles, i);
         match member_of[i] {
             None => {
                 if t.dtype.is_prunable() {
@@ -686,7 +684,7 @@ impl<B: Backend + ?Sized> Job<'_, B> {
                 let m = &self.members[member];
                 let bits = match choice {
                     Choice::Cuts { own, .. } => {
-                        let cut = Self::cut(choice, member, state.seen);
+                        let cut = member_cut(choice, member, state.seen);
                         let keys = Keys::new(self.scores, m);
                         let (bits, tied) =
                             if self.scores == Scores::Magnitude && m.dtype == Dtype::F32 {
@@ -701,7 +699,7 @@ impl<B: Backend + ?Sized> Job<'_, B> {
                     }
                     Choice::Pattern(p) => self.pattern(m, &data, *p)?,
                 };
-                let z = write_masked(&data, t.dtype, &bits, &mut state.output, put)?;
+                let z = write_masked(&data, t.dtype, &bits, buffer, put)?;
                 entry.zeros_before = Some(z.before);
                 entry.zeros_after = Some(z.after);
                 if self.request.masks {
@@ -710,113 +708,6 @@ impl<B: Backend + ?Sized> Job<'_, B> {
             }
         }
         state.report.tensors.push(entry);
-        Ok(())
-    }
-
-    /// The small tensors `run` (and their masks) into `state.output`: read
-    /// with one call, pruned in parallel. The shared cut's ties go to the
-    /// earliest elements in file order, as when written one by one: when
-    /// some but not all of them are pruned, the run's members count theirs
-    /// first.
-    fn write_run(
-        &self,
-        run: Range<usize>,
-        member_of: &[Option<usize>],
-        choice: &Choice,
-        state: &mut WriteState,
-    ) -> Result<()> {
-        let Choice::Cuts { own, shared } = choice else {
-            unreachable!("only streamed cuts are written in runs");
-        };
-        let tensors = self.checkpoint.tensors();
-        let input = self.checkpoint.span(run.start, run.end - 1)?;
-        state.report.bytes_read += input.len() as u64;
-        let base = tensors[run.start].start;
-        let data = |i: usize| {
-            let t = &tensors[i];
-            &input[(t.start - base) as usize..(t.end - base) as usize]
-        };
-        // The parallel work borrows these, not the job (its backend need
-        // not be shared across threads).
-        let (members, scores) = (&self.members, self.scores);
-        let keys = |member: usize| Keys::new(scores, &members[member]);
-        let partial = shared.ties != 0 && shared.ties != TensorCut::ALL;
-        // Ties at the shared key per shared member, while some are left.
-        let tied: Vec<u64> = if partial && state.seen < shared.ties {
-            let probe = TensorCut {
-                key: shared.key,
-                ties: 1,
-            };
-            run.clone()
-                .into_par_iter()
-                .map(|i| match member_of[i] {
-                    Some(member) if own[member].is_none() => {
-                        tie_count(data(i), keys(member), probe)
-                    }
-                    _ => 0,
-                })
-                .collect()
-        } else {
-            vec![0; run.len()]
-        };
-        // Each member's cut, in file order.
-        let mut plan = Vec::with_capacity(run.len());
-        for (i, tied) in run.clone().zip(tied) {
-            plan.push(member_of[i].map(|member| {
-                let cut = Self::cut(choice, member, state.seen);
-                if own[member].is_none() {
-                    state.seen += tied;
-                }
-                (member, cut)
-            }));
-        }
-        // The output's stretch of each tensor (and its mask).
-        let sizes: Vec<(usize, usize)> = run
-            .clone()
-            .map(|i| {
-                let mask = match member_of[i] {
-                    Some(_) if self.request.masks => tensors[i].numel().div_ceil(8) as usize,
-                    _ => 0,
-                };
-                (tensors[i].len() as usize, mask)
-            })
-            .collect();
-        state
-            .output
-            .resize(sizes.iter().map(|(d, m)| d + m).sum(), 0);
-        let mut slices = Vec::with_capacity(run.len());
-        let mut rest = state.output.as_mut_slice();
-        for &(d, m) in &sizes {
-            let (tensor, after) = rest.split_at_mut(d + m);
-            slices.push(tensor.split_at_mut(d));
-            rest = after;
-        }
-        let done: Vec<(Option<u64>, Option<u64>)> = (run.clone(), slices, plan)
-            .into_par_iter()
-            .map(|(i, (out, mask), plan)| {
-                let (src, t) = (data(i), &tensors[i]);
-                match plan {
-                    None => {
-                        out.copy_from_slice(src);
-                        let z = t.dtype.is_prunable().then(|| classify(t.dtype, src).0);
-                        (z, z)
-                    }
-                    Some((member, cut)) => {
-                        let m = &members[member];
-                        let (bits, _) = keep_bits(src, m.numel, keys(member), cut);
-                        mask.copy_from_slice(&bits[..mask.len()]);
-                        let z = mask_into(out, src, t.dtype, &bits);
-                        (Some(z.before), Some(z.after))
-                    }
-                }
-            })
-            .collect();
-        for (i, (before, after)) in run.zip(done) {
-            let mut entry = self.entry(i);
-            entry.zeros_before = before;
-            entry.zeros_after = after;
-            state.report.tensors.push(entry);
-        }
         Ok(())
     }
 
@@ -867,6 +758,152 @@ fn zeros(data: &[u8], dtype: Dtype) -> u64 {
     data.par_chunks(CHUNK * w)
         .map(|c| c.chunks_exact(w).filter(|b| is_zero(b)).count() as u64)
         .sum()
+}
+
+/// What writing runs of small tensors needs of a job: shared with the
+/// thread that prunes the next run while the current one is written (the
+/// job's backend need not be shared across threads).
+struct RunWriter<'a> {
+    checkpoint: &'a Checkpoint,
+    roles: &'a [Option<Kept>],
+    members: &'a [Member],
+    scores: Scores,
+    masks: bool,
+}
+
+impl RunWriter<'_> {
+    /// The small tensors `run` (and their masks) into `output`: read
+    /// with one call, pruned in parallel. The shared cut's ties go to the
+    /// earliest elements in file order, as when written one by one: when
+    /// some but not all of them are pruned, the run's members count theirs
+    /// first.
+    fn write_run(
+        &self,
+        run: Range<usize>,
+        member_of: &[Option<usize>],
+        choice: &Choice,
+        state: &mut WriteState,
+        output: &mut Vec<u8>,
+    ) -> Result<()> {
+        let Choice::Cuts { own, shared } = choice else {
+            unreachable!("only streamed cuts are written in runs");
+        };
+        let tensors = self.checkpoint.tensors();
+        let input = self.checkpoint.span(run.start, run.end - 1)?;
+        state.report.bytes_read += input.len() as u64;
+        let base = tensors[run.start].start;
+        let data = |i: usize| {
+            let t = &tensors[i];
+            &input[(t.start - base) as usize..(t.end - base) as usize]
+        };
+        let (members, scores) = (self.members, self.scores);
+        let keys = |member: usize| Keys::new(scores, &members[member]);
+        let partial = shared.ties != 0 && shared.ties != TensorCut::ALL;
+        // Ties at the shared key per shared member, while some are left.
+        let tied: Vec<u64> = if partial && state.seen < shared.ties {
+            let probe = TensorCut {
+                key: shared.key,
+                ties: 1,
+            };
+            run.clone()
+                .into_par_iter()
+                .map(|i| match member_of[i] {
+                    Some(member) if own[member].is_none() => {
+                        tie_count(data(i), keys(member), probe)
+                    }
+                    _ => 0,
+                })
+                .collect()
+        } else {
+            vec![0; run.len()]
+        };
+        // Each member's cut, in file order.
+        let mut plan = Vec::with_capacity(run.len());
+        for (i, tied) in run.clone().zip(tied) {
+            plan.push(member_of[i].map(|member| {
+                let cut = member_cut(choice, member, state.seen);
+                if own[member].is_none() {
+                    state.seen += tied;
+                }
+                (member, cut)
+            }));
+        }
+        // The output's stretch of each tensor (and its mask).
+        let sizes: Vec<(usize, usize)> = run
+            .clone()
+            .map(|i| {
+                let mask = match member_of[i] {
+                    Some(_) if self.masks => tensors[i].numel().div_ceil(8) as usize,
+                    _ => 0,
+                };
+                (tensors[i].len() as usize, mask)
+            })
+            .collect();
+        output.resize(sizes.iter().map(|(d, m)| d + m).sum(), 0);
+        let mut slices = Vec::with_capacity(run.len());
+        let mut rest = output.as_mut_slice();
+        for &(d, m) in &sizes {
+            let (tensor, after) = rest.split_at_mut(d + m);
+            slices.push(tensor.split_at_mut(d));
+            rest = after;
+        }
+        let done: Vec<(Option<u64>, Option<u64>)> = (run.clone(), slices, plan)
+            .into_par_iter()
+            .map(|(i, (out, mask), plan)| {
+                let (src, t) = (data(i), &tensors[i]);
+                match plan {
+                    None => {
+                        out.copy_from_slice(src);
+                        let z = t.dtype.is_prunable().then(|| classify(t.dtype, src).0);
+                        (z, z)
+                    }
+                    Some((member, cut)) => {
+                        let m = &members[member];
+                        let (bits, _) = keep_bits(src, m.numel, keys(member), cut);
+                        mask.copy_from_slice(&bits[..mask.len()]);
+                        let z = mask_into(out, src, t.dtype, &bits);
+                        (Some(z.before), Some(z.after))
+                    }
+                }
+            })
+            .collect();
+        for (i, (before, after)) in run.zip(done) {
+            let mut entry = entry(self.checkpoint, self.roles, i);
+            entry.zeros_before = before;
+            entry.zeros_after = after;
+            state.report.tensors.push(entry);
+        }
+        Ok(())
+    }
+}
+
+/// Member `member`'s cut: its own, or the shared one with the ties still to
+/// prune after `seen` of them in earlier members.
+fn member_cut(choice: &Choice, member: usize, seen: u64) -> TensorCut {
+    match choice {
+        Choice::Cuts { own, shared, .. } => own[member].unwrap_or(TensorCut {
+            key: shared.key,
+            ties: match shared.ties {
+                TensorCut::ALL => TensorCut::ALL,
+                t => t.saturating_sub(seen),
+            },
+        }),
+        Choice::Pattern(_) => TensorCut { key: 0, ties: 0 },
+    }
+}
+
+/// The report entry of tensor `i` before its zeros are known.
+fn entry(checkpoint: &Checkpoint, roles: &[Option<Kept>], i: usize) -> TensorReport {
+    let t = &checkpoint.tensors()[i];
+    TensorReport {
+        name: t.name.clone(),
+        dtype: t.dtype,
+        shape: t.shape.clone(),
+        numel: t.numel(),
+        kept: roles[i],
+        zeros_before: None,
+        zeros_after: None,
+    }
 }
 
 /// `src` into `out` with the elements whose bit in `bits` is clear set to
@@ -1012,8 +1049,6 @@ struct WriteState {
     report: Report,
     /// Ties of the shared cut met so far, in file order.
     seen: u64,
-    /// The bytes to write for the current run or block of a tensor.
-    output: Vec<u8>,
 }
 
 /// Prunes the checkpoint into the file `output`, atomically: the data goes
