@@ -17,7 +17,7 @@ use super::header::{self, TensorInfo};
 use super::output;
 use super::stream::{
     CHUNK, Keys, Member, Reads, SMALL_BYTES, Scores, Selector, Tuning, classify, f32_keep_bits,
-    keep_bits, runs, tie_count,
+    keep_bits, runs, small_cut, small_tally, tie_count,
 };
 use crate::error::{Error, Result};
 use prunus_cpu::CpuBackend;
@@ -234,10 +234,12 @@ pub fn plan(checkpoint: &Checkpoint, request: &Request) -> Result<Vec<Option<Kep
 enum Choice {
     /// Streamed selection: per member its own cut, or `None` for the
     /// shared one (applied to those members as one sequence, in file
-    /// order).
+    /// order); or, for a local target (`each`, the count per member), `None`
+    /// for a small member cut from its data when it is written.
     Cuts {
         own: Vec<Option<TensorCut>>,
         shared: TensorCut,
+        each: Option<Vec<u64>>,
     },
     /// N:M, decided tensor by tensor on the backend.
     Pattern(NofM),
@@ -337,6 +339,7 @@ pub(crate) fn prune_tuned<B: Backend + ?Sized>(
     }
     let mut read = 0;
     let mut reads = Reads::default();
+    let mut each = None;
     let choice = match config.granularity {
         Granularity::Unstructured => {
             let targets = targets(&members, checkpoint, config)?;
@@ -354,14 +357,21 @@ pub(crate) fn prune_tuned<B: Backend + ?Sized>(
                     let g = sel.global(k, &mut scanned)?;
                     (g.own, g.shared)
                 }
-                Target::Each(k) => (
-                    sel.local(&k, &mut scanned)?.into_iter().map(Some).collect(),
-                    TensorCut { key: 0, ties: 0 },
-                ),
+                Target::Each(k) => {
+                    // Small tensors are cut where they are written: one
+                    // visit each.
+                    let deferred: Vec<bool> = members
+                        .iter()
+                        .map(|m| tensors[m.index].len() <= SMALL_BYTES)
+                        .collect();
+                    let own = sel.local(&k, &deferred, &mut scanned)?;
+                    each = Some(k);
+                    (own, TensorCut { key: 0, ties: 0 })
+                }
             };
             read = sel.read;
             reads = sel.reads;
-            Choice::Cuts { own, shared }
+            Choice::Cuts { own, shared, each }
         }
         Granularity::NofM(p) => {
             p.validate()?;
@@ -785,7 +795,7 @@ impl RunWriter<'_> {
         state: &mut WriteState,
         output: &mut Vec<u8>,
     ) -> Result<()> {
-        let Choice::Cuts { own, shared } = choice else {
+        let Choice::Cuts { own, shared, each } = choice else {
             unreachable!("only streamed cuts are written in runs");
         };
         let tensors = self.checkpoint.tensors();
@@ -808,7 +818,7 @@ impl RunWriter<'_> {
             run.clone()
                 .into_par_iter()
                 .map(|i| match member_of[i] {
-                    Some(member) if own[member].is_none() => {
+                    Some(member) if own[member].is_none() && each.is_none() => {
                         tie_count(data(i), keys(member), probe)
                     }
                     _ => 0,
@@ -821,7 +831,12 @@ impl RunWriter<'_> {
         let mut plan = Vec::with_capacity(run.len());
         for (i, tied) in run.clone().zip(tied) {
             plan.push(member_of[i].map(|member| {
-                let cut = member_cut(choice, member, state.seen);
+                // A local target's small members are cut here, from their
+                // data; the others' cuts are known.
+                let cut = match (own[member], each) {
+                    (None, Some(k)) => Err(k[member]),
+                    _ => Ok(member_cut(choice, member, state.seen)),
+                };
                 if own[member].is_none() {
                     state.seen += tied;
                 }
@@ -847,27 +862,35 @@ impl RunWriter<'_> {
             slices.push(tensor.split_at_mut(d));
             rest = after;
         }
-        let done: Vec<(Option<u64>, Option<u64>)> = (run.clone(), slices, plan)
+        type Done = std::result::Result<(Option<u64>, Option<u64>), (u64, u64)>;
+        let done: Vec<Done> = (run.clone(), slices, plan)
             .into_par_iter()
             .map(|(i, (out, mask), plan)| {
                 let (src, t) = (data(i), &tensors[i]);
-                match plan {
-                    None => {
-                        out.copy_from_slice(src);
-                        let z = t.dtype.is_prunable().then(|| classify(t.dtype, src).0);
-                        (z, z)
+                let Some((member, cut)) = plan else {
+                    out.copy_from_slice(src);
+                    let z = t.dtype.is_prunable().then(|| classify(t.dtype, src).0);
+                    return Ok((z, z));
+                };
+                let m = &members[member];
+                let cut = match cut {
+                    Ok(cut) => cut,
+                    Err(k) => {
+                        small_cut(&keys(member), &small_tally(m, &keys(member), src)?.items, k)
                     }
-                    Some((member, cut)) => {
-                        let m = &members[member];
-                        let (bits, _) = keep_bits(src, m.numel, keys(member), cut);
-                        mask.copy_from_slice(&bits[..mask.len()]);
-                        let z = mask_into(out, src, t.dtype, &bits);
-                        (Some(z.before), Some(z.after))
-                    }
-                }
+                };
+                let (bits, _) = keep_bits(src, m.numel, keys(member), cut);
+                mask.copy_from_slice(&bits[..mask.len()]);
+                let z = mask_into(out, src, t.dtype, &bits);
+                Ok((Some(z.before), Some(z.after)))
             })
             .collect();
-        for (i, (before, after)) in run.zip(done) {
+        for (i, done) in run.zip(done) {
+            let (before, after) = done.map_err(|(count, first)| Error::NonFinite {
+                tensor: tensors[i].name.clone(),
+                count,
+                first,
+            })?;
             let mut entry = entry(self.checkpoint, self.roles, i);
             entry.zeros_before = before;
             entry.zeros_after = after;

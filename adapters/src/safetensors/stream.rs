@@ -272,11 +272,11 @@ fn pattern_order(dtype: Dtype) -> &'static [u16] {
 }
 
 /// What one read of a member found.
-struct Tally {
+pub(crate) struct Tally {
     /// Large tensors: counts per bit pattern (coded) or per high key half.
     hist: Vec<u64>,
     /// Small tensors: every bit pattern (coded) or key, in index order.
-    items: Vec<u32>,
+    pub(crate) items: Vec<u32>,
     /// Large uncoded tensors: the counts of the keys inside the sampled
     /// range, by `key - (lo << 16)` (empty without a range).
     fine: Vec<u64>,
@@ -906,20 +906,25 @@ impl<'c> Selector<'c> {
         }
     }
 
-    /// Each member's cut when it prunes its own `k[m]` lowest: small
-    /// members a run at a time, in parallel, large ones one at a time.
+    /// Each member's cut when it prunes its own `k[m]` lowest (`None` for
+    /// the `deferred` members, cut from their data when they are written):
+    /// small members a run at a time, in parallel, large ones one at a time.
     /// `progress` gets the bytes read after each run.
     pub(crate) fn local(
         &mut self,
         k: &[u64],
+        deferred: &[bool],
         progress: &mut dyn FnMut(u64),
-    ) -> Result<Vec<TensorCut>> {
-        let mut cuts = Vec::with_capacity(self.members.len());
+    ) -> Result<Vec<Option<TensorCut>>> {
+        let mut cuts = vec![None; self.members.len()];
         for run in self.runs() {
+            if run.clone().all(|m| deferred[m]) {
+                continue;
+            }
             if !self.is_small_run(&run) {
                 let m = run.start;
                 let t = self.read_tally(m, None)?;
-                cuts.push(self.own_cut(m, &t, k[m], None)?);
+                cuts[m] = Some(self.own_cut(m, &t, k[m], None)?);
                 progress(self.read);
                 continue;
             }
@@ -928,13 +933,16 @@ impl<'c> Selector<'c> {
             let done: Vec<_> = (run.clone(), parts)
                 .into_par_iter()
                 .map(|(m, data)| {
+                    if deferred[m] {
+                        return Ok(None);
+                    }
                     let member = &self.members[m];
                     let keys = Keys::new(self.scores, member);
-                    small_tally(member, &keys, data).map(|t| small_cut(&keys, &t.items, k[m]))
+                    small_tally(member, &keys, data).map(|t| Some(small_cut(&keys, &t.items, k[m])))
                 })
                 .collect();
             for (m, d) in run.zip(done) {
-                cuts.push(d.map_err(|e| self.non_finite(m, e))?);
+                cuts[m] = d.map_err(|e| self.non_finite(m, e))?;
             }
             progress(self.read);
         }
@@ -1150,7 +1158,7 @@ fn f32_histogram(
 
 /// A small member's tally: its keys (bit patterns when coded) in index
 /// order; `Err((bad, first))` when it holds non-finite values.
-fn small_tally(
+pub(crate) fn small_tally(
     member: &Member,
     keys: &Keys,
     data: &[u8],
@@ -1179,7 +1187,7 @@ fn small_tally(
 
 /// The cut of a small member pruning its own `k` lowest, from its keys
 /// (`items`, bit patterns when `keys` is coded).
-fn small_cut(keys: &Keys, items: &[u32], k: u64) -> TensorCut {
+pub(crate) fn small_cut(keys: &Keys, items: &[u32], k: u64) -> TensorCut {
     if k == 0 {
         return Cut::NONE.threshold();
     }

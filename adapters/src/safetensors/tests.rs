@@ -261,3 +261,42 @@ fn runs_join_small_neighbours_within_the_limits() {
     let got = runs(&spans);
     assert_eq!(got, vec![0..2, 2..3, 3..4, 4..6, 6..8]);
 }
+
+#[test]
+fn a_local_target_reads_small_tensors_once_and_a_global_one_twice() {
+    let tensors: Vec<(Dtype, usize, Vec<f32>)> = (0..40)
+        .map(|i| {
+            let dtype = [Dtype::F32, Dtype::BF16, Dtype::F16][i % 3];
+            (dtype, 4, values(4 * 24, i as u32, 16.0))
+        })
+        .collect();
+    let bytes = file(&tensors);
+    let c = Checkpoint::from_bytes(bytes.clone()).unwrap();
+    let data: u64 = c.tensors().iter().map(|t| t.len()).sum();
+    let backend = CpuBackend::new(Par::Rayon(2)).unwrap();
+    // A global target reads twice at least (the scan, then the write; the
+    // F32 tensors a third time here, for the threshold's low window).
+    for (config, passes) in [
+        (PruneConfig::new(0.4).local(), 1),
+        (PruneConfig::new(0.4).global(), 2),
+    ] {
+        let mut out = Vec::new();
+        let (report, _) = prune_tuned(
+            &backend,
+            &c,
+            &Request::new(config.clone()),
+            &mut out,
+            Path::new("<out>"),
+            &mut |_| {},
+            Tuning::default(),
+        )
+        .unwrap();
+        if passes == 1 {
+            assert_eq!(report.bytes_read, data, "{:?}", config.scope);
+        } else {
+            assert!(report.bytes_read >= passes * data, "{:?}", config.scope);
+        }
+        let (masks, _) = streamed(&bytes, &config, Tuning::default());
+        assert_eq!(masks, core(&bytes, &config), "{:?}", config.scope);
+    }
+}
