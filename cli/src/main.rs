@@ -140,6 +140,14 @@ fn main() -> ExitCode {
 /// (structured or not), a file through the checkpoint path.
 fn prune(args: &prune_args::PruneArgs) -> Result<(), error::Error> {
     if !args.input.is_dir() {
+        if args.device != prune_args::ComputeDevice::Cpu {
+            return Err(error::Error::argument(
+                "--device",
+                args.device,
+                "cpu for a single .safetensors file (selection streams the file on the CPU; \
+                 --device runs a model folder's forward)",
+            ));
+        }
         return checkpoint::prune(args);
     }
     #[cfg(feature = "transformers")]

@@ -9,6 +9,46 @@ use prunus_core::NofM;
 
 use crate::args::{parse_fraction, parse_pattern, parse_sparsity};
 use crate::backend::BackendKind;
+
+#[cfg(feature = "transformers")]
+pub(crate) use prunus_candle::ComputeDevice;
+
+/// Where candle runs a model folder; a build without model folders runs
+/// nothing there, so only the CPU is named.
+#[cfg(not(feature = "transformers"))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum ComputeDevice {
+    /// The CPU.
+    #[default]
+    Cpu,
+}
+
+#[cfg(not(feature = "transformers"))]
+impl std::fmt::Display for ComputeDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cpu")
+    }
+}
+
+#[cfg(not(feature = "transformers"))]
+impl std::str::FromStr for ComputeDevice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Ok(ComputeDevice::Cpu),
+            _ => Err(format!(
+                "device {s:?}: this prunus was built without model folders (the transformers \
+                 feature), which is what runs on a GPU; give cpu"
+            )),
+        }
+    }
+}
+
+/// Parses `--device`: cpu, cuda, cuda:N, metal or metal:N.
+pub(crate) fn parse_device(s: &str) -> Result<ComputeDevice, String> {
+    s.parse::<ComputeDevice>().map_err(|e| e.to_string())
+}
 /// How weights are scored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Method {
@@ -170,6 +210,12 @@ pub(crate) struct PruneArgs {
     /// List every tensor, not only the totals and the tensors that stand out.
     #[arg(long, short)]
     pub(crate) verbose: bool,
+    /// Model folders: where candle runs the model's forward and records the
+    /// layers' statistics (cpu, cuda, cuda:N, metal); the solves run on
+    /// --backend. CUDA and Metal need a prunus built with the cuda or
+    /// metal feature.
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = parse_device)]
+    pub(crate) device: ComputeDevice,
     /// Model folders: calibration text, UTF-8, one sample per line.
     #[arg(long, value_name = "FILE")]
     pub(crate) calibration: Option<PathBuf>,

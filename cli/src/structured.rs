@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::memory::peak_rss_mib;
 use crate::progress::Bars;
 use crate::prune_args::{BlockScoreArg, Method, PruneArgs, ScopeKind, StructuredParts};
+use crate::transformer::Placement;
 
 /// What `args` ask of a structured pruning, checked before any work.
 fn settings(args: &PruneArgs, parts: &StructuredParts) -> Result<StructuredSettings, Error> {
@@ -165,7 +166,7 @@ pub(crate) fn prune(args: &PruneArgs, parts: &StructuredParts) -> Result<(), Err
             "a path that does not exist yet (or --force to replace it)",
         ));
     }
-    let device = CandleDevice::Cpu;
+    let device = args.device.open()?;
     let mut graph = open_graph(&folder, &device)?;
     let samples = match &args.calibration {
         Some(path) if settings.method.is_calibrated() || settings.blocks.is_some() => {
@@ -215,19 +216,21 @@ pub(crate) fn prune(args: &PruneArgs, parts: &StructuredParts) -> Result<(), Err
     let output_bytes = ModelFolder::open(&summary.dir)
         .map(|f| weight_bytes(&f))
         .ok();
+    let place = Placement::new(&device, args);
     if args.show.json {
-        println!(
-            "{}",
-            json_report(
-                args,
-                &settings,
-                &report,
-                &summary,
-                input_bytes,
-                output_bytes,
-                wall
-            )
+        let mut out = json_report(
+            args,
+            &settings,
+            &report,
+            &summary,
+            input_bytes,
+            output_bytes,
+            wall,
         );
+        out["device"] = place.device.clone().into();
+        out["statistics"] = place.statistics.into();
+        out["solves"] = place.solves.into();
+        println!("{out}");
     } else {
         print_report(
             &settings,
@@ -237,6 +240,7 @@ pub(crate) fn prune(args: &PruneArgs, parts: &StructuredParts) -> Result<(), Err
             output_bytes,
             wall,
         );
+        println!("{}", place.line());
     }
     Ok(())
 }

@@ -11,13 +11,14 @@ use clap::Args;
 use prunus_adapters::safetensors::{Filter, PRUNUS_VERSION};
 use prunus_candle::bert::SentencePooling;
 use prunus_candle::calibration::{read_lines, stream};
+use prunus_candle::device::device_name;
 use prunus_candle::eval::{agreement, decoder_speed, sentence_embeddings};
 use prunus_candle::llama::perplexity;
 use prunus_candle::model::{DECODER_SEQ_LEN, open_graph, sentence_len, token_samples};
 use prunus_candle::pruning::{
     Job, LayerReport, Method as LayerMethod, Progress, Report, Settings, prune_folder,
 };
-use prunus_candle::{Family, FolderWriter, Graph, ModelFolder, WriteSummary};
+use prunus_candle::{Family, FolderWriter, Graph, ModelFolder, StatsPlace, WriteSummary};
 use prunus_core::methods::layerwise::Target;
 use serde_json::{Value, json};
 
@@ -25,7 +26,7 @@ use crate::backend::{BackendJob, BackendSpec, Device, dispatch};
 use crate::error::Error;
 use crate::memory::peak_rss_mib;
 use crate::progress::Bars;
-use crate::prune_args::{Method, PruneArgs, ScopeKind};
+use crate::prune_args::{ComputeDevice, Method, PruneArgs, ScopeKind, parse_device};
 
 /// What `args` ask of a model folder, checked before any work.
 fn settings(args: &PruneArgs) -> Result<Settings, Error> {
@@ -123,7 +124,7 @@ pub(crate) fn prune(args: &PruneArgs) -> Result<(), Error> {
             "a path that does not exist yet (or --force to replace it)",
         ));
     }
-    let device = CandleDevice::Cpu;
+    let device = args.device.open()?;
     let mut graph = open_graph(&folder, &device)?;
     let filter = Filter::new(args.include.as_deref(), args.exclude.as_deref())?;
     let samples = match &args.calibration {
@@ -147,15 +148,49 @@ pub(crate) fn prune(args: &PruneArgs) -> Result<(), Error> {
     let summary = writer.finish(&metadata)?;
     let wall = started.elapsed().as_secs_f64();
     let family = graph.family();
+    let place = Placement::new(&device, args);
     if args.show.json {
         println!(
             "{}",
-            prune_json(args, &settings, family, &report, &summary, wall)
+            prune_json(args, &settings, family, &report, &summary, &place, wall)
         );
     } else {
-        print_prune(args, &settings, family, &report, &summary, wall);
+        print_prune(args, &settings, family, &report, &summary, &place, wall);
     }
     Ok(())
+}
+
+/// Where a model folder's pruning ran: candle's device for the forward and
+/// the statistics, the backend for the solves.
+pub(crate) struct Placement {
+    /// The candle device (`cpu`, `cuda:0`, ...).
+    pub(crate) device: String,
+    /// Where the statistics accumulated, and in which precision.
+    pub(crate) statistics: &'static str,
+    /// The backend of the solves (and Wanda's masks).
+    pub(crate) solves: &'static str,
+}
+
+impl Placement {
+    pub(crate) fn new(device: &CandleDevice, args: &PruneArgs) -> Placement {
+        Placement {
+            device: device_name(device),
+            statistics: if device.is_cpu() {
+                "host, f64"
+            } else {
+                "device, f32 folded into f64 every 65,536 rows"
+            },
+            solves: args.backend.name(),
+        }
+    }
+
+    /// The line the text report prints.
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "ran on {}: forward and statistics ({}) there, solves on the {} backend",
+            self.device, self.statistics, self.solves
+        )
+    }
 }
 
 /// Pruning a model folder on one backend, with a bar per block.
@@ -195,6 +230,7 @@ impl<'d, 'f> BackendJob<'d> for FolderJob<'_, 'f> {
                 dense,
                 device,
                 wanted: &wanted,
+                stats: StatsPlace::Auto,
             };
             Ok(prune_folder(
                 &job,
@@ -299,6 +335,7 @@ fn print_prune(
     family: Family,
     report: &Report,
     summary: &WriteSummary,
+    place: &Placement,
     wall: f64,
 ) {
     let width = report
@@ -369,6 +406,14 @@ fn print_prune(
             );
         }
     }
+    match report.device_bytes {
+        Some(b) => println!(
+            "{}; GPU memory in use after each block's recording at most {:.0} MiB",
+            place.line(),
+            b as f64 / (1 << 20) as f64
+        ),
+        None => println!("{}", place.line()),
+    }
     println!(
         "wrote {} ({} files, {:.3} GB, {} tensors replaced) in {wall:.2} s; peak memory {}",
         summary.dir.display(),
@@ -405,10 +450,14 @@ fn prune_json(
     family: Family,
     report: &Report,
     summary: &WriteSummary,
+    place: &Placement,
     wall: f64,
 ) -> Value {
     let (pruned, n) = totals(report);
     json!({
+        "device": place.device,
+        "statistics": place.statistics,
+        "solves": place.solves,
         "input": args.input.display().to_string(),
         "output": summary.dir.display().to_string(),
         "prunus_version": PRUNUS_VERSION,
@@ -428,6 +477,7 @@ fn prune_json(
         "forward_s": report.forward_seconds,
         "solve_s": report.solve_seconds,
         "stats_bytes": report.stats_bytes,
+        "device_memory_mib": report.device_bytes.map(|b| b as f64 / (1 << 20) as f64),
         "files_written": summary.files,
         "bytes_written": summary.bytes,
         "tensors_replaced": summary.tensors_replaced,
@@ -483,6 +533,10 @@ pub(crate) struct EvalArgs {
     /// CPU threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub(crate) threads: usize,
+    /// Where candle runs the models (cpu, cuda, cuda:N, metal); CUDA and
+    /// Metal need a prunus built with the cuda or metal feature.
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = parse_device)]
+    pub(crate) device: ComputeDevice,
     /// Print JSON on stdout instead of text.
     #[arg(long)]
     pub(crate) json: bool,
@@ -512,7 +566,7 @@ pub(crate) fn eval(args: &EvalArgs) -> Result<(), Error> {
 
 fn run_eval(args: &EvalArgs) -> Result<(), Error> {
     let started = Instant::now();
-    let device = CandleDevice::Cpu;
+    let device = args.device.open()?;
     let all = read_lines(&args.text)?;
     let lines: Vec<String> = all
         .into_iter()
@@ -555,6 +609,7 @@ fn run_eval(args: &EvalArgs) -> Result<(), Error> {
         "text": args.text.display().to_string(),
         "lines": lines.len(),
         "skip": args.skip,
+        "device": device_name(&device),
     });
     match model.graph.family() {
         Family::Decoder => {
@@ -684,10 +739,11 @@ fn print_eval(out: &Value) {
         );
     }
     println!(
-        "{} lines of {} in {:.2} s; peak memory {}",
+        "{} lines of {} in {:.2} s on {}; peak memory {}",
         out["lines"],
         out["text"].as_str().unwrap_or(""),
         f("wall_s"),
+        out["device"].as_str().unwrap_or("cpu"),
         out["peak_rss_mib"]
             .as_f64()
             .map_or("unknown".into(), |m| format!("{m:.0} MiB"))

@@ -322,6 +322,7 @@ fn bad_requests_fail_with_clear_errors() {
     }
     let calib = text(&dir, 20);
     let c = calib.to_str().unwrap();
+    let shard = model.join("model-00001-of-00003.safetensors");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec![
@@ -412,6 +413,33 @@ fn bad_requests_fail_with_clear_errors() {
         (
             vec!["prune", m, "-o", m, "--sparsity", "0.5"],
             "does not exist yet",
+        ),
+        // This build has no CUDA, or this machine no GPU: either way a
+        // clear error naming the device, never a panic.
+        (
+            vec!["prune", m, "-o", o, "--sparsity", "0.5", "--device", "cuda"],
+            "--device cuda:0",
+        ),
+        (
+            vec!["prune", m, "-o", o, "--sparsity", "0.5", "--device", "tpu"],
+            "give cpu, cuda, cuda:N, metal or metal:N",
+        ),
+        (
+            vec!["eval", m, "--text", c, "--device", "metal:1"],
+            "--device metal:1",
+        ),
+        (
+            vec![
+                "prune",
+                shard.to_str().unwrap(),
+                "-o",
+                o,
+                "--sparsity",
+                "0.5",
+                "--device",
+                "cuda",
+            ],
+            "cpu for a single .safetensors file",
         ),
     ];
     for (args, says) in cases {

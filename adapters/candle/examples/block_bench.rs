@@ -5,11 +5,14 @@
 //! ```sh
 //! cargo run --release -p prunus-candle --example block_bench -- sparsegpt 4 512
 //! cargo run --release -p prunus-candle --example block_bench -- wanda 128 512 ../shared/data/minilm-l6-v2
+//! cargo run --release -p prunus-candle --features cuda --example block_bench -- sparsegpt 128 2048 --device cuda
 //! ```
 //!
 //! Arguments: method (magnitude, wanda, sparsegpt, obs), samples, tokens
 //! per sample, and optionally a model folder (random token ids are used
-//! either way: the figures are of speed and memory, not quality). One
+//! either way: the figures are of speed and memory, not quality);
+//! `--device cpu|cuda[:N]|metal` anywhere runs the forward and the
+//! statistics there (the solves stay on the CPU backend). One
 //! 7B block stands for all 32: the forward cost and the solves scale with
 //! the number of blocks, the memory does not.
 
@@ -17,9 +20,10 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use prunus_candle::device::device_name;
 use prunus_candle::llama::{Llama, LlamaConfig};
 use prunus_candle::pruning::{Job, Method, Settings, Sink, prune_model};
-use prunus_candle::{Graph, ModelFolder, Result, Weights, open_graph};
+use prunus_candle::{ComputeDevice, Graph, ModelFolder, Result, StatsPlace, Weights, open_graph};
 use prunus_core::methods::layerwise::Target;
 use prunus_cpu::{CpuBackend, Par};
 
@@ -43,7 +47,7 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn seven_b_block() -> Result<(Box<dyn Graph>, HashMap<String, Tensor>)> {
+fn seven_b_block(device: &Device) -> Result<(Box<dyn Graph>, HashMap<String, Tensor>)> {
     // The default is Llama-2-7B; one block and a small vocabulary.
     let mut config = LlamaConfig::default();
     config.num_hidden_layers = 1;
@@ -57,11 +61,20 @@ fn seven_b_block() -> Result<(Box<dyn Graph>, HashMap<String, Tensor>)> {
         };
         weights.insert(name, t);
     }
-    Ok((Box::new(Llama::new(config, Device::Cpu)?), weights))
+    Ok((Box::new(Llama::new(config, device.clone())?), weights))
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let device: ComputeDevice = match args.iter().position(|a| a == "--device") {
+        Some(i) => {
+            let name = args.get(i + 1).cloned().unwrap_or_default();
+            args.drain(i..(i + 2).min(args.len()));
+            name.parse()?
+        }
+        None => ComputeDevice::Cpu,
+    };
+    let device = device.open()?;
     let method = match args.first().map(String::as_str).unwrap_or("sparsegpt") {
         "magnitude" => Method::Magnitude,
         "wanda" => Method::Wanda,
@@ -72,13 +85,9 @@ fn main() -> Result<()> {
     let seq: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(512);
     let folder = args.get(3).map(ModelFolder::open).transpose()?;
     let (mut graph, memory, label) = match &folder {
-        Some(f) => (
-            open_graph(f, &Device::Cpu)?,
-            None,
-            f.dir().display().to_string(),
-        ),
+        Some(f) => (open_graph(f, &device)?, None, f.dir().display().to_string()),
         None => {
-            let (g, w) = seven_b_block()?;
+            let (g, w) = seven_b_block(&device)?;
             (
                 g,
                 Some(w),
@@ -105,8 +114,9 @@ fn main() -> Result<()> {
     let job = Job {
         backend: &cpu,
         dense: &cpu,
-        device: &Device::Cpu,
+        device: &device,
         wanted: &all,
+        stats: StatsPlace::Auto,
     };
     let settings = Settings::new(method, Target::Sparsity(0.5));
     let clock = Instant::now();
@@ -120,9 +130,10 @@ fn main() -> Result<()> {
         &mut |_| {},
     )?;
     println!(
-        "{label}: {} on {samples} samples x {seq} tokens, {} blocks",
+        "{label}: {} on {samples} samples x {seq} tokens, {} blocks, on {}",
         method.name(),
-        graph.blocks()
+        graph.blocks(),
+        device_name(&device)
     );
     for l in &report.layers {
         println!(
@@ -145,5 +156,12 @@ fn main() -> Result<()> {
         clock.elapsed().as_secs_f64(),
         peak_rss_mib().unwrap_or(f64::NAN)
     );
+    if let Some(b) = report.device_bytes {
+        println!(
+            "GPU memory in use after the block's recording: {:.0} MiB (weights, statistics, \
+             hidden states)",
+            b as f64 / (1u64 << 20) as f64
+        );
+    }
     Ok(())
 }

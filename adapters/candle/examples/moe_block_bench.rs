@@ -23,7 +23,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use prunus_candle::llama::LlamaConfig;
 use prunus_candle::pruning::{Job, Method, Settings, prune_folder};
-use prunus_candle::{FolderWriter, ModelFolder, Result, open_graph};
+use prunus_candle::{FolderWriter, ModelFolder, Result, StatsPlace, open_graph};
 use prunus_core::methods::layerwise::Target;
 use prunus_cpu::{CpuBackend, Par};
 
@@ -115,6 +115,7 @@ fn main() -> Result<()> {
         dense: &cpu,
         device: &Device::Cpu,
         wanted: &|_| true,
+        stats: StatsPlace::Auto,
     };
     let settings = Settings::new(Method::SparseGpt, Target::Sparsity(0.5));
     let mut writer = FolderWriter::create(&folder, &output, false)?;

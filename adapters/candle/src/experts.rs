@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::folder::{FolderWriter, ModelFolder};
 use crate::graph::{ExpertSpan, Graph, Part, Structure};
 use crate::pruning::{Calibration, GroupReport, LayerReport, Report};
+use crate::record::StatsPlace;
 
 /// One expert's use on the calibration text.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -85,6 +86,7 @@ pub fn expert_usage(
                 dense,
                 gram: true,
                 wanted: &wanted,
+                stats: StatsPlace::Auto,
             };
             calibration.run(
                 graph,

@@ -9,6 +9,7 @@
 pub mod bert;
 pub mod blocks;
 pub mod calibration;
+pub mod device;
 mod error;
 pub mod eval;
 pub mod experts;
@@ -22,6 +23,7 @@ pub mod record;
 pub mod structured;
 pub mod varmap;
 
+pub use device::ComputeDevice;
 pub use error::{Error, Result};
 
 /// The guide for candle users (`docs/candle.md`), compiled and run as a
@@ -35,5 +37,5 @@ pub use graph::{
 };
 pub use host::{CandleHost, HostSettings, PerSample, Probes};
 pub use model::{open_graph, open_graph_with};
-pub use record::{Linear, Recorder};
+pub use record::{Linear, Recorder, StatsPlace};
 pub use varmap::{Selection, VarMasks, prune_varmap};

@@ -17,11 +17,11 @@ use prunus_core::{Backend, Dense, Granularity, Layer, Mask, Matrix, PruneConfig,
 use rayon::prelude::*;
 
 use crate::blocks::BlockRemoval;
+use crate::device::device_memory_used;
 use crate::error::{Error, Result};
 use crate::folder::{FolderWriter, GlobalMagnitude, ModelFolder, magnitude_global};
 use crate::graph::{Graph, Part, Structure, Weights};
-use crate::record::Recorded;
-use crate::record::Recorder;
+use crate::record::{Recorded, Recorder, StatsPlace};
 
 /// The layer-wise method that prunes each linear layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,6 +174,10 @@ pub struct Report {
     pub solve_seconds: f64,
     /// The most bytes of layer statistics held at once.
     pub stats_bytes: u64,
+    /// GPU memory in use after each block's recording (the block's
+    /// weights, the statistics and the hidden states; other processes'
+    /// memory included), the most seen; `None` on the CPU.
+    pub device_bytes: Option<u64>,
     /// Whole blocks removed by structured pruning, if any.
     pub blocks: Option<BlockRemoval>,
 }
@@ -229,6 +233,9 @@ pub struct Job<'a, B: ?Sized> {
     pub device: &'a Device,
     /// Which of the blocks' linear layers to prune, by name.
     pub wanted: &'a dyn Fn(&str) -> bool,
+    /// Where the calibration statistics accumulate ([`StatsPlace::Auto`]:
+    /// on the GPU when `device` is one, in f32, else on the host in f64).
+    pub stats: StatsPlace,
 }
 
 /// Prunes every wanted linear layer of `graph`, block by block, on the
@@ -284,6 +291,7 @@ impl<B: Backend + ?Sized> Run<'_, '_, B> {
             dense: job.dense,
             gram: true,
             wanted: job.wanted,
+            stats: job.stats,
         };
         calibration.run(
             graph,
@@ -430,6 +438,8 @@ pub(crate) struct Calibration<'a> {
     pub(crate) gram: bool,
     /// Which linear layers to record.
     pub(crate) wanted: &'a dyn Fn(&str) -> bool,
+    /// Where the statistics accumulate.
+    pub(crate) stats: StatsPlace,
 }
 
 impl Calibration<'_> {
@@ -461,11 +471,17 @@ impl Calibration<'_> {
             progress(Progress::Block { index: i, blocks });
             graph.load(Part::Block(i), weights)?;
             let clock = Instant::now();
-            let mut recorder = Recorder::new(self.dense, self.gram, self.wanted);
+            let mut recorder =
+                Recorder::new(self.dense, self.gram, self.wanted).with_place(self.stats);
             for h in &hidden {
                 graph.block(i, h, Some(&mut recorder))?;
             }
             report.forward_seconds += clock.elapsed().as_secs_f64();
+            // The device holds the block, the statistics and the hidden
+            // states now: its most.
+            let device = hidden.first().map(|h| h.device().clone());
+            let used = device.as_ref().and_then(device_memory_used);
+            report.device_bytes = report.device_bytes.max(used);
             let recorded = recorder.finish()?;
             report.stats_bytes = report.stats_bytes.max(recorded.bytes());
             step(graph, i, &recorded, &mut report, progress)?;

@@ -29,7 +29,7 @@ use crate::folder::{FolderWriter, ModelFolder};
 use crate::graph::{Graph, Part, Structure, StructureSpan, Weights};
 use crate::model::open_graph_with;
 use crate::pruning::{Calibration, GroupReport, LayerReport, Progress, Report, Sink};
-use crate::record::Recorded;
+use crate::record::{Recorded, StatsPlace};
 
 /// How the groups of a structure are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -557,6 +557,7 @@ pub fn prune_structured(
                 // Gram matrix is kept even for the plain score methods.
                 gram: true,
                 wanted: &wanted,
+                stats: StatsPlace::Auto,
             };
             calibration.run(
                 graph,

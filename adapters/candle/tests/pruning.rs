@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use prunus_candle::graph::{Family, Graph, Part, Weights};
 use prunus_candle::pruning::{Job, Method, Settings, Sink, prune_model};
-use prunus_candle::record::{Linear, Recorder, record};
+use prunus_candle::record::{Linear, Recorder, StatsPlace, record};
 use prunus_candle::{Error, Result};
 use prunus_core::methods::layerwise::{LayerStats, Target, reconstruction_error};
 use prunus_core::{Backend, Layer, Matrix, NofM, PruneConfig, ReferenceBackend, Shape, prune};
@@ -163,12 +163,17 @@ impl Sink for Collect {
 }
 
 fn run(settings: &Settings) -> (Collect, prunus_candle::pruning::Report) {
+    run_with(settings, StatsPlace::Auto)
+}
+
+fn run_with(settings: &Settings, stats: StatsPlace) -> (Collect, prunus_candle::pruning::Report) {
     let cpu = CpuBackend::new(Par::Seq).unwrap();
     let job = Job {
         backend: &cpu,
         dense: &cpu,
         device: &Device::Cpu,
         wanted: &|_| true,
+        stats,
     };
     let mut graph = Toy {
         embed: None,
@@ -204,6 +209,110 @@ fn every_method_prunes_exactly_the_count_asked() {
             assert!(r > 0.0 && r < 1.0, "{method:?} {l:?}");
         }
         assert_eq!(report.tokens, samples().iter().map(Vec::len).sum::<usize>());
+    }
+}
+
+/// Largest `|a - b| / max(|b|, floor)` over two equally long slices.
+fn relative_gap(a: &[f64], b: &[f64], floor: f64) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / y.abs().max(floor))
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn statistics_accumulated_on_the_device_match_the_hosts() {
+    // Inputs of several shapes and leading dimensions, recorded for two
+    // layers sharing them, on the host in f64 and "on the device" (the CPU
+    // device here: the same candle code runs on a GPU) in f32.
+    let a = Linear::new(
+        "a",
+        Tensor::zeros((3, 8), DType::F32, &Device::Cpu).unwrap(),
+        None,
+    )
+    .unwrap();
+    let b = Linear::new(
+        "b",
+        Tensor::zeros((5, 8), DType::F32, &Device::Cpu).unwrap(),
+        None,
+    )
+    .unwrap();
+    let inputs: Vec<Tensor> = [(1usize, 7usize), (2, 11), (1, 1), (3, 40)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(batch, seq))| {
+            let v: Vec<f32> = values(batch * seq * 8, 100 + i as u64)
+                .into_iter()
+                .map(|x| 3.0 * x + 0.5)
+                .collect();
+            Tensor::from_vec(v, (batch, seq, 8), &Device::Cpu).unwrap()
+        })
+        .collect();
+    let all = |_: &str| true;
+    let record_all = |place| {
+        let mut r = Recorder::new(&ReferenceBackend, true, &all).with_place(place);
+        for x in &inputs {
+            r.record(&[&a, &b], x).unwrap();
+        }
+        r.finish().unwrap()
+    };
+    let host = record_all(StatsPlace::Host);
+    let device = record_all(StatsPlace::Device);
+    // On CPU inputs, Auto is the host path, bit for bit.
+    assert_eq!(record_all(StatsPlace::Auto).stats("a"), host.stats("a"));
+    for name in ["a", "b"] {
+        let (h, d) = (host.stats(name).unwrap(), device.stats(name).unwrap());
+        assert_eq!(d.rows(), h.rows());
+        assert_eq!(d.rows(), 7 + 22 + 1 + 120);
+        assert!(relative_gap(d.sum_squares(), h.sum_squares(), 1e-30) < 1e-6);
+        assert!(relative_gap(d.sums().unwrap(), h.sums().unwrap(), 1.0) < 1e-6);
+        let (hg, dg) = (h.gram().unwrap(), d.gram().unwrap());
+        assert!(relative_gap(dg.data(), hg.data(), 1.0) < 1e-6, "{name}");
+        assert_ne!(
+            dg.data(),
+            hg.data(),
+            "f32 sums should differ in rounding from f64"
+        );
+    }
+    // A NaN input is refused on the device path too, naming the layer.
+    let mut bad = values(2 * 8, 7);
+    bad[5] = f32::NAN;
+    let bad = Tensor::from_vec(bad, (2, 8), &Device::Cpu).unwrap();
+    let mut r = Recorder::new(&ReferenceBackend, true, &all).with_place(StatsPlace::Device);
+    r.record(&[&a, &b], &inputs[0]).unwrap();
+    let e = match r.record(&[&a, &b], &bad).and_then(|()| r.finish()) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a NaN input was accepted"),
+    };
+    assert!(e.contains("linear layer a") && e.contains("NaN"), "{e}");
+}
+
+#[test]
+fn pruning_on_device_statistics_agrees_with_the_host() {
+    // Wanda: the same masks. SparseGPT and OBS: the same counts and weights
+    // within f32 rounding of the statistics.
+    for method in [Method::Wanda, Method::SparseGpt, Method::Obs] {
+        let mut s = Settings::new(method, Target::Sparsity(0.5));
+        s.block = Some(8);
+        let (host, _) = run_with(&s, StatsPlace::Host);
+        let (device, report) = run_with(&s, StatsPlace::Device);
+        for l in &report.layers {
+            let (h, d) = (&host.0[&l.name], &device.0[&l.name]);
+            let zeros = |v: &[f32]| v.iter().map(|x| *x == 0.0).collect::<Vec<_>>();
+            assert_eq!(l.pruned, (l.shape[0] * l.shape[1] / 2) as u64);
+            if method == Method::Wanda {
+                assert_eq!(d, h, "{method:?} {}", l.name);
+                continue;
+            }
+            assert_eq!(zeros(d), zeros(h), "{method:?} {}: masks differ", l.name);
+            let gap = d
+                .iter()
+                .zip(h)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(gap < 1e-4, "{method:?} {}: weights differ by {gap}", l.name);
+        }
     }
 }
 
@@ -331,6 +440,7 @@ fn settings_no_method_honours_are_refused() {
         dense: &cpu,
         device: &Device::Cpu,
         wanted: &|_| true,
+        stats: StatsPlace::Auto,
     };
     let mut graph = Toy {
         embed: None,
@@ -368,6 +478,7 @@ fn no_samples_is_an_error() {
         dense: &cpu,
         device: &Device::Cpu,
         wanted: &|_| true,
+        stats: StatsPlace::Auto,
     };
     let mut graph = Toy {
         embed: None,
