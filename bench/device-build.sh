@@ -7,6 +7,7 @@
 #   DIR/bin/wgpu         the wgpu conformance suite (release test binary)
 #   DIR/bin/wgpu_dense   the wgpu Dense tests (release test binary)
 #   DIR/data/mnist       a copy of the MNIST test set, when --mnist finds one
+#   DIR/data/text        the calibration sentences beside it, when present
 #   DIR/gl/*.deb         with --gl: the Vulkan/EGL loader packages (amd64) for
 #                        a device image that has the driver but no loader
 #   DIR/bin/prunus-cuda.xz, DIR/bin/block_bench-cuda.xz, DIR/lib/
@@ -90,6 +91,13 @@ if [ -d "$mnist" ]; then
     echo "==> MNIST copied from $mnist"
 else
     echo "==> no MNIST at $mnist: bench/device.sh will run lab cbs on synthetic data"
+fi
+
+text=$(dirname "$mnist")/text/python-docstrings.txt
+if [ -f "$text" ]; then
+    mkdir -p "$dir/data/text"
+    cp "$text" "$dir/data/text/"
+    echo "==> calibration text copied from $text"
 fi
 
 if [ "$gl" = 1 ]; then

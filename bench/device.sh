@@ -12,6 +12,10 @@
 #                                            same GPU (skipped without torch)
 #   6. bench obs --backend wgpu              the second-order stages
 #   7. lab cbs --backend wgpu --seeds 1      the CBS protocol (MNIST if given)
+#   8. with the CUDA binaries (device-build.sh --cuda): a model folder
+#      pruned by SparseGPT at 50% with --device cpu and --device cuda, each
+#      evaluated against the dense model (MiniLM's cosine, or the tiny
+#      llama fixture's perplexity), and the 7B-block benchmark on CUDA
 # and writes OUT/device.json (every step's status, time and report) and a
 # summary table on standard output (bench/device_report.py).
 #
@@ -27,6 +31,9 @@
 #   --out      where the logs and reports go (default bench/out/device)
 #   --gl       folder of loader .deb packages to unpack into / when the
 #              machine has no libvulkan.so.1 (a bare device image)
+#   --model    model folder for the calibrated CUDA check (default
+#              BIN/../data/minilm-l6-v2 when present, else the tiny llama
+#              fixture of the repository)
 #   --budget   seconds for the whole run (default 420); each step's limit is
 #              cut to what is left, and a step with under 10 s left is
 #              skipped, so the report is always written
@@ -42,6 +49,7 @@ bin=.device/bin
 data=
 out=bench/out/device
 gl=
+model=
 budget=420
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -50,8 +58,9 @@ while [ $# -gt 0 ]; do
         --data) data=${2:?--data needs a folder}; shift 2 ;;
         --out) out=${2:?--out needs a folder}; shift 2 ;;
         --gl) gl=${2:?--gl needs a folder}; shift 2 ;;
+        --model) model=${2:?--model needs a folder}; shift 2 ;;
         --budget) budget=${2:?--budget needs seconds}; shift 2 ;;
-        -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -164,6 +173,53 @@ step obs "${limits[6]}" obs.json \
     "$bin/prunus" bench obs --backend wgpu "${obs_args[@]}" --json "$out/obs.json"
 step cbs "${limits[7]}" cbs.json \
     "$bin/prunus" lab cbs --backend wgpu --seeds 1 "${cbs_data[@]}" "${cbs_args[@]}" --json "$out/cbs.json"
+
+# The CUDA build: unpacked here, run against the device's driver and the
+# CUDA 12 libraries of its Python wheels (torch's), with the CUDA runtime
+# that travelled beside it.
+if [ -f "$bin/prunus-cuda.xz" ] && [ -f "$bin/block_bench-cuda.xz" ]; then
+    xz -dkf "$bin/prunus-cuda.xz" "$bin/block_bench-cuda.xz"
+    chmod +x "$bin/prunus-cuda" "$bin/block_bench-cuda"
+    cuda_libs=$(python3 - <<'PY'
+import glob, os, site, sys
+names = ["libcublas.so.12", "libcublasLt.so.12", "libcurand.so.10", "libnvrtc.so.12"]
+roots = site.getsitepackages() + [site.getusersitepackages(), "/usr/local/cuda/lib64", "/usr/lib/x86_64-linux-gnu"]
+dirs = []
+for n in names:
+    hit = next((h for r in roots for h in glob.glob(os.path.join(r, "**", n), recursive=True)), None)
+    if hit is None:
+        print(f"warning: {n} not found", file=sys.stderr)
+    elif os.path.dirname(hit) not in dirs:
+        dirs.append(os.path.dirname(hit))
+print(":".join(dirs))
+PY
+)
+    cuda_env=(env "LD_LIBRARY_PATH=$bin/../lib:$cuda_libs:${LD_LIBRARY_PATH:-}")
+    if [ -z "$model" ]; then
+        if [ -d "$bin/../data/minilm-l6-v2" ]; then model=$bin/../data/minilm-l6-v2; else model=$root/adapters/candle/tests/fixtures/tiny-llama; fi
+    fi
+    calib=$out/calibration.txt
+    if [ -f "$bin/../data/text/python-docstrings.txt" ]; then
+        head -512 "$bin/../data/text/python-docstrings.txt" >"$calib"
+        tail -n +513 "$bin/../data/text/python-docstrings.txt" | head -1000 >"$out/eval.txt"
+    else
+        head -200 "$root/adapters/candle/tests/fixtures/make_llama.py" >"$calib"
+        cp "$calib" "$out/eval.txt"
+    fi
+    for dev in cpu cuda; do
+        rm -rf "$out/pruned-$dev"
+        step "prune-$dev" 120 "prune-$dev.json" bash -c '"$@" > "${0}"' "$out/prune-$dev.json" \
+            "${cuda_env[@]}" "$bin/prunus-cuda" prune "$model" \
+            -o "$out/pruned-$dev" --method sparsegpt --sparsity 0.5 --calibration "$calib" \
+            --device "$dev" --json --quiet
+        step "eval-$dev" 120 "eval-$dev.json" bash -c '"$@" > "${0}"' "$out/eval-$dev.json" \
+            "${cuda_env[@]}" "$bin/prunus-cuda" eval "$out/pruned-$dev" --reference "$model" \
+            --text "$out/eval.txt" --device "$dev" --json
+    done
+    step block-cuda 240 - "${cuda_env[@]}" "$bin/block_bench-cuda" sparsegpt 128 2048 --device cuda
+else
+    echo "==> no CUDA binaries in $bin (bench/device-build.sh --cuda builds them): CUDA steps skipped"
+fi
 
 python3 bench/device_report.py "$out" --small "$small" --budget "$budget" --elapsed $((SECONDS - start)) || failed=1
 exit $failed

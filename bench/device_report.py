@@ -114,7 +114,7 @@ def main():
 
     gpu = (read("gpu.log") or "").strip().splitlines()
     adapter = adapter_line(read("adapters.log") or "")
-    summary = {"select": {}, "obs": {}, "cbs": {}}
+    summary = {"select": {}, "obs": {}, "cbs": {}, "calibration": {}}
     for plan in ("gather", "histograms"):
         rep = reports.get(f"select-{plan}")
         if rep:
@@ -142,6 +142,23 @@ def main():
     if rep:
         for r in rows(rep, metric="test_acc"):
             summary["cbs"].setdefault(r["method"], {})[str(r.get("sparsity"))] = median(r["values"])
+
+    for dev in ("cpu", "cuda"):
+        pruned, evaluated = reports.get(f"prune-{dev}"), reports.get(f"eval-{dev}")
+        if pruned or evaluated:
+            pruned, evaluated = pruned or {}, evaluated or {}
+            summary["calibration"][dev] = {
+                "prune_wall_s": pruned.get("wall_s"),
+                "forward_s": pruned.get("forward_s"),
+                "solve_s": pruned.get("solve_s"),
+                "device_memory_mib": pruned.get("device_memory_mib"),
+                "mean_cosine": evaluated.get("mean_cosine"),
+                "perplexity": evaluated.get("perplexity"),
+                "reference_perplexity": evaluated.get("reference_perplexity"),
+            }
+    block = read("block-cuda.log")
+    if block:
+        summary["calibration"]["block_cuda"] = [l for l in block.splitlines() if l.strip()][-3:]
 
     report = {
         "protocol": "device",
@@ -178,6 +195,14 @@ def main():
         print("  obs stages (s): " + ", ".join(f"{k} {fmt(v)}" for k, v in stages.items()))
     for method, accs in summary["cbs"].items():
         print(f"  cbs {method:<8}" + "  ".join(f"{s}: {fmt(acc)}" for s, acc in sorted(accs.items())))
+    for dev, v in summary["calibration"].items():
+        if dev == "block_cuda":
+            for line in v:
+                print(f"  block (cuda): {line.strip()}")
+            continue
+        print(f"  sparsegpt 50% on {dev}: prune {fmt(v['prune_wall_s'], ' s')}, forward {fmt(v['forward_s'], ' s')}, "
+              f"solves {fmt(v['solve_s'], ' s')}, GPU memory {fmt(v['device_memory_mib'], ' MiB')}, "
+              f"cosine {fmt(v['mean_cosine'])}, perplexity {fmt(v['perplexity'])} (dense {fmt(v['reference_perplexity'])})")
     if a.elapsed is not None:
         print(f"  elapsed {a.elapsed:.0f} s of a {a.budget:.0f} s budget")
     print("  " + ("SOME STEPS FAILED" if bad else "all steps that ran passed"))

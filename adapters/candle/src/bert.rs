@@ -564,6 +564,10 @@ impl Bert {
 }
 
 impl Graph for Bert {
+    fn device(&self) -> Device {
+        self.device.clone()
+    }
+
     fn family(&self) -> Family {
         Family::Encoder
     }

@@ -16,6 +16,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::str::FromStr;
 
 use candle_core::Device;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -135,6 +136,20 @@ pub fn device_name(device: &Device) -> String {
         candle_core::DeviceLocation::Cpu => "cpu".into(),
         candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
         candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// `f` over `items`, in order: on rayon's threads when `device` is the
+/// CPU (one forward per core), one after another on a GPU.
+pub(crate) fn map_on<T: Sync, R: Send>(
+    device: &Device,
+    items: &[T],
+    f: impl Fn(&T) -> Result<R> + Sync + Send,
+) -> Result<Vec<R>> {
+    if device.is_cpu() {
+        items.par_iter().map(f).collect()
+    } else {
+        items.iter().map(f).collect()
     }
 }
 

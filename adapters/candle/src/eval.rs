@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use crate::bert::SentencePooling;
+use crate::device::map_on;
 use crate::error::{Error, Result};
 use crate::graph::{Family, Graph};
 
@@ -20,13 +21,10 @@ pub fn sentence_embeddings(
             "sentence embeddings come from encoders; evaluate a decoder by perplexity",
         ));
     }
-    sequences
-        .par_iter()
-        .map(|s| {
-            let hidden = graph.forward(s)?;
-            Ok(pooling.embed(&hidden)?.flatten_all()?.to_vec1::<f32>()?)
-        })
-        .collect()
+    map_on(&graph.device(), sequences, |s| {
+        let hidden = graph.forward(s)?;
+        Ok(pooling.embed(&hidden)?.flatten_all()?.to_vec1::<f32>()?)
+    })
 }
 
 /// How close a model's sentence embeddings are to a reference model's on

@@ -208,6 +208,14 @@ pub trait Graph: Send + Sync {
     /// Encoder or decoder.
     fn family(&self) -> Family;
 
+    /// The device the graph computes on (the CPU unless the graph says
+    /// otherwise). prunus runs a batch of forwards on rayon's threads on
+    /// the CPU, and one after another on a GPU, whose one queue host
+    /// threads would only contend for.
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+
     /// The number of transformer blocks.
     fn blocks(&self) -> usize;
 

@@ -14,10 +14,9 @@ use prunus_core::methods::layerwise::{
     reconstruction_error, sparsegpt, wanda,
 };
 use prunus_core::{Backend, Dense, Granularity, Layer, Mask, Matrix, PruneConfig, Shape, prune};
-use rayon::prelude::*;
 
 use crate::blocks::BlockRemoval;
-use crate::device::device_memory_used;
+use crate::device::{device_memory_used, map_on};
 use crate::error::{Error, Result};
 use crate::folder::{FolderWriter, GlobalMagnitude, ModelFolder, magnitude_global};
 use crate::graph::{Graph, Part, Structure, Weights};
@@ -488,10 +487,7 @@ impl Calibration<'_> {
             drop(recorded);
             let clock = Instant::now();
             let g: &dyn Graph = graph;
-            hidden = hidden
-                .par_iter()
-                .map(|h| g.block(i, h, None))
-                .collect::<Result<_>>()?;
+            hidden = map_on(&g.device(), &hidden, |h| g.block(i, h, None))?;
             report.forward_seconds += clock.elapsed().as_secs_f64();
             graph.release(Part::Block(i));
         }

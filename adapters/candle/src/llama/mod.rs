@@ -666,6 +666,10 @@ impl Llama {
 }
 
 impl Graph for Llama {
+    fn device(&self) -> Device {
+        self.device.clone()
+    }
+
     fn family(&self) -> Family {
         Family::Decoder
     }
