@@ -3,17 +3,17 @@
 # travel to a machine with a GPU (a lent device has no Rust toolchain and no
 # network):
 #
-#   DIR/bin/prunus       the release CLI
-#   DIR/bin/wgpu         the wgpu conformance suite (release test binary)
-#   DIR/bin/wgpu_dense   the wgpu Dense tests (release test binary)
+#   DIR/bin/prunus.xz      the release CLI
+#   DIR/bin/wgpu.xz        the wgpu conformance suite (release test binary)
+#   DIR/bin/wgpu_dense.xz  the wgpu Dense tests (release test binary)
 #   DIR/data/mnist       a copy of the MNIST test set, when --mnist finds one
 #   DIR/data/text        the calibration sentences beside it, when present
 #   DIR/gl/*.deb         with --gl: the Vulkan/EGL loader packages (amd64) for
 #                        a device image that has the driver but no loader
 #   DIR/bin/prunus-cuda.xz, DIR/bin/block_bench-cuda.xz, DIR/lib/
 #                        with --cuda: the CLI and the block benchmark built
-#                        with candle's CUDA kernels (xz-compressed; device.sh
-#                        unpacks them) and the CUDA runtime they load
+#                        with candle's CUDA kernels, and the CUDA runtime
+#                        they load
 #
 # Usage: bench/device-build.sh [DIR] [--mnist SRC] [--gl] [--cuda]
 #   DIR      output folder (default .device, which .gitignore ignores)
@@ -33,7 +33,8 @@
 #            libnvrtc.so.12 (torch's cu12 wheels carry them) are used, with
 #            DIR/lib/libcudart.so.13.
 #
-# Debug information is stripped from the copies so that the folder stays well
+# Debug information is stripped from the copies and every binary is
+# xz-compressed (bench/device.sh unpacks them), so that the folder stays well
 # under the device tool's 64 MiB transfer limit; the size is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +48,7 @@ while [ $# -gt 0 ]; do
         --mnist) mnist=${2:?--mnist needs a folder}; shift 2 ;;
         --gl) gl=1; shift ;;
         --cuda) cuda=1; shift ;;
-        -h|--help) sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
         *) dir=$1; shift ;;
     esac
@@ -146,11 +147,16 @@ if [ "$cuda" = 1 ]; then
     copy "$cuda_cli" prunus-cuda
     cargo build --release -p prunus-candle --features cuda --example block_bench
     copy "$(dirname "$cuda_cli")/examples/block_bench" block_bench-cuda
-    xz -T0 -6 -f "$dir/bin/prunus-cuda" "$dir/bin/block_bench-cuda"
     # The default build again, so that target/release/prunus is the one
     # without CUDA (cargo keeps both builds' artifacts; this only relinks).
     (unset CUDA_HOME CUDARC_CUDA_VERSION; cargo build --release -p prunus-cli)
 fi
+
+# xz-compressed to travel (a third of the size); bench/device.sh unpacks
+# them.
+for f in "$dir"/bin/*; do
+    case "$f" in *.xz) ;; *) xz -T0 -6 -f "$f" ;; esac
+done
 
 du -sh "$dir"
 ls -l "$dir/bin"

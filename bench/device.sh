@@ -25,7 +25,8 @@
 #              cases only, 2M weights, d = 4,000, a short CBS run); the
 #              default is the full sizes (the whole suites, 1,000,000,000
 #              weights, d = 32,360 with N = 6,000, lab cbs at its defaults)
-#   --bin      folder with prunus, wgpu and wgpu_dense (default .device/bin)
+#   --bin      folder with prunus, wgpu and wgpu_dense, or their .xz
+#              (default .device/bin)
 #   --data     MNIST IDX folder for lab cbs (default BIN/../data/mnist, where
 #              device-build.sh copies it, when present; else synthetic data)
 #   --out      where the logs and reports go (default bench/out/device)
@@ -60,11 +61,16 @@ while [ $# -gt 0 ]; do
         --gl) gl=${2:?--gl needs a folder}; shift 2 ;;
         --model) model=${2:?--model needs a folder}; shift 2 ;;
         --budget) budget=${2:?--budget needs seconds}; shift 2 ;;
-        -h|--help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 case "$budget" in ''|*[!0-9]*) echo "error: --budget $budget is not a whole number of seconds" >&2; exit 2 ;; esac
+# device-build.sh compresses the binaries to travel.
+for f in "$bin"/*.xz; do
+    [ -e "$f" ] || continue
+    xz -dkf "$f" && chmod +x "${f%.xz}" || exit 2
+done
 for b in prunus wgpu wgpu_dense; do
     if [ ! -x "$bin/$b" ]; then
         echo "error: $bin/$b is missing: build the binaries first with bench/device-build.sh" >&2
@@ -177,9 +183,7 @@ step cbs "${limits[7]}" cbs.json \
 # The CUDA build: unpacked here, run against the device's driver and the
 # CUDA 12 libraries of its Python wheels (torch's), with the CUDA runtime
 # that travelled beside it.
-if [ -f "$bin/prunus-cuda.xz" ] && [ -f "$bin/block_bench-cuda.xz" ]; then
-    xz -dkf "$bin/prunus-cuda.xz" "$bin/block_bench-cuda.xz"
-    chmod +x "$bin/prunus-cuda" "$bin/block_bench-cuda"
+if [ -x "$bin/prunus-cuda" ] && [ -x "$bin/block_bench-cuda" ]; then
     cuda_libs=$(python3 - <<'PY'
 import glob, os, site, sys
 names = ["libcublas.so.12", "libcublasLt.so.12", "libcurand.so.10", "libnvrtc.so.12"]
@@ -194,7 +198,9 @@ for n in names:
 print(":".join(dirs))
 PY
 )
-    cuda_env=(env "LD_LIBRARY_PATH=$bin/../lib:$cuda_libs:${LD_LIBRARY_PATH:-}")
+    paths=$bin/../lib
+    for p in "$cuda_libs" "${LD_LIBRARY_PATH:-}"; do [ -n "$p" ] && paths=$paths:$p; done
+    cuda_env=(env "LD_LIBRARY_PATH=$paths")
     if [ -z "$model" ]; then
         if [ -d "$bin/../data/minilm-l6-v2" ]; then model=$bin/../data/minilm-l6-v2; else model=$root/adapters/candle/tests/fixtures/tiny-llama; fi
     fi

@@ -64,7 +64,14 @@ fn seven_b_block(device: &Device) -> Result<(Box<dyn Graph>, HashMap<String, Ten
     Ok((Box::new(Llama::new(config, device.clone())?), weights))
 }
 
-fn main() -> Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let device: ComputeDevice = match args.iter().position(|a| a == "--device") {
         Some(i) => {

@@ -76,7 +76,9 @@ impl ComputeDevice {
         panic::set_hook(hook);
         let reason = match opened {
             Ok(Ok(device)) => return Ok(device),
-            Ok(Err(e)) => e.to_string(),
+            // candle appends a backtrace where RUST_BACKTRACE asks for
+            // one: the first line is the driver's answer.
+            Ok(Err(e)) => e.to_string().lines().next().unwrap_or_default().to_string(),
             Err(payload) => payload
                 .downcast_ref::<String>()
                 .cloned()
