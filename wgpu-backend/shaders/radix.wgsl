@@ -11,8 +11,9 @@
 // segment tile, never per element. Work is dealt in tiles of 256 mask words
 // (8,192 elements, eight tie blocks) that never straddle segments: a
 // workgroup takes tiles wid, wid + groups, ... of its dispatch, so a small
-// segment costs only the workgroups that hold its tiles. Keys are ranked in a compressed form (`compact`) that drops the
-// sign bit |w| keys all share, and resolved 11 bits per pass from the top:
+// segment costs only the workgroups that hold its tiles. Keys are ranked in
+// a compressed form (`compact`) that drops the sign bit |w| keys all share,
+// and resolved 11 bits per pass from the top:
 // each pass histograms the next digit of the keys that lie in the bucket
 // the previous pass chose, in workgroup memory first, and the last
 // workgroup to finish the pass chooses the next bucket into `state`.

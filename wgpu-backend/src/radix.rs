@@ -7,8 +7,9 @@
 //! dispatch binds up to [`MAX_SLOTS`] segments at once (fewer where the
 //! device allows fewer storage bindings), listed in a segment table, so a
 //! pass over all inputs is one dispatch for most calls. The shader module is
-//! generated for the number of slots (`shaders/radix.wgsl` plus one binding
-//! per slot and the functions that index them).
+//! generated for the number of slots: `shaders/radix.wgsl`, one binding per
+//! slot, one copy per slot of the code that reads a slot's bindings, and the
+//! functions that pick the copy once per tile of work.
 
 use std::fmt::Write;
 use std::sync::OnceLock;
