@@ -10,7 +10,7 @@
 
 use prunus_core::{Backend, Dense, HostTensor, ReferenceBackend, SelectionPlan, Shape};
 use prunus_cpu::{CpuBackend, Par, SimdLevel};
-use prunus_wgpu::{AdapterChoice, Offload, WgpuBackend};
+use prunus_wgpu::{AdapterChoice, Counters, Offload, WgpuBackend};
 use serde_json::Value;
 
 use crate::error::Error;
@@ -95,9 +95,13 @@ impl BackendSpec {
         if self.kind == BackendKind::Reference
             && self.plan.is_some_and(|p| p != SelectionPlan::Gather)
         {
+            let given = match self.plan {
+                Some(SelectionPlan::Device) => "device",
+                _ => "histograms",
+            };
             return Err(Error::argument(
                 "--plan",
-                "histograms",
+                given,
                 "gather (the reference backend has no other plan)",
             ));
         }
@@ -179,6 +183,12 @@ pub(crate) trait Device<'d>: Backend + Dense {
     /// whether it flushes subnormals, for a GPU).
     fn describe(&self) -> Vec<(&'static str, Value)> {
         Vec::new()
+    }
+
+    /// The device's counters (dispatches, passes, read-backs) so far, for a
+    /// GPU.
+    fn counters(&self) -> Option<Counters> {
+        None
     }
 
     /// Runs `job` on the dense linear algebra that fits this backend, with
@@ -275,6 +285,10 @@ impl<'d> Device<'d> for WgpuBackend {
             ("adapter_api", a.api.clone().into()),
             ("adapter_kind", a.kind.clone().into()),
         ]
+    }
+
+    fn counters(&self) -> Option<Counters> {
+        Some(WgpuBackend::counters(self))
     }
 
     fn with_dense<T>(

@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use prunus_core::prune;
 use prunus_core::{Layer, PruneConfig, SelectionPlan};
 use prunus_lab::{Report, Row, SyntheticLayer, synthetic_layers, write_atomic};
+use prunus_wgpu::Counters;
 
 use crate::args::{check_output, parse_sparsity};
 use crate::backend::{BackendJob, BackendKind, BackendSpec, Device, dispatch};
@@ -24,6 +25,10 @@ pub(crate) enum PlanKind {
     /// Histogram passes and a tie-resolving mask pass: only histograms come
     /// back before the masks.
     Histograms,
+    /// The whole selection on the device (the wgpu backend): radix passes
+    /// that choose their buckets there, then the masks; only the cut and the
+    /// counts come back before the masks.
+    Device,
 }
 
 impl From<PlanKind> for SelectionPlan {
@@ -31,6 +36,7 @@ impl From<PlanKind> for SelectionPlan {
         match p {
             PlanKind::Gather => SelectionPlan::Gather,
             PlanKind::Histograms => SelectionPlan::Histograms,
+            PlanKind::Device => SelectionPlan::Device,
         }
     }
 }
@@ -67,8 +73,8 @@ pub(crate) struct SelectArgs {
     /// GPU).
     #[arg(long, value_name = "INDEX|NAME")]
     pub(crate) adapter: Option<String>,
-    /// Selection plan: the backend's own by default (gather on CPUs and
-    /// software GPUs, histograms on GPUs); the masks are the same.
+    /// Selection plan: the backend's own by default (gather on CPUs, device
+    /// on the wgpu backend); the masks are the same.
     #[arg(long, value_enum)]
     pub(crate) plan: Option<PlanKind>,
     /// Seed of the synthetic weights.
@@ -91,6 +97,8 @@ struct Measurements {
     prunus_ms: Vec<f64>,
     /// Weights pruned by each call.
     pruned: Vec<u64>,
+    /// What each call did on the device, for a GPU.
+    counters: Vec<Counters>,
 }
 
 /// Runs `prunus bench select`.
@@ -175,6 +183,13 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
         "{:<26}{expected} = round({} * {}), exact in every run",
         "pruned", args.sparsity, args.params
     );
+    // Every call does the same work; the last one's counts stand for all.
+    if let Some(c) = m.counters.last() {
+        println!(
+            "{:<26}{} dispatches, {} passes, {} read-backs of {} bytes",
+            "device work per select", c.dispatches, c.passes, c.read_backs, c.bytes_read_back
+        );
+    }
     match peak {
         Some(p) => println!("{:<26}{p:.1} MiB", "peak memory (VmHWM)"),
         None => println!("{:<26}n/a", "peak memory (VmHWM)"),
@@ -214,6 +229,13 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
         "floor_gb_s",
         m.floor_ms.iter().map(|&ms| gbps(ms)).collect(),
     )?);
+    if !m.counters.is_empty() {
+        let per_call = |f: fn(&Counters) -> u64| m.counters.iter().map(|c| f(c) as f64).collect();
+        report.push(row("dispatches", per_call(|c| c.dispatches))?);
+        report.push(row("passes", per_call(|c| c.passes))?);
+        report.push(row("read_backs", per_call(|c| c.read_backs))?);
+        report.push(row("bytes_read_back", per_call(|c| c.bytes_read_back))?);
+    }
     if let Some(p) = peak {
         report.push(row("peak_rss_mb", vec![p])?);
     }
@@ -302,7 +324,7 @@ fn measure<'d, B: Device<'d>>(
     // Plain global selection: with the never-empty guard off, every
     // sparsity in [0, 1] is reachable and the count is exactly `expected`.
     let config = PruneConfig::new(args.sparsity).global().allow_empty(true);
-    let run = || -> Result<(f64, f64, u64), Error> {
+    let run = || -> Result<(f64, f64, u64, Option<Counters>), Error> {
         // The floor is the fastest way the backend knows to read the data.
         let mut floor_ms = f64::INFINITY;
         for way in 0..backend.read_ways() {
@@ -310,9 +332,11 @@ fn measure<'d, B: Device<'d>>(
             black_box(backend.read_pass(refs, way)?);
             floor_ms = floor_ms.min(t.elapsed().as_secs_f64() * 1e3);
         }
+        let before = backend.counters();
         let t = Instant::now();
         let masks = prune(backend, &layers, &config)?;
         let prunus_ms = t.elapsed().as_secs_f64() * 1e3;
+        let used = backend.counters().zip(before).map(|(a, b)| a.since(b));
         let pruned: u64 = masks.iter().map(|m| m.count_pruned()).sum();
         if pruned != expected {
             return Err(Error::SelfCheck(format!(
@@ -320,18 +344,19 @@ fn measure<'d, B: Device<'d>>(
                 args.sparsity, args.params
             )));
         }
-        Ok((floor_ms, prunus_ms, pruned))
+        Ok((floor_ms, prunus_ms, pruned, used))
     };
     eprintln!("warm-up on {}...", backend.name());
-    let (f, p, _) = run()?;
+    let (f, p, _, _) = run()?;
     eprintln!("warm-up: floor {f:.1} ms, prunus {p:.1} ms");
     let mut m = Measurements {
         floor_ms: Vec::new(),
         prunus_ms: Vec::new(),
         pruned: Vec::new(),
+        counters: Vec::new(),
     };
     for r in 1..=args.repeat {
-        let (f, p, k) = run()?;
+        let (f, p, k, used) = run()?;
         eprintln!(
             "repeat {r}/{}: floor {f:.1} ms, prunus {p:.1} ms",
             args.repeat
@@ -339,6 +364,7 @@ fn measure<'d, B: Device<'d>>(
         m.floor_ms.push(f);
         m.prunus_ms.push(p);
         m.pruned.push(k);
+        m.counters.extend(used);
     }
     Ok(m)
 }

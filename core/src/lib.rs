@@ -13,7 +13,7 @@ pub mod selection;
 pub mod splits;
 
 pub use contract::backend::{
-    Backend, Candidate, CutMasks, MaskBatch, RangeMasks, ScoreView, SelectionPlan,
+    Backend, Candidate, CutMasks, LowestMasks, MaskBatch, RangeMasks, ScoreView, SelectionPlan,
 };
 pub use contract::dense::{Dense, Matrix};
 pub use contract::error::{Error, Result};

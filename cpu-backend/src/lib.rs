@@ -244,6 +244,7 @@ impl<'a> Backend for CpuBackend<'a> {
         let plan = match self.plan {
             SelectionPlan::Gather => "",
             SelectionPlan::Histograms => ", histogram plan",
+            SelectionPlan::Device => ", device plan",
         };
         match (&self.exec, self.threads) {
             (Exec::Seq, _) => format!("cpu(sequential{plan})"),

@@ -1301,6 +1301,51 @@ pub fn check_threshold_masks<B: Backend>(b: &B) {
     );
 }
 
+/// [`Backend::select_lowest`], where the backend implements it (a backend
+/// that declines every call passes): for every score set and key rule, and
+/// `k` from none to all, the masks prune exactly the `k` lowest by key and
+/// sequence order (those of the reference's radix cut, bit for bit), the
+/// counts per input are the masks' and the NaN counts the survivors' NaN
+/// scores; one input alone gives the same masks as the walk over it alone.
+pub fn check_select_lowest<B: Backend>(b: &B) {
+    let name = b.name();
+    for (set, layers) in score_sets() {
+        let up = ok(&name, Uploaded::new(b, &layers));
+        let rup = ok("reference", Uploaded::new(&REF, &layers));
+        let (views, reference) = (up.views(), rup.views());
+        let n: u64 = layers.iter().map(|l| l.numel() as u64).sum();
+        for rule in RULES {
+            let want_nan: Vec<u64> = layers.iter().map(|l| host_nan_count(l, rule)).collect();
+            for s in [0.0, 1e-9, 0.1, 0.3337, 0.5, 0.77, 0.9, 1.0] {
+                let k = ((s * n as f64).round() as u64).max((s > 0.0) as u64);
+                let ctx = format!("{name}: select_lowest of {set} under {rule:?}, k = {k}");
+                let Some(got) = ok(&ctx, b.select_lowest(&views, rule, k)) else {
+                    continue;
+                };
+                let cut = radix_cut(&reference, rule, k).threshold();
+                let (want, _) = naive_threshold(&layers, rule, cut);
+                assert_eq!(got.nan, want_nan, "{ctx}: NaN counts");
+                let pruned: Vec<u64> = want.iter().map(Mask::count_pruned).collect();
+                assert_eq!(got.pruned, pruned, "{ctx}: pruned counts");
+                let masks = ok(&ctx, b.download_masks(got.masks));
+                assert_masks_eq(&ctx, &masks, &want);
+            }
+        }
+        // Each input alone: its own k lowest.
+        for (t, l) in layers.iter().enumerate() {
+            let k = l.numel() as u64 / 2;
+            let ctx = format!("{name}: select_lowest of {set}, input {t} alone, k = {k}");
+            let Some(got) = ok(&ctx, b.select_lowest(&views[t..=t], KeyRule::ABS, k)) else {
+                continue;
+            };
+            let cut = radix_cut(&reference[t..=t], KeyRule::ABS, k).threshold();
+            let (want, _) = naive_threshold(std::slice::from_ref(l), KeyRule::ABS, cut);
+            let masks = ok(&ctx, b.download_masks(got.masks));
+            assert_masks_eq(&ctx, &masks, &want);
+        }
+    }
+}
+
 /// Threshold masks written out by hand: one cut over inputs whose tied
 /// elements straddle them (one input holding none), the budget running out
 /// inside an input, at an input boundary and past an input without ties;

@@ -77,6 +77,7 @@ macro_rules! __with_backend_checks {
             check_count_keys,
             check_threshold_masks,
             check_threshold_masks_hand_computed,
+            check_select_lowest,
             check_range_masks,
             check_sample_keys,
             check_n_of_m_masks,

@@ -44,3 +44,21 @@ pub fn wgpu_small_windows() -> Option<WgpuBackend> {
             .with_selection_plan(SelectionPlan::Histograms)
     })
 }
+
+/// The wgpu backend under [`SelectionPlan::Device`], with the device's own
+/// window size.
+pub fn wgpu_device() -> Option<WgpuBackend> {
+    wgpu_backend().map(|b| b.with_selection_plan(SelectionPlan::Device))
+}
+
+/// The wgpu backend under [`SelectionPlan::Device`] with windows of 2048
+/// elements and 3 segments per dispatch, so that small test tensors take
+/// the paths of calls with many tensors and of tensors over the binding
+/// limit: passes of several dispatches, tie blocks across dispatches.
+pub fn wgpu_device_windows() -> Option<WgpuBackend> {
+    wgpu_backend().map(|b| {
+        b.with_max_window(2048)
+            .with_max_segments(3)
+            .with_selection_plan(SelectionPlan::Device)
+    })
+}

@@ -1,12 +1,16 @@
 //! The conformance suite on the wgpu backend: with the device's own window
 //! size, and with windows of 2048 elements so that every multi-window path
-//! (bindings over the storage limit) runs on small tensors too. Skipped with
-//! a printed reason when there is no adapter, unless `PRUNUS_REQUIRE_GPU=1`.
+//! (bindings over the storage limit) runs on small tensors too; under its
+//! default selection plan, the histogram plan and the device plan. Skipped
+//! with a printed reason when there is no adapter, unless
+//! `PRUNUS_REQUIRE_GPU=1`.
 
-use prunus_tests::gpu::{wgpu_backend, wgpu_small_windows};
+use prunus_tests::gpu::{wgpu_backend, wgpu_device, wgpu_device_windows, wgpu_small_windows};
 
 prunus_testing::conformance_tests!(wgpu_whole, maybe: wgpu_backend());
 prunus_testing::conformance_tests!(wgpu_windows, maybe: wgpu_small_windows());
+prunus_testing::conformance_tests!(wgpu_device_whole, maybe: wgpu_device());
+prunus_testing::conformance_tests!(wgpu_device_segments, maybe: wgpu_device_windows());
 
 use prunus_core::contract::histogram::TensorCut;
 use prunus_core::contract::key::order_key;
@@ -246,5 +250,202 @@ fn checkpoint_patterns_match_the_cpu() {
             .unwrap();
         });
         assert_eq!(on_gpu, on_cpu, "{importance:?}");
+    }
+}
+
+/// The device plan reads back once per selection, the cut and the counts,
+/// however many tensors take part (then core downloads the masks: a second
+/// read-back); a selection's passes are at most three radix passes, a tie
+/// pass and the mask pass.
+#[test]
+fn device_selection_reads_back_once() {
+    use prunus_core::prune;
+    use prunus_core::{Layer, PruneConfig, SelectionPlan};
+    if wgpu_backend().is_none() {
+        return;
+    }
+    // A device of its own: the shared one's counters move with the tests
+    // running beside this one.
+    let gpu = prunus_wgpu::WgpuBackend::new()
+        .expect("a second device")
+        .with_selection_plan(SelectionPlan::Device);
+    for tensors in [1usize, 7, 40] {
+        let data: Vec<Vec<f32>> = (0..tensors)
+            .map(|t| {
+                (0..3000 + 17 * t)
+                    .map(|i| ((i * 7919 + t * 104_729) % 10_007) as f32 / 10_007.0 - 0.5)
+                    .collect()
+            })
+            .collect();
+        let weights: Vec<_> = data
+            .iter()
+            .map(|d| gpu.upload(d, &Shape::vector(d.len())).unwrap())
+            .collect();
+        let views: Vec<_> = weights.iter().map(ScoreView::new).collect();
+        let n: u64 = data.iter().map(|d| d.len() as u64).sum();
+        let before = gpu.counters();
+        let got = gpu
+            .select_lowest(&views, KeyRule::ABS, n / 3)
+            .unwrap()
+            .expect("the wgpu backend selects on the device");
+        let used = gpu.counters().since(before);
+        assert_eq!(used.read_backs, 1, "{tensors} tensors: {used:?}");
+        assert!(
+            used.bytes_read_back <= 64 + 16 * tensors as u64,
+            "{tensors} tensors: {used:?}"
+        );
+        assert!(
+            (1..=5).contains(&used.passes),
+            "{tensors} tensors: {used:?}"
+        );
+        assert_eq!(got.pruned.iter().sum::<u64>(), n / 3);
+
+        let names: Vec<String> = (0..tensors).map(|t| format!("w{t}")).collect();
+        let layers: Vec<Layer<'_, _>> = weights
+            .iter()
+            .zip(&names)
+            .map(|(w, name)| Layer::new(name, w))
+            .collect();
+        let config = PruneConfig::new(0.6).global();
+        let before = gpu.counters();
+        prune(&gpu, &layers, &config).unwrap();
+        let used = gpu.counters().since(before);
+        assert_eq!(
+            used.read_backs, 2,
+            "{tensors} tensors: the cut, then the masks: {used:?}"
+        );
+    }
+}
+
+/// A request for more elements than there are is an error, not a panic.
+#[test]
+fn device_selection_rejects_too_large_k() {
+    let Some(gpu) = wgpu_device() else {
+        return;
+    };
+    let w = gpu.upload(&[1.0, 2.0], &Shape::vector(2)).unwrap();
+    assert!(
+        gpu.select_lowest(&[ScoreView::new(&w)], KeyRule::ABS, 3)
+            .is_err()
+    );
+}
+
+mod device_properties {
+    use proptest::prelude::*;
+    use prunus_core::contract::key::NanPolicy;
+    use prunus_core::selection::radix::RadixSelect;
+    use prunus_core::{
+        Backend, KeyRule, Layer, Mask, PruneConfig, ReferenceBackend, ScoreView, Shape, Transform,
+        select,
+    };
+    use prunus_testing::strategies::{config, values_for};
+    use prunus_tests::gpu::{wgpu_device, wgpu_device_windows};
+
+    /// One input: values and, maybe, the survivors of an earlier round.
+    type Input = (Vec<f32>, Option<Mask>);
+
+    /// An [`Input`]: values with ties, signed zeros, subnormals and NaN
+    /// where the policy allows, of up to 9,000 elements (several 2048-element
+    /// windows).
+    fn input(nan: NanPolicy) -> impl Strategy<Value = Input> {
+        prop_oneof![
+            6 => 1usize..300,
+            3 => 300usize..5000,
+            1 => Just(2048usize),
+            1 => 6000usize..9000,
+        ]
+        .prop_flat_map(move |n| {
+            (
+                values_for(nan, n),
+                proptest::option::of(proptest::collection::vec(any::<bool>(), n)),
+            )
+        })
+        .prop_map(|(values, keep)| {
+            let mask = keep.map(|k| Mask::from_fn(Shape::vector(k.len()), |i| k[i]));
+            (values, mask)
+        })
+    }
+
+    /// A key rule, one to eleven inputs and a fraction of them to prune.
+    fn case() -> impl Strategy<Value = (KeyRule, Vec<Input>, f64)> {
+        (
+            prop_oneof![Just(Transform::Identity), Just(Transform::Abs)],
+            prop_oneof![
+                Just(NanPolicy::Lowest),
+                Just(NanPolicy::Highest),
+                Just(NanPolicy::Error)
+            ],
+        )
+            .prop_flat_map(|(transform, nan)| {
+                (
+                    Just(KeyRule { transform, nan }),
+                    proptest::collection::vec(input(nan), 1..12),
+                    0.0f64..=1.0,
+                )
+            })
+    }
+
+    proptest! {
+        #![proptest_config(config(48))]
+
+        /// The device's own selection of the k lowest equals the reference
+        /// cut's threshold masks bit for bit, with several dispatches per
+        /// pass and several windows per tensor.
+        #[test]
+        fn device_cut_matches_the_reference((rule, inputs, q) in case()) {
+            let Some(gpu) = wgpu_device_windows() else {
+                return Ok(());
+            };
+            let shapes: Vec<Shape> = inputs.iter().map(|(v, _)| Shape::vector(v.len())).collect();
+            let n: u64 = shapes.iter().map(|s| s.numel() as u64).sum();
+            let k = (q * n as f64).round() as u64;
+            let g: Vec<_> = inputs.iter().zip(&shapes).map(|((v, _), s)| gpu.upload(v, s).unwrap()).collect();
+            let gm: Vec<_> = inputs.iter().map(|(_, m)| m.as_ref().map(|m| gpu.upload_mask(m).unwrap())).collect();
+            let r: Vec<_> = inputs.iter().zip(&shapes).map(|((v, _), s)| ReferenceBackend.upload(v, s).unwrap()).collect();
+            let rm: Vec<_> = inputs.iter().map(|(_, m)| m.clone()).collect();
+            let gv: Vec<_> = g.iter().zip(&gm).map(|(t, m)| ScoreView::with_survivors(t, m.as_ref())).collect();
+            let rv: Vec<_> = r.iter().zip(&rm).map(|(t, m)| ScoreView::with_survivors(t, m.as_ref())).collect();
+            let got = gpu.select_lowest(&gv, rule, k).unwrap().expect("selects on the device");
+            let mut radix = RadixSelect::new(n, k).unwrap();
+            let mut nan = None;
+            while let Some(w) = radix.window() {
+                let h = ReferenceBackend.histogram(&rv, rule, w).unwrap();
+                nan.get_or_insert(h.nan.clone());
+                radix.absorb(&h).unwrap();
+            }
+            let cut = radix.cut().unwrap().threshold();
+            let want = ReferenceBackend.threshold_masks(&rv, rule, cut).unwrap();
+            let pruned: Vec<u64> = want.masks.iter().map(Mask::count_pruned).collect();
+            prop_assert_eq!(&got.pruned, &pruned);
+            if let Some(nan) = nan {
+                prop_assert_eq!(&got.nan, &nan);
+            }
+            prop_assert_eq!(gpu.download_masks(got.masks).unwrap(), want.masks);
+        }
+
+        /// Core's global selection under the device plan gives the
+        /// reference backend's masks, or the same error (NaN scores under
+        /// the error policy, targets below an earlier round).
+        #[test]
+        fn device_plan_selects_as_the_reference((rule, inputs, q) in case()) {
+            let Some(gpu) = wgpu_device() else {
+                return Ok(());
+            };
+            let names: Vec<String> = (0..inputs.len()).map(|t| format!("l{t}")).collect();
+            let shapes: Vec<Shape> = inputs.iter().map(|(v, _)| Shape::vector(v.len())).collect();
+            let g: Vec<_> = inputs.iter().zip(&shapes).map(|((v, _), s)| gpu.upload(v, s).unwrap()).collect();
+            let r: Vec<_> = inputs.iter().zip(&shapes).map(|((v, _), s)| ReferenceBackend.upload(v, s).unwrap()).collect();
+            let gl: Vec<Layer<'_, _>> = g.iter().zip(&names).zip(&inputs).map(|((t, name), (_, m))| Layer::new(name, t).with_mask(m.as_ref())).collect();
+            let rl: Vec<Layer<'_, _>> = r.iter().zip(&names).zip(&inputs).map(|((t, name), (_, m))| Layer::new(name, t).with_mask(m.as_ref())).collect();
+            let mut config = PruneConfig::new(q).global().allow_empty(true);
+            config.nan = rule.nan;
+            let got = select(&gpu, &gl, &config, rule.transform);
+            let want = select(&ReferenceBackend, &rl, &config, rule.transform);
+            match (got, want) {
+                (Ok(g), Ok(w)) => prop_assert_eq!(g, w),
+                (Err(g), Err(w)) => prop_assert_eq!(g.to_string(), w.to_string()),
+                (g, w) => prop_assert!(false, "device {:?}, reference {:?}", g.map(|_| ()), w.map(|_| ())),
+            }
+        }
     }
 }

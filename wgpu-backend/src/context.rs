@@ -282,6 +282,44 @@ pub(crate) struct Gpu {
     fault: Arc<Mutex<Option<String>>>,
     /// Bytes brought back to the host so far.
     read_back: AtomicU64,
+    /// Read-backs (synchronisations that brought bytes back) so far.
+    read_backs: AtomicU64,
+    /// Dispatches recorded so far.
+    dispatches: AtomicU64,
+    /// Passes over scores so far, as the ops report them.
+    passes: AtomicU64,
+}
+
+/// What a device has done since it was opened: how the tests and
+/// `prunus bench select` see how a selection used the device. Shared by
+/// every clone of a backend; subtract two snapshots
+/// ([`Counters::since`]) to see what one call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Compute dispatches recorded.
+    pub dispatches: u64,
+    /// Passes over scores: sweeps that read every element of a call's
+    /// inputs (one pass may take several dispatches where the inputs need
+    /// more bindings than one dispatch has). Device selection counts only
+    /// the passes the device actually ran, not those an early exit skipped.
+    pub passes: u64,
+    /// Read-backs: synchronisations that brought bytes to the host.
+    pub read_backs: u64,
+    /// Bytes brought back to the host.
+    pub bytes_read_back: u64,
+}
+
+impl Counters {
+    /// What happened between `earlier` and `self` (saturating at zero).
+    pub fn since(self, earlier: Counters) -> Counters {
+        Counters {
+            dispatches: self.dispatches.saturating_sub(earlier.dispatches),
+            passes: self.passes.saturating_sub(earlier.passes),
+            read_backs: self.read_backs.saturating_sub(earlier.read_backs),
+            bytes_read_back: self.bytes_read_back.saturating_sub(earlier.bytes_read_back),
+        }
+    }
 }
 
 impl Gpu {
@@ -316,7 +354,32 @@ impl Gpu {
             }),
             fault,
             read_back: AtomicU64::new(0),
+            read_backs: AtomicU64::new(0),
+            dispatches: AtomicU64::new(0),
+            passes: AtomicU64::new(0),
         })
+    }
+
+    /// The counters since the device was opened.
+    pub(crate) fn counters(&self) -> Counters {
+        Counters {
+            dispatches: self.dispatches.load(Ordering::Relaxed),
+            passes: self.passes.load(Ordering::Relaxed),
+            read_backs: self.read_backs.load(Ordering::Relaxed),
+            bytes_read_back: self.read_back.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts `n` passes over scores.
+    pub(crate) fn count_passes(&self, n: u64) {
+        self.passes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The most storage buffers one kernel may bind.
+    pub(crate) fn max_storage_bindings(&self) -> u32 {
+        self.limits
+            .max_storage_buffers_per_shader_stage
+            .min(self.limits.max_bindings_per_bind_group.saturating_sub(1))
     }
 
     /// Bytes brought back to the host since the device was opened.
@@ -536,6 +599,7 @@ impl Gpu {
             slices.iter().map(|s| s.size).sum::<u64>(),
             Ordering::Relaxed,
         );
+        self.read_backs.fetch_add(1, Ordering::Relaxed);
         let out = {
             let view = staging
                 .raw()
@@ -572,6 +636,7 @@ impl Batch<'_> {
     ) {
         debug_assert_eq!(bindings.len(), kernel.bindings.len(), "{}", kernel.entry);
         let gpu = self.gpu;
+        gpu.dispatches.fetch_add(1, Ordering::Relaxed);
         let mut words = params.to_vec();
         words.resize(words.len().max(PARAM_WORDS), 0);
         let uniform = gpu

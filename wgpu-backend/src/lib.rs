@@ -4,6 +4,7 @@ mod context;
 mod dense;
 mod elementwise;
 mod linalg;
+mod radix;
 mod reduce;
 mod selection;
 mod tensor;
@@ -14,11 +15,11 @@ use std::sync::Arc;
 use prunus_core::contract::check;
 use prunus_core::contract::histogram::{Histogram, KeyCount, KeyWindow, TensorCut};
 use prunus_core::{
-    Backend, BinaryOp, CutMasks, Grouping, HasShape, KeyRule, Mask, MaskBatch, NofM, RangeMasks,
-    Reduction, Result, ScoreView, SelectionPlan, Shape, Transpose, UnaryOp,
+    Backend, BinaryOp, CutMasks, Grouping, HasShape, KeyRule, LowestMasks, Mask, MaskBatch, NofM,
+    RangeMasks, Reduction, Result, ScoreView, SelectionPlan, Shape, Transpose, UnaryOp,
 };
 
-pub use crate::context::{AdapterChoice, AdapterSummary};
+pub use crate::context::{AdapterChoice, AdapterSummary, Counters};
 use crate::context::{Buf, Gpu};
 pub use crate::dense::{MIN_FLOPS, MIN_INTENSITY, Offload};
 pub use crate::tensor::{WgpuMask, WgpuTensor};
@@ -58,6 +59,8 @@ pub fn adapters() -> Vec<AdapterSummary> {
 pub struct WgpuBackend {
     gpu: Arc<Gpu>,
     window: u64,
+    /// The most segments (input windows) one device-selection dispatch binds.
+    segments: u32,
     plan: SelectionPlan,
     flushes_subnormals: bool,
 }
@@ -67,6 +70,7 @@ impl std::fmt::Debug for WgpuBackend {
         f.debug_struct("WgpuBackend")
             .field("adapter", self.gpu.info())
             .field("window", &self.window)
+            .field("segments", &self.segments)
             .field("plan", &self.plan)
             .field("flushes_subnormals", &self.flushes_subnormals)
             .finish()
@@ -100,6 +104,7 @@ impl WgpuBackend {
         let mut backend = WgpuBackend {
             gpu: Arc::new(gpu),
             window,
+            segments: radix::MAX_SLOTS,
             plan,
             flushes_subnormals: false,
         };
@@ -141,6 +146,22 @@ impl WgpuBackend {
             .window
             .min((elements / WINDOW_ALIGN).max(1) * WINDOW_ALIGN);
         self
+    }
+
+    /// The same backend binding at most `segments` input windows per
+    /// dispatch of [`SelectionPlan::Device`] (at least 1; the device's
+    /// binding limit and 64 cap it too): few segments make small calls take
+    /// the several-dispatch passes of calls with many tensors.
+    pub fn with_max_segments(mut self, segments: u32) -> Self {
+        self.segments = segments.clamp(1, radix::MAX_SLOTS);
+        self
+    }
+
+    /// What the device has done since it was opened (shared by clones):
+    /// dispatches, passes over scores, read-backs and bytes read back.
+    /// Subtract two snapshots with [`Counters::since`] to see one call.
+    pub fn counters(&self) -> Counters {
+        self.gpu.counters()
     }
 
     /// Bytes brought back from the device to the host since it was opened
@@ -327,6 +348,20 @@ impl Backend for WgpuBackend {
         cut: TensorCut,
     ) -> Result<CutMasks<WgpuMask>> {
         self.cut_masks(inputs, rule, cut)
+    }
+
+    /// Runs on the device: radix passes of 11 bits whose buckets the last
+    /// workgroup of each pass chooses, a mask pass (after a tie-counting
+    /// pass where the cut splits ties), and one read-back of the cut and the
+    /// per-input counts. Declines (`Ok(None)`) calls of `u32::MAX` elements
+    /// or more.
+    fn select_lowest(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        k: u64,
+    ) -> Result<Option<LowestMasks<WgpuMask>>> {
+        self.device_select(inputs, rule, k)
     }
 
     fn range_masks(

@@ -70,6 +70,8 @@ impl<'a, 'v> Call<'a, 'v> {
         align: u64,
     ) -> Result<Self> {
         check::score_views(inputs)?;
+        // Every op of this module reads every score once.
+        backend.gpu.count_passes(1);
         let parts = inputs
             .iter()
             .enumerate()
@@ -328,6 +330,7 @@ impl WgpuBackend {
             if blocks > u32::MAX as u64 {
                 return Err(backend_error(format!("{blocks} tie blocks are too many")));
             }
+            self.gpu.count_passes(1);
             for p in &call.parts {
                 call.dispatch(
                     &mut batch,

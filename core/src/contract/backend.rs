@@ -125,6 +125,35 @@ pub enum SelectionPlan {
     /// pass over the scores takes a millisecond but bringing millions of
     /// candidates back and sorting them takes far longer.
     Histograms,
+    /// The whole selection on the backend: [`Backend::select_lowest`] finds
+    /// the cut of the `k` lowest keys of all inputs together and writes the
+    /// masks without bringing anything back between its passes; only the
+    /// cut and per-input counts come back before the masks. Right for GPUs,
+    /// where even a histogram read back between passes costs more than a
+    /// pass. A backend that does not implement [`Backend::select_lowest`]
+    /// (or declines a call) runs the [`SelectionPlan::Histograms`] plan
+    /// instead.
+    Device,
+}
+
+/// What [`Backend::select_lowest`] returns: the masks of the `k` lowest
+/// elements and the facts core checks before bringing them back.
+#[derive(Debug)]
+pub struct LowestMasks<M> {
+    /// One mask per input: exactly the `k` lowest elements of all inputs
+    /// together, by key and then sequence order (input order, then flat
+    /// index), pruned.
+    pub masks: Vec<M>,
+    /// The cut that was applied to the inputs as one sequence: keys below
+    /// `cut.key` pruned, and the first `cut.ties` elements at it (a count,
+    /// never [`TensorCut::ALL`]).
+    pub cut: TensorCut,
+    /// NaN scores per input (counted whatever the policy), as in
+    /// [`Histogram::nan`].
+    pub nan: Vec<u64>,
+    /// The number of elements each mask prunes (those an earlier mask
+    /// pruned included).
+    pub pruned: Vec<u64>,
 }
 
 /// The most elements the [`SelectionPlan::Histograms`] plan gathers to the
@@ -234,6 +263,29 @@ pub trait Backend {
         rule: KeyRule,
         cut: TensorCut,
     ) -> Result<CutMasks<Self::Mask>>;
+
+    /// The masks that prune exactly the `k` lowest elements of all `inputs`
+    /// together (by key, then sequence order: input order, then flat index,
+    /// so ties at the cut go to the lowest index), the whole selection run by
+    /// the backend itself with one small read-back, of the cut and the
+    /// counts, at the end. The masks must equal, bit for bit, what
+    /// [`Backend::threshold_masks`] writes for the cut that
+    /// [`crate::selection::radix::RadixSelect`] finds over the same keys.
+    ///
+    /// Used under [`SelectionPlan::Device`]. `Ok(None)` means the backend
+    /// does not do this (the default) or not for these inputs (for example
+    /// too many elements for its counters), and core selects with the
+    /// [`SelectionPlan::Histograms`] plan instead. Fails when `k` exceeds
+    /// the number of elements.
+    fn select_lowest(
+        &self,
+        inputs: &[ScoreView<'_, Self>],
+        rule: KeyRule,
+        k: u64,
+    ) -> Result<Option<LowestMasks<Self::Mask>>> {
+        let _ = (inputs, rule, k);
+        Ok(None)
+    }
 
     /// One mask pass that settles everything outside a key range `[lo, hi]`
     /// known to hold the threshold: keys below `lo` are pruned, keys from

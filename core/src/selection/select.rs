@@ -12,7 +12,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::contract::backend::{
-    Backend, Candidate, GATHER_MOST, RangeMasks, ScoreView, SelectionPlan,
+    Backend, Candidate, GATHER_MOST, LowestMasks, RangeMasks, ScoreView, SelectionPlan,
 };
 use crate::contract::error::{Error, Result};
 use crate::contract::histogram::{Histogram, KeyWindow};
@@ -420,10 +420,18 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
     /// resolves ties itself. Every path prunes exactly the same elements.
     ///
     /// Under [`SelectionPlan::Histograms`] the sample is skipped and only
-    /// buckets of at most [`GATHER_MOST`] elements are gathered.
+    /// buckets of at most [`GATHER_MOST`] elements are gathered. Under
+    /// [`SelectionPlan::Device`] the backend selects by itself
+    /// ([`Backend::select_lowest`]); where it declines, the histogram plan
+    /// runs.
     fn masks(&self, ids: &[usize], inputs: &[ScoreView<'_, B>], k: u64) -> Result<Selected> {
         let n: u64 = inputs.iter().map(|v| v.scores.shape().numel() as u64).sum();
         let plan = self.backend.selection_plan();
+        if plan == SelectionPlan::Device
+            && let Some(lowest) = self.backend.select_lowest(inputs, self.rule, k)?
+        {
+            return self.lowest(ids, lowest, k);
+        }
         if plan == SelectionPlan::Gather
             && k > 0
             && n >= SAMPLED_MIN
@@ -433,7 +441,7 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
         }
         let gather_most = match plan {
             SelectionPlan::Gather => (n / 128).max(4096),
-            SelectionPlan::Histograms => GATHER_MOST,
+            SelectionPlan::Histograms | SelectionPlan::Device => GATHER_MOST,
         };
         let mut radix = RadixSelect::new(n, k)?;
         let mut window = radix.window();
@@ -478,6 +486,45 @@ impl<B: Backend + ?Sized> Selector<'_, B> {
         let masks = self.backend.download_masks(masks.masks)?;
         let pruned = masks.iter().map(Mask::count_pruned).collect();
         Ok(Selected { masks, pruned })
+    }
+
+    /// Checks what [`Backend::select_lowest`] returned (NaN scores under the
+    /// error policy, counts that add up to `k`) and brings its masks back.
+    fn lowest(&self, ids: &[usize], lowest: LowestMasks<B::Mask>, k: u64) -> Result<Selected> {
+        let inputs = ids.len();
+        if lowest.masks.len() != inputs
+            || lowest.nan.len() != inputs
+            || lowest.pruned.len() != inputs
+        {
+            return Err(Error::Backend {
+                message: alloc::format!(
+                    "device selection returned {} masks, {} NaN counts and {} pruned counts \
+                     for {inputs} inputs",
+                    lowest.masks.len(),
+                    lowest.nan.len(),
+                    lowest.pruned.len()
+                ),
+            });
+        }
+        if self.rule.nan == NanPolicy::Error {
+            self.check_nan(ids, &lowest.nan)?;
+        }
+        let pruned: u64 = lowest.pruned.iter().sum();
+        if pruned != k {
+            return Err(Error::Backend {
+                message: alloc::format!(
+                    "device selection pruned {pruned} elements where {k} were asked for \
+                     (cut at key {:#x}, {} tied pruned)",
+                    lowest.cut.key,
+                    lowest.cut.ties
+                ),
+            });
+        }
+        let masks = self.backend.download_masks(lowest.masks)?;
+        Ok(Selected {
+            masks,
+            pruned: lowest.pruned,
+        })
     }
 
     /// The one-pass attempt of [`Selector::masks`]: `None` when the sample's
