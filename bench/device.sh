@@ -5,7 +5,8 @@
 #   1. prunus adapters                       what wgpu sees
 #   2. the wgpu conformance suite            PRUNUS_REQUIRE_GPU=1: fails, never skips
 #   3. the wgpu Dense tests                  likewise
-#   4. bench select --backend wgpu           both plans (gather, histograms),
+#   4. bench select --backend wgpu           every plan (gather, histograms,
+#                                            device),
 #                                            against the device's read floor
 #   5. bench/peers_torch.py                  torch.kthvalue and
 #                                            prune.global_unstructured on the
@@ -61,7 +62,7 @@ while [ $# -gt 0 ]; do
         --gl) gl=${2:?--gl needs a folder}; shift 2 ;;
         --model) model=${2:?--model needs a folder}; shift 2 ;;
         --budget) budget=${2:?--budget needs seconds}; shift 2 ;;
-        -h|--help) sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -171,6 +172,8 @@ step select-gather "${limits[3]}" select-gather.json \
     "$bin/prunus" bench select --backend wgpu --plan gather "${select_args[@]}" --json "$out/select-gather.json"
 step select-histograms "${limits[4]}" select-histograms.json \
     "$bin/prunus" bench select --backend wgpu --plan histograms "${select_args[@]}" --json "$out/select-histograms.json"
+step select-device "${limits[4]}" select-device.json \
+    "$bin/prunus" bench select --backend wgpu --plan device "${select_args[@]}" --json "$out/select-device.json"
 # Exit status 3 marks "torch is not installed here" as a skip, not a failure.
 step torch "${limits[5]}" torch.json bash -c '
     python3 -c "import torch" 2>/dev/null || { echo "skipped: torch is not installed"; exit 3; }

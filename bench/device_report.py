@@ -115,7 +115,7 @@ def main():
     gpu = (read("gpu.log") or "").strip().splitlines()
     adapter = adapter_line(read("adapters.log") or "")
     summary = {"select": {}, "obs": {}, "cbs": {}, "calibration": {}}
-    for plan in ("gather", "histograms"):
+    for plan in ("gather", "histograms", "device"):
         rep = reports.get(f"select-{plan}")
         if rep:
             floor, prune = row_median(rep, "prunus", "floor_ms"), row_median(rep, "prunus", "prunus_ms")
