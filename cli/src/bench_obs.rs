@@ -12,6 +12,7 @@ use prunus_core::methods::second_order::surgeon::{
     SearchConfig, cbs_select, magnitude, pruned_count, woodfisher,
 };
 use prunus_lab::{Report, Row, write_atomic};
+use prunus_wgpu::Counters;
 
 use crate::args::check_output;
 use crate::backend::{BackendJob, BackendKind, BackendSpec, Device, dispatch};
@@ -26,7 +27,9 @@ u, v uniform hashes of (seed, n, q), so weights differ in scale and share a comm
 per-sample component; weights uniform in [-1, 1). Stages: build (gather G into blocks, \
 Gram matrix or Woodbury recursion, Cholesky), diag (the diagonal of the damped inverse \
 Fisher), select-mp, select-wf, select-cbs (the CBS-S search with the objective as its \
-loss), update-wf, update-obs. Each is timed once.
+loss), update-wf, update-obs. Each is timed once; on the GPU backend each also reports the \
+bytes uploaded, the bytes of retained operands found on the device instead, the bytes read \
+back and the device's dense GFLOP/s.
 
 Examples:
   prunus bench obs                                   # MLPNet size: d = 32,360, N = 6,000
@@ -92,6 +95,7 @@ pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
     let spec = BackendSpec::new(args.backend, args.threads);
     let Stages {
         times: stages,
+        traffic,
         blocks: fisher_blocks,
         ratio,
         passes,
@@ -104,8 +108,18 @@ pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
         args.sparsity,
         peak.map_or("n/a".into(), |p| format!("{p:.0} MiB"))
     );
-    for (name, s) in &stages {
-        println!("  {name:<11} {s:>8.3} s");
+    for ((name, s), (_, moved)) in stages.iter().zip(&traffic) {
+        match moved {
+            Some(c) => println!(
+                "  {name:<11} {s:>8.3} s  uploaded {:>9.1} MB  kept {:>9.1} MB  read back {:>8.1} MB  \
+                 device {:>8.1} GFLOP/s",
+                c.bytes_uploaded as f64 / 1e6,
+                c.bytes_kept as f64 / 1e6,
+                c.bytes_read_back as f64 / 1e6,
+                gflop_per_s(c.flops, *s),
+            ),
+            None => println!("  {name:<11} {s:>8.3} s"),
+        }
     }
     if let Some(path) = &args.json {
         let mut report = Report::new("bench-obs", "synthetic", vec![0]);
@@ -116,9 +130,28 @@ pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
         report.set_config("sparsity", args.sparsity);
         report.set_config("threads", threads as u64);
         report.set_config("backend", backend);
-        for (name, s) in &stages {
+        for ((name, s), (_, moved)) in stages.iter().zip(&traffic) {
             report.push(Row::new(*name, "wall_s", vec![*s])?);
             report.set_timing(*name, *s);
+            if let Some(c) = moved {
+                report.push(Row::new(
+                    *name,
+                    "uploaded_bytes",
+                    vec![c.bytes_uploaded as f64],
+                )?);
+                report.push(Row::new(*name, "kept_bytes", vec![c.bytes_kept as f64])?);
+                report.push(Row::new(
+                    *name,
+                    "read_back_bytes",
+                    vec![c.bytes_read_back as f64],
+                )?);
+                report.push(Row::new(*name, "device_flops", vec![c.flops as f64])?);
+                report.push(Row::new(
+                    *name,
+                    "device_gflop_s",
+                    vec![gflop_per_s(c.flops, *s)],
+                )?);
+            }
         }
         if let Some(p) = peak {
             report.push(Row::new("process", "peak_rss_mb", vec![p])?);
@@ -144,6 +177,9 @@ struct ObsJob<'a> {
 struct Stages {
     /// Seconds per stage, in order.
     times: Vec<(&'static str, f64)>,
+    /// What the device did per stage (bytes each way, dense flops), in
+    /// order; `None` on the CPU.
+    traffic: Vec<(&'static str, Option<Counters>)>,
     /// Fisher blocks.
     blocks: usize,
     /// CBS-S's objective over magnitude's.
@@ -168,27 +204,31 @@ impl<'d> BackendJob<'d> for ObsJob<'_> {
         let blocks = args.block.map_or(Blocks::Whole, Blocks::Size);
         let config = FisherConfig::default().damping(args.damping).blocks(blocks);
         let mut times = Vec::new();
-        let mut time = |name: &'static str, t: Instant| {
+        let mut traffic = Vec::new();
+        let start = || (Instant::now(), backend.counters());
+        let mut time = |name: &'static str, (t, before): (Instant, Option<Counters>)| {
             let s = t.elapsed().as_secs_f64();
             eprintln!("{name:<11} {s:>8.3} s");
             times.push((name, s));
+            let moved = before.zip(backend.counters()).map(|(b, a)| a.since(b));
+            traffic.push((name, moved));
         };
         let (blocks, ratio, passes, threads) =
             backend.with_dense(args.threads, |dense, threads| {
-                let t = Instant::now();
+                let t = start();
                 let fisher = Fisher::new(dense, &gradients, n, &[d], &config)?;
                 time("build", t);
                 drop(gradients);
-                let t = Instant::now();
+                let t = start();
                 let diagonal = fisher.inverse_diagonal()?;
                 time("diag", t);
-                let t = Instant::now();
+                let t = start();
                 let mp = magnitude(&theta, k)?;
                 time("select-mp", t);
-                let t = Instant::now();
+                let t = start();
                 let wf = woodfisher(&theta, &diagonal, k)?;
                 time("select-wf", t);
-                let t = Instant::now();
+                let t = start();
                 let search = SearchConfig::default()
                     .trials(args.trials)
                     .passes(args.passes);
@@ -196,10 +236,10 @@ impl<'d> BackendJob<'d> for ObsJob<'_> {
                     fisher.objective(&theta, p)
                 })?;
                 time("select-cbs", t);
-                let t = Instant::now();
+                let t = start();
                 fisher.woodfisher_update(&theta, &wf, &diagonal)?;
                 time("update-wf", t);
-                let t = Instant::now();
+                let t = start();
                 fisher.obs_update(&theta, &chosen.pruned)?;
                 time("update-obs", t);
                 let ratio = chosen.objective / fisher.objective(&theta, &mp)?;
@@ -207,11 +247,21 @@ impl<'d> BackendJob<'d> for ObsJob<'_> {
             })?;
         Ok(Stages {
             times,
+            traffic,
             blocks,
             ratio,
             passes,
             threads,
         })
+    }
+}
+
+/// `flops` over `seconds`, in GFLOP/s (0 for an instant stage).
+fn gflop_per_s(flops: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        flops as f64 / seconds / 1e9
+    } else {
+        0.0
     }
 }
 

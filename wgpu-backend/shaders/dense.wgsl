@@ -2,7 +2,8 @@
 // a register-tiled GEMM, and the pieces of a blocked Cholesky factorisation
 // and of blocked triangular solves with many right-hand sides. Matrices are
 // row-major with a leading dimension (`ld_*`, in elements) and an element
-// offset into their buffer; `src` is read-only, `dst` is updated in place.
+// offset into their buffer; `src_a` and `src_b` (A and B, which may be the
+// same buffer) are read-only, `dst` is updated in place.
 // Every sum runs in a fixed order, so a device gives the same bits on every
 // run (which order, and whether products are fused into adds, is the
 // device's own: results agree with f64 up to f32 rounding).
@@ -27,8 +28,9 @@ struct Dense {
 }
 
 @group(0) @binding(0) var<uniform> p: Dense;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read> src_a: array<f32>;
+@group(0) @binding(2) var<storage, read> src_b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
 
 // Bits of `p.flags`.
 const TRANS_A: u32 = 1u;
@@ -46,20 +48,16 @@ const DEPTH: u32 = 16u;
 var<workgroup> tile_a: array<f32, 1024>; // [DEPTH][TILE]: op(A)(i0 + i, p0 + q) at q * TILE + i
 var<workgroup> tile_b: array<f32, 1024>; // [DEPTH][TILE]: op(B)(p0 + q, j0 + j) at q * TILE + j
 
-fn load(in_dst: bool, index: u32) -> f32 {
-    if (in_dst) {
-        return dst[index];
-    }
-    return src[index];
-}
-
 // op(A)(i, q): A stored [m, k] (or [k, m] when transposed).
 fn a_at(i: u32, q: u32) -> f32 {
     var index = p.off_a + i * p.ld_a + q;
     if ((p.flags & TRANS_A) != 0u) {
         index = p.off_a + q * p.ld_a + i;
     }
-    return load((p.flags & A_IN_DST) != 0u, index);
+    if ((p.flags & A_IN_DST) != 0u) {
+        return dst[index];
+    }
+    return src_a[index];
 }
 
 // op(B)(q, j): B stored [k, n] (or [n, k] when transposed).
@@ -68,7 +66,10 @@ fn b_at(q: u32, j: u32) -> f32 {
     if ((p.flags & TRANS_B) != 0u) {
         index = p.off_b + j * p.ld_b + q;
     }
-    return load((p.flags & B_IN_DST) != 0u, index);
+    if ((p.flags & B_IN_DST) != 0u) {
+        return dst[index];
+    }
+    return src_b[index];
 }
 
 // C = beta C + alpha op(A) op(B), C of [m, n] in dst, inner dimension k.
@@ -237,7 +238,7 @@ fn potrf_panel(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 
 // One diagonal block of a triangular solve with many right-hand sides: every
 // row x of the m x n matrix in dst (ld n) gets its columns [k0, k0 + b)
-// solved against the n x n lower factor L in src: forward with L_kk (x ←
+// solved against the n x n lower factor L in src_a: forward with L_kk (x ←
 // x L_kkᵀ⁻¹, for L⁻¹ x) or, with TRANS_A, backward (x ← x L_kk⁻¹, for
 // L⁻ᵀ x). k0 = off_a, b = k. Columns outside the block were already updated.
 @compute @workgroup_size(256)
@@ -253,16 +254,16 @@ fn trsm_block(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
                 let j = k0 + t;
                 var s = dst[row + j];
                 for (var q = k0; q < j; q++) {
-                    s -= dst[row + q] * src[j * n + q];
+                    s -= dst[row + q] * src_a[j * n + q];
                 }
-                dst[row + j] = s / src[j * n + j];
+                dst[row + j] = s / src_a[j * n + j];
             } else {
                 let j = k0 + b - 1u - t;
                 var s = dst[row + j];
                 for (var q = j + 1u; q < k0 + b; q++) {
-                    s -= dst[row + q] * src[q * n + j];
+                    s -= dst[row + q] * src_a[q * n + j];
                 }
-                dst[row + j] = s / src[j * n + j];
+                dst[row + j] = s / src_a[j * n + j];
             }
         }
     }

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use prunus_core::{Error, Result};
 use wgpu::util::DeviceExt;
 
+use crate::resident::Residents;
+
 /// Threads per workgroup of every kernel (the `WG` constant of the shaders).
 pub(crate) const WORKGROUP: u32 = 256;
 
@@ -143,7 +145,7 @@ impl Pool {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -288,6 +290,14 @@ pub(crate) struct Gpu {
     dispatches: AtomicU64,
     /// Passes over scores so far, as the ops report them.
     passes: AtomicU64,
+    /// Bytes written from the host so far.
+    uploaded: AtomicU64,
+    /// Operand bytes dense calls found kept on the device so far.
+    kept: AtomicU64,
+    /// Flops of dense calls run on the device so far.
+    flops: AtomicU64,
+    /// Matrices retained on the device.
+    residents: Residents,
 }
 
 /// What a device has done since it was opened: how the tests and
@@ -308,6 +318,16 @@ pub struct Counters {
     pub read_backs: u64,
     /// Bytes brought back to the host.
     pub bytes_read_back: u64,
+    /// Bytes written from the host to the device (the few parameter words
+    /// of each dispatch aside).
+    pub bytes_uploaded: u64,
+    /// Operand bytes that dense linear algebra found kept on the device
+    /// (matrices retained with [`prunus_core::Dense::retain`]) instead of
+    /// uploading them again.
+    pub bytes_kept: u64,
+    /// Flops of dense linear algebra run on the device (multiply and add
+    /// counted as two).
+    pub flops: u64,
 }
 
 impl Counters {
@@ -318,6 +338,9 @@ impl Counters {
             passes: self.passes.saturating_sub(earlier.passes),
             read_backs: self.read_backs.saturating_sub(earlier.read_backs),
             bytes_read_back: self.bytes_read_back.saturating_sub(earlier.bytes_read_back),
+            bytes_uploaded: self.bytes_uploaded.saturating_sub(earlier.bytes_uploaded),
+            bytes_kept: self.bytes_kept.saturating_sub(earlier.bytes_kept),
+            flops: self.flops.saturating_sub(earlier.flops),
         }
     }
 }
@@ -357,6 +380,10 @@ impl Gpu {
             read_backs: AtomicU64::new(0),
             dispatches: AtomicU64::new(0),
             passes: AtomicU64::new(0),
+            uploaded: AtomicU64::new(0),
+            kept: AtomicU64::new(0),
+            flops: AtomicU64::new(0),
+            residents: Residents::new(),
         })
     }
 
@@ -367,7 +394,25 @@ impl Gpu {
             passes: self.passes.load(Ordering::Relaxed),
             read_backs: self.read_backs.load(Ordering::Relaxed),
             bytes_read_back: self.read_back.load(Ordering::Relaxed),
+            bytes_uploaded: self.uploaded.load(Ordering::Relaxed),
+            bytes_kept: self.kept.load(Ordering::Relaxed),
+            flops: self.flops.load(Ordering::Relaxed),
         }
+    }
+
+    /// The matrices retained on this device.
+    pub(crate) fn residents(&self) -> &Residents {
+        &self.residents
+    }
+
+    /// Counts `bytes` of dense operands found kept on the device.
+    pub(crate) fn count_kept(&self, bytes: u64) {
+        self.kept.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts `flops` of dense linear algebra run on the device.
+    pub(crate) fn count_flops(&self, flops: u64) {
+        self.flops.fetch_add(flops, Ordering::Relaxed);
     }
 
     /// Counts `n` passes over scores.
@@ -460,6 +505,8 @@ impl Gpu {
     /// Writes host bytes at `offset` (a multiple of 4; the length is padded
     /// with zeros to a multiple of 4), ordered before the next submission.
     pub(crate) fn write(&self, buf: &Buf, offset: u64, bytes: &[u8]) {
+        self.uploaded
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let whole = bytes.len() - bytes.len() % ALIGN as usize;
         if whole > 0 {
             self.queue.write_buffer(buf.raw(), offset, &bytes[..whole]);

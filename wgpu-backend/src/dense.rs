@@ -15,10 +15,14 @@
 //! | `solve_rows` | 64-column blocks: each row's block solved by one thread, then a GEMM on the columns still to solve | `trsm_block`, `gemm` |
 //!
 //! Every operand is uploaded per call and the result read back, so a call
-//! pays `4 bytes x (operands + result)` of transfer; [`Offload`] keeps on the
-//! host the calls whose flops do not cover that (matrix-vector products, the
-//! small systems of the Woodbury recursion).
+//! pays `4 bytes x (operands + result)` of transfer, except for operands
+//! retained on the device ([`Dense::retain`], kept in `crate::resident`):
+//! those are bound where they are. [`Offload`] keeps on the host the calls
+//! whose flops do not cover their transfer (matrix-vector products with
+//! operands that are not kept, the small systems of the Woodbury
+//! recursion).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prunus_core::contract::dense::{
@@ -34,7 +38,9 @@ static SHADER: Shader = Shader {
     source: include_str!("../shaders/dense.wgsl"),
 };
 
-const BINDINGS: &[Access] = &[Access::Read, Access::ReadWrite];
+/// A, B (read-only; the same buffer where both name one matrix) and the
+/// destination.
+const BINDINGS: &[Access] = &[Access::Read, Access::Read, Access::ReadWrite];
 
 fn kernel(entry: &'static str) -> Kernel {
     Kernel {
@@ -149,24 +155,49 @@ impl WgpuBackend {
         self.upload_bytes(&crate::le_bytes(&narrow_all(parts)?))
     }
 
+    /// The device copy of an operand: the one kept where `m` was retained,
+    /// else a fresh upload.
+    fn operand(&self, m: &Matrix) -> Result<Arc<Buf>> {
+        if let Some(buf) = self.gpu.residents().get(m) {
+            self.gpu.count_kept(m.data().len() as u64 * 4);
+            return Ok(buf);
+        }
+        Ok(Arc::new(self.dense_upload(&[m.data()])?))
+    }
+
+    /// The device copies of two operands, one buffer where both are the
+    /// same matrix.
+    fn operands(&self, a: &Matrix, b: &Matrix) -> Result<(Arc<Buf>, Arc<Buf>)> {
+        let a_buf = self.operand(a)?;
+        if a.id() != 0 && a.id() == b.id() {
+            return Ok((Arc::clone(&a_buf), a_buf));
+        }
+        Ok((a_buf, self.operand(b)?))
+    }
+
+    /// Whether a copy of `m` is kept on the device.
+    pub(crate) fn keeps(&self, m: &Matrix) -> bool {
+        self.gpu.residents().holds(m)
+    }
+
     fn record(
         &self,
         batch: &mut Batch<'_>,
         entry: &'static str,
         call: &Call,
-        bufs: [&Buf; 2],
+        bufs: [&Buf; 3],
         groups: u32,
     ) {
         batch.dispatch(
             &kernel(entry),
             &call.words(),
-            &[bufs[0].all(), bufs[1].all()],
+            &[bufs[0].all(), bufs[1].all(), bufs[2].all()],
             groups,
         );
     }
 
     /// Records `gemm` over `call` (workgroups for its tiles).
-    fn record_gemm(&self, batch: &mut Batch<'_>, call: &Call, bufs: [&Buf; 2]) {
+    fn record_gemm(&self, batch: &mut Batch<'_>, call: &Call, bufs: [&Buf; 3]) {
         let tiles = (call.m.div_ceil(TILE) * call.n.div_ceil(TILE)) as u64;
         let groups = batch.groups_for(tiles * crate::context::WORKGROUP as u64);
         self.record(batch, "gemm", call, bufs, groups);
@@ -185,6 +216,26 @@ impl WgpuBackend {
 impl Dense for WgpuBackend {
     fn unit_roundoff(&self) -> f64 {
         f32::EPSILON as f64 / 2.0
+    }
+
+    /// Uploads `m` once and keeps it within the resident budget
+    /// ([`WgpuBackend::with_resident_budget`]); `false` where it does not
+    /// fit the budget or one storage binding.
+    fn retain(&self, m: &Matrix) -> Result<bool> {
+        let residents = self.gpu.residents();
+        if residents.hold_again(m) {
+            return Ok(true);
+        }
+        let bytes = m.data().len() as u64 * 4;
+        if m.data().is_empty() || !self.dense_fits(&[m.data().len()]) || !residents.fits(m, bytes) {
+            return Ok(false);
+        }
+        let buf = self.dense_upload(&[m.data()])?;
+        Ok(residents.keep(m, buf, bytes))
+    }
+
+    fn release(&self, m: &Matrix) {
+        self.gpu.residents().release(m);
     }
 
     fn matmul(
@@ -209,9 +260,10 @@ impl Dense for WgpuBackend {
             }
             return Ok(());
         }
-        self.fits("matmul", a.data().len() + b.data().len())?;
+        self.fits("matmul", a.data().len())?;
+        self.fits("matmul", b.data().len())?;
         self.fits("matmul", m * n)?;
-        let src = self.dense_upload(&[a.data(), b.data()])?;
+        let (src_a, src_b) = self.operands(a, b)?;
         let dst = if beta == 0.0 {
             self.gpu.storage((m * n) as u64 * 4)?
         } else {
@@ -223,7 +275,6 @@ impl Dense for WgpuBackend {
             n,
             flags: trans(ta, TRANS_A) | trans(tb, TRANS_B),
             ld_a: a.cols(),
-            off_b: a.data().len(),
             ld_b: b.cols(),
             ld_c: n,
             alpha,
@@ -231,7 +282,8 @@ impl Dense for WgpuBackend {
             ..Call::default()
         };
         let mut batch = self.gpu.batch();
-        self.record_gemm(&mut batch, &call, [&src, &dst]);
+        self.record_gemm(&mut batch, &call, [&src_a, &src_b, &dst]);
+        self.gpu.count_flops(2 * (m * k * n) as u64);
         let out = self.read_f64(batch, &dst, m * n)?;
         c.data_mut().copy_from_slice(&out);
         Ok(())
@@ -246,7 +298,7 @@ impl Dense for WgpuBackend {
         }
         self.fits("gram", a.data().len())?;
         self.fits("gram", n * n)?;
-        let src = self.dense_upload(&[a.data()])?;
+        let src = self.operand(a)?;
         let dst = self.dense_upload(&[c.data()])?;
         let call = Call {
             m: n,
@@ -261,7 +313,8 @@ impl Dense for WgpuBackend {
             ..Call::default()
         };
         let mut batch = self.gpu.batch();
-        self.record_gemm(&mut batch, &call, [&src, &dst]);
+        self.record_gemm(&mut batch, &call, [&src, &src, &dst]);
+        self.gpu.count_flops(2 * (rows * n * n) as u64);
         let out = self.read_f64(batch, &dst, n * n)?;
         let data = c.data_mut();
         for i in 0..n {
@@ -295,12 +348,12 @@ impl Dense for WgpuBackend {
                 status,
                 ..Call::default()
             };
-            self.record(&mut batch, "potrf_block", &step, [&src, &dst], 1);
+            self.record(&mut batch, "potrf_block", &step, [&src, &src, &dst], 1);
             if k1 == n {
                 break;
             }
             let groups = batch.groups_for((n - k1) as u64);
-            self.record(&mut batch, "potrf_panel", &step, [&src, &dst], groups);
+            self.record(&mut batch, "potrf_panel", &step, [&src, &src, &dst], groups);
             // Trailing update: A[k1.., k1..] -= L[k1.., k0..k1] L[k1.., k0..k1]ᵀ.
             let update = Call {
                 m: n - k1,
@@ -317,14 +370,15 @@ impl Dense for WgpuBackend {
                 beta: 1.0,
                 status: 0,
             };
-            self.record_gemm(&mut batch, &update, [&src, &dst]);
+            self.record_gemm(&mut batch, &update, [&src, &src, &dst]);
         }
         let zero = Call {
             n,
             ..Call::default()
         };
         let groups = batch.groups_for((n * n) as u64);
-        self.record(&mut batch, "zero_upper", &zero, [&src, &dst], groups);
+        self.record(&mut batch, "zero_upper", &zero, [&src, &src, &dst], groups);
+        self.gpu.count_flops((n * n * n / 3) as u64);
         let out = self.read_f64(batch, &dst, n * n + 1)?;
         if out[status] != 0.0 {
             return Err(Error::NotPositiveDefinite {
@@ -343,7 +397,7 @@ impl Dense for WgpuBackend {
         }
         self.fits("solve rows", n * n)?;
         self.fits("solve rows", rows * n)?;
-        let src = self.dense_upload(&[l.data()])?;
+        let src = self.operand(l)?;
         let dst = self.dense_upload(&[b.data()])?;
         let mut batch = self.gpu.batch();
         let row_groups = batch.groups_for(rows as u64);
@@ -362,7 +416,13 @@ impl Dense for WgpuBackend {
                 off_a: k0,
                 ..Call::default()
             };
-            self.record(&mut batch, "trsm_block", &solve, [&src, &dst], row_groups);
+            self.record(
+                &mut batch,
+                "trsm_block",
+                &solve,
+                [&src, &src, &dst],
+                row_groups,
+            );
             // The solved columns X[:, k0..k1] leave the columns still to solve:
             // forward, B[:, k1..] -= X L[k1.., k0..k1]ᵀ; backward,
             // B[:, ..k0] -= X L[k0..k1, ..k0].
@@ -389,8 +449,9 @@ impl Dense for WgpuBackend {
                 beta: 1.0,
                 status: 0,
             };
-            self.record_gemm(&mut batch, &update, [&src, &dst]);
+            self.record_gemm(&mut batch, &update, [&src, &src, &dst]);
         }
+        self.gpu.count_flops((rows * n * n) as u64);
         let out = self.read_f64(batch, &dst, rows * n)?;
         b.data_mut().copy_from_slice(&out);
         Ok(())
@@ -414,8 +475,10 @@ pub const MIN_FLOPS: f64 = 1e8;
 /// (f64, such as the CPU backend): each call goes to the device where its
 /// flops per byte transferred reach [`Offload::min_intensity`], its flops
 /// reach [`Offload::min_flops`], and its operands fit the device's bindings;
-/// everything else runs on the host. The choice depends only on the shapes,
-/// so a run is as deterministic as its two parts.
+/// everything else runs on the host. Operands retained on the device
+/// ([`Dense::retain`]) cost no transfer, so a matrix-vector product with a
+/// retained matrix goes to the device. The choice depends only on the shapes
+/// and on what was retained, so a run is as deterministic as its two parts.
 ///
 /// ```no_run
 /// use prunus_core::{Dense, ReferenceBackend};
@@ -480,6 +543,15 @@ impl<'a, H: Dense + ?Sized> Offload<'a, H> {
         )
     }
 
+    /// Bytes an operand costs a device call: none where it is kept there.
+    fn transfer(&self, m: &Matrix) -> f64 {
+        if self.device.keeps(m) {
+            0.0
+        } else {
+            4.0 * m.data().len() as f64
+        }
+    }
+
     /// Whether a call of `flops` moving `bytes` with bindings of these
     /// element counts goes to the device; counts its flops either way.
     fn route(&self, flops: f64, bytes: f64, bindings: &[usize]) -> bool {
@@ -514,8 +586,10 @@ impl<H: Dense + ?Sized> Dense for Offload<'_, H> {
         let (m, k, n) = check_matmul(c, a, ta, b, tb)?;
         let (ea, eb, ec) = (m * k, k * n, m * n);
         let flops = 2.0 * (m * k * n) as f64;
-        let bytes = 4.0 * (ea + eb + ec + if beta == 0.0 { 0 } else { ec }) as f64;
-        if self.route(flops, bytes, &[ea + eb, ec]) {
+        let same = a.id() != 0 && a.id() == b.id();
+        let operands = self.transfer(a) + if same { 0.0 } else { self.transfer(b) };
+        let bytes = operands + 4.0 * (ec + if beta == 0.0 { 0 } else { ec }) as f64;
+        if self.route(flops, bytes, &[ea, eb, ec]) {
             Dense::matmul(self.device, c, beta, a, ta, b, tb, alpha)
         } else {
             self.host.matmul(c, beta, a, ta, b, tb, alpha)
@@ -526,7 +600,7 @@ impl<H: Dense + ?Sized> Dense for Offload<'_, H> {
         check_gram(c, a)?;
         let (m, n) = (a.rows(), a.cols());
         let flops = 2.0 * (m * n * n) as f64;
-        let bytes = 4.0 * (m * n + 2 * n * n) as f64;
+        let bytes = self.transfer(a) + 4.0 * (2 * n * n) as f64;
         if self.route(flops, bytes, &[m * n, n * n]) {
             self.device.gram(c, a, alpha)
         } else {
@@ -550,12 +624,21 @@ impl<H: Dense + ?Sized> Dense for Offload<'_, H> {
         check_solve_rows(l, b)?;
         let (rows, n) = (b.rows(), l.rows());
         let flops = (rows * n * n) as f64;
-        let bytes = 4.0 * (n * n + 2 * rows * n) as f64;
+        let bytes = self.transfer(l) + 4.0 * (2 * rows * n) as f64;
         if self.route(flops, bytes, &[n * n, rows * n]) {
             self.device.solve_rows(l, t, b)
         } else {
             self.host.solve_rows(l, t, b)
         }
+    }
+
+    /// Retains `m` on the device (the host reads it where it is).
+    fn retain(&self, m: &Matrix) -> Result<bool> {
+        self.device.retain(m)
+    }
+
+    fn release(&self, m: &Matrix) {
+        self.device.release(m);
     }
 
     fn run_tasks(

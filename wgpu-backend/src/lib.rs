@@ -6,6 +6,7 @@ mod elementwise;
 mod linalg;
 mod radix;
 mod reduce;
+mod resident;
 mod selection;
 mod tensor;
 mod window;
@@ -22,6 +23,7 @@ use prunus_core::{
 pub use crate::context::{AdapterChoice, AdapterSummary, Counters};
 use crate::context::{Buf, Gpu};
 pub use crate::dense::{MIN_FLOPS, MIN_INTENSITY, Offload};
+pub use crate::resident::DEFAULT_BUDGET as DEFAULT_RESIDENT_BUDGET;
 pub use crate::tensor::{WgpuMask, WgpuTensor};
 use crate::window::{WINDOW_ALIGN, Window, mask_u32_words, windows};
 
@@ -155,6 +157,20 @@ impl WgpuBackend {
     pub fn with_max_segments(mut self, segments: u32) -> Self {
         self.segments = segments.clamp(1, radix::MAX_SLOTS);
         self
+    }
+
+    /// The same backend keeping at most `bytes` of retained matrices
+    /// ([`prunus_core::Dense::retain`]) in device memory (default
+    /// [`DEFAULT_RESIDENT_BUDGET`], 2 GiB; shared by clones). A retain that
+    /// would exceed it keeps nothing, and the matrix is uploaded per call.
+    pub fn with_resident_budget(self, bytes: u64) -> Self {
+        self.gpu.residents().set_budget(bytes);
+        self
+    }
+
+    /// Bytes of retained matrices kept in device memory now.
+    pub fn resident_bytes(&self) -> u64 {
+        self.gpu.residents().usage().1
     }
 
     /// What the device has done since it was opened (shared by clones):

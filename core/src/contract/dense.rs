@@ -34,21 +34,65 @@ use crate::contract::reference::ReferenceBackend;
 use crate::contract::shape::Shape;
 
 /// A dense row-major `rows x cols` f64 matrix.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Every matrix carries an identity ([`Matrix::id`]) that lets an
+/// implementation of [`Dense`] keep a copy of it elsewhere (in device
+/// memory) and know the copy is still current: equal non-zero ids mean equal
+/// elements. Equality ([`PartialEq`]) compares shapes and elements only.
+#[derive(Clone, Debug)]
 pub struct Matrix {
     rows: usize,
     cols: usize,
     data: Vec<f64>,
+    id: u64,
+}
+
+impl PartialEq for Matrix {
+    fn eq(&self, other: &Matrix) -> bool {
+        self.rows == other.rows && self.cols == other.cols && self.data == other.data
+    }
+}
+
+/// A new matrix identity: unique for the life of the process where the
+/// target has 64-bit atomics, 0 (no identity) elsewhere.
+fn fresh_id() -> u64 {
+    #[cfg(target_has_atomic = "64")]
+    {
+        use core::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+    #[cfg(not(target_has_atomic = "64"))]
+    {
+        0
+    }
 }
 
 impl Matrix {
-    /// A matrix of zeros.
-    pub fn zeros(rows: usize, cols: usize) -> Matrix {
+    /// Wraps row-major data of the right length, with a fresh identity.
+    fn build(rows: usize, cols: usize, data: Vec<f64>) -> Matrix {
         Matrix {
             rows,
             cols,
-            data: vec![0.0; rows * cols],
+            data,
+            id: fresh_id(),
         }
+    }
+
+    /// A matrix of zeros.
+    pub fn zeros(rows: usize, cols: usize) -> Matrix {
+        Matrix::build(rows, cols, vec![0.0; rows * cols])
+    }
+
+    /// The matrix's identity, for caches of copies of it: every constructor
+    /// gives a fresh one, a clone keeps its original's, and every mutable
+    /// access ([`Matrix::data_mut`], [`Matrix::row_mut`],
+    /// [`Matrix::add_diagonal`]) gives the matrix a fresh one, so two
+    /// matrices with the same non-zero id hold the same elements. 0 means
+    /// no identity (targets without 64-bit atomics): nothing may be cached
+    /// under it.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// `value · I`, `n x n`.
@@ -69,7 +113,7 @@ impl Matrix {
                 found: data.len(),
             });
         }
-        Ok(Matrix { rows, cols, data })
+        Ok(Matrix::build(rows, cols, data))
     }
 
     /// Widens row-major f32 data; fails unless `data.len() == rows · cols`.
@@ -79,11 +123,7 @@ impl Matrix {
 
     /// One row vector `1 x n`.
     pub fn row_vector(values: Vec<f64>) -> Matrix {
-        Matrix {
-            rows: 1,
-            cols: values.len(),
-            data: values,
-        }
+        Matrix::build(1, values.len(), values)
     }
 
     /// Rows.
@@ -101,8 +141,10 @@ impl Matrix {
         &self.data
     }
 
-    /// The elements, row-major, mutably.
+    /// The elements, row-major, mutably (the matrix takes a fresh
+    /// [`Matrix::id`]).
     pub fn data_mut(&mut self) -> &mut [f64] {
+        self.id = fresh_id();
         &mut self.data
     }
 
@@ -117,9 +159,10 @@ impl Matrix {
         &self.data[i * self.cols..(i + 1) * self.cols]
     }
 
-    /// Row `i`, mutably.
+    /// Row `i`, mutably (the matrix takes a fresh [`Matrix::id`]).
     #[track_caller]
     pub fn row_mut(&mut self, i: usize) -> &mut [f64] {
+        self.id = fresh_id();
         &mut self.data[i * self.cols..(i + 1) * self.cols]
     }
 
@@ -132,6 +175,7 @@ impl Matrix {
 
     /// Adds `value` to every diagonal element.
     pub fn add_diagonal(&mut self, value: f64) {
+        self.id = fresh_id();
         for i in 0..self.rows.min(self.cols) {
             self.data[i * self.cols + i] += value;
         }
@@ -155,11 +199,7 @@ impl Matrix {
         for &r in rows {
             data.extend_from_slice(self.row(r));
         }
-        Matrix {
-            rows: rows.len(),
-            cols: self.cols,
-            data,
-        }
+        Matrix::build(rows.len(), self.cols, data)
     }
 
     /// The columns listed, in that order (all rows).
@@ -169,11 +209,7 @@ impl Matrix {
             let row = self.row(i);
             data.extend(cols.iter().map(|&j| row[j]));
         }
-        Matrix {
-            rows: self.rows,
-            cols: cols.len(),
-            data,
-        }
+        Matrix::build(self.rows, cols.len(), data)
     }
 
     /// The submatrix of the rows and the columns listed, in those orders.
@@ -183,11 +219,7 @@ impl Matrix {
             let row = self.row(i);
             data.extend(cols.iter().map(|&j| row[j]));
         }
-        Matrix {
-            rows: rows.len(),
-            cols: cols.len(),
-            data,
-        }
+        Matrix::build(rows.len(), cols.len(), data)
     }
 
     /// The square submatrix of the rows and columns listed.
@@ -198,11 +230,7 @@ impl Matrix {
             let row = self.row(r);
             data.extend(indices.iter().map(|&c| row[c]));
         }
-        Matrix {
-            rows: indices.len(),
-            cols: indices.len(),
-            data,
-        }
+        Matrix::build(indices.len(), indices.len(), data)
     }
 
     fn shape(&self) -> Shape {
@@ -266,6 +294,23 @@ pub trait Dense {
     /// Replaces every row `x` of `b` by `L⁻¹ x` (`Transpose::No`) or
     /// `L⁻ᵀ x` (`Transpose::Yes`), `l` a lower triangular factor.
     fn solve_rows(&self, l: &Matrix, t: Transpose, b: &mut Matrix) -> Result<()>;
+
+    /// Asks the implementation to keep a copy of `m` where its calls run
+    /// (device memory), because `m` will be an operand of many calls;
+    /// returns whether it did. Later calls naming a matrix with the same
+    /// [`Matrix::id`] use the copy instead of transferring `m` again, and
+    /// give the same results as without it. Each retain is undone by one
+    /// [`Dense::release`]. The default keeps nothing: a host implementation
+    /// reads `m` where it is.
+    fn retain(&self, m: &Matrix) -> Result<bool> {
+        let _ = m;
+        Ok(false)
+    }
+
+    /// Undoes one [`Dense::retain`] of `m` (nothing where none was kept).
+    fn release(&self, m: &Matrix) {
+        let _ = m;
+    }
 
     /// Runs `task(i)` for every `i` in `0..count` and returns the results
     /// in index order: the host-side loops of the layer-wise methods (one
@@ -370,6 +415,7 @@ impl Dense for ReferenceBackend {
         alpha: f64,
     ) -> Result<()> {
         let (m, k, n) = check_matmul(c, a, ta, b, tb)?;
+        c.id = fresh_id();
         for i in 0..m {
             for j in 0..n {
                 let s = (0..k).fold(0.0, |s, p| s + a.at(ta, i, p) * b.at(tb, p, j));
@@ -386,6 +432,7 @@ impl Dense for ReferenceBackend {
 
     fn gram(&self, c: &mut Matrix, a: &Matrix, alpha: f64) -> Result<()> {
         check_gram(c, a)?;
+        c.id = fresh_id();
         let n = a.cols;
         for i in 0..n {
             for j in 0..=i {
@@ -401,6 +448,7 @@ impl Dense for ReferenceBackend {
 
     fn cholesky(&self, a: &mut Matrix) -> Result<()> {
         check_square(a)?;
+        a.id = fresh_id();
         let n = a.rows;
         for j in 0..n {
             let mut d = a.data[j * n + j];
@@ -449,5 +497,59 @@ impl Dense for ReferenceBackend {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_the_elements() {
+        let a = Matrix::new(2, 2, vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        let b = Matrix::new(2, 2, vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert_ne!(a.id(), 0);
+        assert_ne!(a.id(), b.id(), "two constructions share an id");
+        assert_eq!(a, b, "equality looks at the elements only");
+        let mut c = a.clone();
+        assert_eq!(c.id(), a.id(), "a clone holds the same elements");
+        c.data_mut()[0] = 5.0;
+        let after_data = c.id();
+        assert_ne!(after_data, a.id());
+        c.row_mut(1)[0] = 6.0;
+        assert_ne!(c.id(), after_data);
+        let before = c.id();
+        c.add_diagonal(1.0);
+        assert_ne!(c.id(), before);
+        // Every way of deriving a matrix gives a new identity.
+        for derived in [a.transpose(), a.select(&[0, 1]), a.select_rows(&[0, 1])] {
+            assert_ne!(derived.id(), a.id());
+        }
+    }
+
+    #[test]
+    fn reference_calls_renew_the_id_of_what_they_write() {
+        let a = Matrix::new(2, 2, vec![4.0, 2.0, 2.0, 3.0]).unwrap();
+        let mut c = Matrix::zeros(2, 2);
+        let id = c.id();
+        ReferenceBackend
+            .matmul(&mut c, 0.0, &a, Transpose::No, &a, Transpose::No, 1.0)
+            .unwrap();
+        assert_ne!(c.id(), id);
+        let id = c.id();
+        ReferenceBackend.gram(&mut c, &a, 1.0).unwrap();
+        assert_ne!(c.id(), id);
+        let mut l = a.clone();
+        ReferenceBackend.cholesky(&mut l).unwrap();
+        assert_ne!(l.id(), a.id());
+        let mut b = a.clone();
+        ReferenceBackend
+            .solve_rows(&l, Transpose::No, &mut b)
+            .unwrap();
+        assert_ne!(b.id(), a.id());
+        assert!(
+            !ReferenceBackend.retain(&a).unwrap(),
+            "the host keeps no copies"
+        );
     }
 }

@@ -133,6 +133,16 @@ enum Inverse {
     Explicit(Matrix),
 }
 
+impl Inverse {
+    /// The matrix kept: `L` or `F̂_b⁻¹`.
+    fn matrix(&self) -> &Matrix {
+        match self {
+            Inverse::Woodbury { l } => l,
+            Inverse::Explicit(inv) => inv,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Block {
     /// The block's weights, as a range of the flat index.
@@ -165,6 +175,16 @@ impl<D: Dense + ?Sized> core::fmt::Debug for Fisher<'_, D> {
 }
 
 /// Weights per chunk when the Woodbury diagonal solves rows.
+impl<D: Dense + ?Sized> Drop for Fisher<'_, D> {
+    /// Releases what [`Fisher::new`] retained.
+    fn drop(&mut self) {
+        for b in &self.blocks {
+            self.dense.release(&b.a);
+            self.dense.release(b.inverse.matrix());
+        }
+    }
+}
+
 const DIAGONAL_CHUNK: usize = 1024;
 
 impl<'d, D: Dense + ?Sized> Fisher<'d, D> {
@@ -230,10 +250,23 @@ impl<'d, D: Dense + ?Sized> Fisher<'d, D> {
             path: config.path,
             blocks: Vec::new(),
         };
+        // Each block's gradients and inverse are operands of every later
+        // call: kept where the calls run (device memory) where the
+        // implementation can, released when the Fisher is dropped (a block
+        // is pushed before its inverse is built, so that an error on the way
+        // releases what was retained).
         for range in block_ranges(sizes, config.blocks) {
             let a = gather_block(gradients, samples, dim, range.clone())?;
-            let inverse = fisher.invert(&a, config)?;
-            fisher.blocks.push(Block { range, a, inverse });
+            dense.retain(&a)?;
+            fisher.blocks.push(Block {
+                range,
+                a,
+                inverse: Inverse::Explicit(Matrix::zeros(0, 0)),
+            });
+            let last = fisher.blocks.len() - 1;
+            let inverse = fisher.invert(&fisher.blocks[last].a, config)?;
+            dense.retain(inverse.matrix())?;
+            fisher.blocks[last].inverse = inverse;
         }
         Ok(fisher)
     }
