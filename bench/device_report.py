@@ -138,6 +138,16 @@ def main():
     if rep:
         summary["obs"] = {r["method"]: median(r["values"]) for r in rows(rep, metric="wall_s")}
         summary["obs"]["config"] = rep.get("config", {})
+        # What the device did per stage (GPU backend only): MB each way and
+        # the device's dense GFLOP/s.
+        traffic = {}
+        for metric, key in (("uploaded_bytes", "uploaded_mb"), ("kept_bytes", "kept_mb"),
+                            ("read_back_bytes", "read_back_mb"), ("device_gflop_s", "gflop_s")):
+            for r in rows(rep, metric=metric):
+                v = median(r["values"])
+                traffic.setdefault(r["method"], {})[key] = v / 1e6 if key.endswith("_mb") else v
+        if traffic:
+            summary["obs_traffic"] = traffic
     rep = reports.get("cbs")
     if rep:
         for r in rows(rep, metric="test_acc"):
@@ -193,6 +203,9 @@ def main():
     if summary["obs"]:
         stages = {k: v for k, v in summary["obs"].items() if k != "config"}
         print("  obs stages (s): " + ", ".join(f"{k} {fmt(v)}" for k, v in stages.items()))
+    for stage, t in summary.get("obs_traffic", {}).items():
+        print(f"  obs {stage:<11} uploaded {fmt(t.get('uploaded_mb'))} MB, kept {fmt(t.get('kept_mb'))} MB, "
+              f"read back {fmt(t.get('read_back_mb'))} MB, device {fmt(t.get('gflop_s'))} GFLOP/s")
     for method, accs in summary["cbs"].items():
         print(f"  cbs {method:<8}" + "  ".join(f"{s}: {fmt(acc)}" for s, acc in sorted(accs.items())))
     for dev, v in summary["calibration"].items():
