@@ -11,7 +11,9 @@
 #   5. bench/peers_torch.py                  torch.kthvalue and
 #                                            prune.global_unstructured on the
 #                                            same GPU (skipped without torch)
-#   6. bench obs --backend wgpu              the second-order stages
+#   6. bench obs --backend wgpu              the second-order stages, with
+#                                            the GPU's GEMM tile and with the
+#                                            64 x 64 one
 #   7. lab cbs --backend wgpu --seeds 1      the CBS protocol (MNIST if given)
 #   8. with the CUDA binaries (device-build.sh --cuda): a model folder
 #      pruned by SparseGPT at 50% with --device cpu and --device cuda, each
@@ -180,6 +182,10 @@ step torch "${limits[5]}" torch.json bash -c '
     exec python3 "$0/bench/peers_torch.py" "${@}"' "$root" "${torch_args[@]}" --json "$out/torch.json"
 step obs "${limits[6]}" obs.json \
     "$bin/prunus" bench obs --backend wgpu "${obs_args[@]}" --json "$out/obs.json"
+# The same with the 64 x 64 GEMM tile everywhere: what the 128 x 128 tile
+# (the GPU default) gains or loses.
+step obs-small-tile "${limits[6]}" obs-small-tile.json \
+    "$bin/prunus" bench obs --backend wgpu --gemm-tile small "${obs_args[@]}" --json "$out/obs-small-tile.json"
 step cbs "${limits[7]}" cbs.json \
     "$bin/prunus" lab cbs --backend wgpu --seeds 1 "${cbs_data[@]}" "${cbs_args[@]}" --json "$out/cbs.json"
 

@@ -148,6 +148,9 @@ def main():
                 traffic.setdefault(r["method"], {})[key] = v / 1e6 if key.endswith("_mb") else v
         if traffic:
             summary["obs_traffic"] = traffic
+    rep = reports.get("obs-small-tile")
+    if rep:
+        summary["obs_small_tile"] = {r["method"]: median(r["values"]) for r in rows(rep, metric="wall_s")}
     rep = reports.get("cbs")
     if rep:
         for r in rows(rep, metric="test_acc"):
@@ -203,6 +206,9 @@ def main():
     if summary["obs"]:
         stages = {k: v for k, v in summary["obs"].items() if k != "config"}
         print("  obs stages (s): " + ", ".join(f"{k} {fmt(v)}" for k, v in stages.items()))
+    if summary.get("obs_small_tile"):
+        print("  obs stages, 64 x 64 GEMM tile (s): "
+              + ", ".join(f"{k} {fmt(v)}" for k, v in summary["obs_small_tile"].items()))
     for stage, t in summary.get("obs_traffic", {}).items():
         print(f"  obs {stage:<11} uploaded {fmt(t.get('uploaded_mb'))} MB, kept {fmt(t.get('kept_mb'))} MB, "
               f"read back {fmt(t.get('read_back_mb'))} MB, device {fmt(t.get('gflop_s'))} GFLOP/s")

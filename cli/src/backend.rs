@@ -10,7 +10,7 @@
 
 use prunus_core::{Backend, Dense, HostTensor, ReferenceBackend, SelectionPlan, Shape};
 use prunus_cpu::{CpuBackend, Par, SimdLevel};
-use prunus_wgpu::{AdapterChoice, Counters, Offload, WgpuBackend};
+use prunus_wgpu::{AdapterChoice, Counters, GemmTile, Offload, WgpuBackend};
 use serde_json::Value;
 
 use crate::error::Error;
@@ -56,6 +56,8 @@ pub(crate) struct BackendSpec {
     pub(crate) adapter: Option<String>,
     /// A selection plan other than the backend's own.
     pub(crate) plan: Option<SelectionPlan>,
+    /// The wgpu backend's GEMM kernel (only with [`BackendKind::Wgpu`]).
+    pub(crate) gemm: Option<GemmTile>,
 }
 
 impl BackendSpec {
@@ -66,7 +68,14 @@ impl BackendSpec {
             threads,
             adapter: None,
             plan: None,
+            gemm: None,
         }
+    }
+
+    /// Sets the wgpu backend's GEMM kernel (`--gemm-tile`).
+    pub(crate) fn gemm(mut self, gemm: Option<GemmTile>) -> Self {
+        self.gemm = gemm;
+        self
     }
 
     /// Sets the adapter (`--adapter`).
@@ -89,6 +98,15 @@ impl BackendSpec {
             return Err(Error::argument(
                 "--adapter",
                 a,
+                "to be given with --backend wgpu only",
+            ));
+        }
+        if let Some(g) = self.gemm
+            && self.kind != BackendKind::Wgpu
+        {
+            return Err(Error::argument(
+                "--gemm-tile",
+                format!("{g:?}").to_lowercase(),
                 "to be given with --backend wgpu only",
             ));
         }
@@ -134,6 +152,10 @@ impl BackendSpec {
                 .map_or_else(|_| AdapterChoice::Named(a.into()), AdapterChoice::Index),
         };
         let gpu = WgpuBackend::with_adapter(&choice)?;
+        let gpu = match self.gemm {
+            Some(g) => gpu.with_gemm_tile(g),
+            None => gpu,
+        };
         Ok(match self.plan {
             Some(p) => gpu.with_selection_plan(p),
             None => gpu,

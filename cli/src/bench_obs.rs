@@ -12,7 +12,7 @@ use prunus_core::methods::second_order::surgeon::{
     SearchConfig, cbs_select, magnitude, pruned_count, woodfisher,
 };
 use prunus_lab::{Report, Row, write_atomic};
-use prunus_wgpu::Counters;
+use prunus_wgpu::{Counters, GemmTile};
 
 use crate::args::check_output;
 use crate::backend::{BackendJob, BackendKind, BackendSpec, Device, dispatch};
@@ -61,6 +61,11 @@ pub(crate) struct ObsArgs {
     /// Dense linear algebra.
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     pub(crate) backend: BackendKind,
+    /// The GEMM kernel of `--backend wgpu`: on a GPU 128 x 128 tiles where
+    /// the output has at least 64 of them, 64 x 64 on a software adapter
+    /// (auto); or always 64 x 64 (small) or 128 x 128 (large).
+    #[arg(long, value_enum, value_name = "TILE")]
+    pub(crate) gemm_tile: Option<GemmTileArg>,
     /// Threads of the CPU backend (0 = all cores).
     #[arg(long, value_name = "T", default_value_t = 0)]
     pub(crate) threads: usize,
@@ -92,7 +97,8 @@ pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
         theta,
         k,
     };
-    let spec = BackendSpec::new(args.backend, args.threads);
+    let spec =
+        BackendSpec::new(args.backend, args.threads).gemm(args.gemm_tile.map(GemmTile::from));
     let Stages {
         times: stages,
         traffic,
@@ -130,6 +136,9 @@ pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
         report.set_config("sparsity", args.sparsity);
         report.set_config("threads", threads as u64);
         report.set_config("backend", backend);
+        if let Some(t) = args.gemm_tile {
+            report.set_config("gemm_tile", format!("{t:?}").to_lowercase());
+        }
         for ((name, s), (_, moved)) in stages.iter().zip(&traffic) {
             report.push(Row::new(*name, "wall_s", vec![*s])?);
             report.set_timing(*name, *s);
@@ -160,6 +169,27 @@ pub(crate) fn obs(args: &ObsArgs) -> Result<(), Error> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// `--gemm-tile` ([`GemmTile`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum GemmTileArg {
+    /// The backend's choice ([`GemmTile::Auto`]).
+    Auto,
+    /// 64 x 64 tiles.
+    Small,
+    /// 128 x 128 tiles.
+    Large,
+}
+
+impl From<GemmTileArg> for GemmTile {
+    fn from(t: GemmTileArg) -> Self {
+        match t {
+            GemmTileArg::Auto => GemmTile::Auto,
+            GemmTileArg::Small => GemmTile::Small,
+            GemmTileArg::Large => GemmTile::Large,
+        }
+    }
 }
 
 /// The stages of `prunus bench obs`, on one backend's dense linear algebra.

@@ -12,7 +12,7 @@ use prunus_core::methods::second_order::surgeon::{
 use prunus_core::{Dense, Error, Matrix, ReferenceBackend, Transpose};
 use prunus_testing::dense::{Rng, assert_close, rel_diff};
 use prunus_tests::gpu::wgpu_backend;
-use prunus_wgpu::{Offload, WgpuBackend};
+use prunus_wgpu::{GemmTile, Offload, WgpuBackend};
 
 /// Relative tolerance of one f32 kernel call on values of order one with
 /// inner dimensions up to a few hundred (f32's unit roundoff is 6e-8).
@@ -209,6 +209,91 @@ fn cholesky_reports_the_first_bad_pivot_in_any_panel() {
             bits(&a),
             "{what}: a failed cholesky wrote its input"
         );
+    }
+}
+
+/// Both GEMM kernels, forced, on every call that runs one: products at
+/// sizes around the 128 tile in every transpose, Gram matrices, the
+/// Cholesky trailing updates (lower tiles only) and the solve updates.
+#[test]
+fn both_gemm_tiles_match_the_reference() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng(12);
+    let kernels = [GemmTile::Small, GemmTile::Large];
+    let mut same_bits = 0;
+    let mut compared = 0;
+    for (m, k, n) in [(1, 3, 1), (127, 20, 129), (129, 130, 127), (257, 17, 200)] {
+        for ta in TRANSPOSES {
+            for tb in TRANSPOSES {
+                let a = match ta {
+                    Transpose::No => rng.matrix(m, k),
+                    Transpose::Yes => rng.matrix(k, m),
+                };
+                let b = match tb {
+                    Transpose::No => rng.matrix(k, n),
+                    Transpose::Yes => rng.matrix(n, k),
+                };
+                let c0 = rng.matrix(m, n);
+                let mut want = c0.clone();
+                ReferenceBackend
+                    .matmul(&mut want, 0.5, &a, ta, &b, tb, -1.5)
+                    .unwrap();
+                let got: Vec<Matrix> = kernels
+                    .iter()
+                    .map(|&tile| {
+                        let mut c = c0.clone();
+                        gpu.clone()
+                            .with_gemm_tile(tile)
+                            .matmul(&mut c, 0.5, &a, ta, &b, tb, -1.5)
+                            .unwrap();
+                        c
+                    })
+                    .collect();
+                for (c, tile) in got.iter().zip(kernels) {
+                    let what = format!("{tile:?} matmul {m}x{k}x{n} {ta:?} {tb:?}");
+                    assert_close(c.data(), want.data(), KERNEL_TOL, &what);
+                }
+                compared += 1;
+                same_bits += usize::from(got[0] == got[1]);
+            }
+        }
+    }
+    eprintln!("the two GEMM tiles gave the same bits in {same_bits} of {compared} products");
+    for tile in kernels {
+        let dense = gpu.clone().with_gemm_tile(tile);
+        let a = rng.matrix(40, 260);
+        let mut want = Matrix::scaled_identity(260, 2.0);
+        ReferenceBackend.gram(&mut want, &a, 0.5).unwrap();
+        let mut got = Matrix::scaled_identity(260, 2.0);
+        dense.gram(&mut got, &a, 0.5).unwrap();
+        assert_close(
+            got.data(),
+            want.data(),
+            KERNEL_TOL,
+            &format!("{tile:?} gram"),
+        );
+
+        let spd = random_spd(&mut rng, 290);
+        let mut want = spd.clone();
+        ReferenceBackend.cholesky(&mut want).unwrap();
+        let mut got = spd.clone();
+        dense.cholesky(&mut got).unwrap();
+        assert_close(
+            got.data(),
+            want.data(),
+            KERNEL_TOL,
+            &format!("{tile:?} cholesky"),
+        );
+
+        let b = rng.matrix(200, 290);
+        for t in TRANSPOSES {
+            let mut want_x = b.clone();
+            ReferenceBackend.solve_rows(&want, t, &mut want_x).unwrap();
+            let mut got_x = b.clone();
+            dense.solve_rows(&want, t, &mut got_x).unwrap();
+            let what = format!("{tile:?} solve_rows {t:?}");
+            assert_close(got_x.data(), want_x.data(), KERNEL_TOL, &what);
+        }
     }
 }
 

@@ -157,6 +157,96 @@ fn gemm(
     }
 }
 
+// The large GEMM: a workgroup computes a 128 x 128 tile of C, thread (ti,
+// tj) owning rows ti + 16 r and columns tj + 16 c (r, c < 8): 64 products
+// per 16 words read from workgroup memory, where `gemm` does 16 per 8.
+// Every output sums its products in the same order as in `gemm` (depth
+// blocks of 16, ascending), so both give the same bits on a device that
+// compiles them alike.
+const LARGE: u32 = 128u;
+
+var<workgroup> large_a: array<f32, 2048>; // [DEPTH][LARGE]
+var<workgroup> large_b: array<f32, 2048>; // [DEPTH][LARGE]
+
+@compute @workgroup_size(256)
+fn gemm_large(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let tiles_n = (p.n + LARGE - 1u) / LARGE;
+    let tiles = ((p.m + LARGE - 1u) / LARGE) * tiles_n;
+    let ti = lid / 16u;
+    let tj = lid % 16u;
+    let a_rows_contiguous = (p.flags & TRANS_A) == 0u;
+    let b_rows_contiguous = (p.flags & TRANS_B) != 0u;
+    for (var t = wid.x; t < tiles; t += nwg.x) {
+        let i0 = (t / tiles_n) * LARGE;
+        let j0 = (t % tiles_n) * LARGE;
+        if ((p.flags & LOWER_TILES) != 0u && j0 > i0 + LARGE - 1u) {
+            continue;
+        }
+        var acc: array<f32, 64>;
+        for (var p0 = 0u; p0 < p.k; p0 += DEPTH) {
+            for (var r = 0u; r < 8u; r++) {
+                let e = lid + 256u * r;
+                var i = e / DEPTH;
+                var q = e % DEPTH;
+                if (!a_rows_contiguous) {
+                    i = e % LARGE;
+                    q = e / LARGE;
+                }
+                var x = 0.0;
+                if (i0 + i < p.m && p0 + q < p.k) {
+                    x = a_at(i0 + i, p0 + q);
+                }
+                large_a[q * LARGE + i] = x;
+                var j = e % LARGE;
+                var q2 = e / LARGE;
+                if (b_rows_contiguous) {
+                    j = e / DEPTH;
+                    q2 = e % DEPTH;
+                }
+                var y = 0.0;
+                if (j0 + j < p.n && p0 + q2 < p.k) {
+                    y = b_at(p0 + q2, j0 + j);
+                }
+                large_b[q2 * LARGE + j] = y;
+            }
+            workgroupBarrier();
+            let depth = min(DEPTH, p.k - p0);
+            for (var q = 0u; q < depth; q++) {
+                var av: array<f32, 8>;
+                var bv: array<f32, 8>;
+                for (var r = 0u; r < 8u; r++) {
+                    av[r] = large_a[q * LARGE + ti + 16u * r];
+                    bv[r] = large_b[q * LARGE + tj + 16u * r];
+                }
+                for (var r = 0u; r < 8u; r++) {
+                    for (var c = 0u; c < 8u; c++) {
+                        acc[r * 8u + c] += av[r] * bv[c];
+                    }
+                }
+            }
+            workgroupBarrier();
+        }
+        for (var r = 0u; r < 8u; r++) {
+            let i = i0 + ti + 16u * r;
+            for (var c = 0u; c < 8u; c++) {
+                let j = j0 + tj + 16u * c;
+                if (i < p.m && j < p.n) {
+                    let o = p.off_c + i * p.ld_c + j;
+                    var v = p.alpha * acc[r * 8u + c];
+                    if (p.beta != 0.0) {
+                        v += p.beta * dst[o];
+                    }
+                    dst[o] = v;
+                }
+            }
+        }
+    }
+}
+
 // Cholesky panel width: the diagonal block is factored in workgroup memory.
 const PANEL: u32 = 32u;
 

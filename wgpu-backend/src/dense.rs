@@ -10,7 +10,7 @@
 //!
 //! | call | device work | kernels |
 //! |---|---|---|
-//! | `matmul`, `gram` | one GEMM (`gram` computes the whole square, then mirrors its lower triangle) | `gemm`: 64 x 64 tiles, 4 x 4 outputs per thread |
+//! | `matmul`, `gram` | one GEMM (`gram` computes the whole square, then mirrors its lower triangle) | `gemm`: 64 x 64 tiles, 4 x 4 outputs per thread; `gemm_large`: 128 x 128 tiles, 8 x 8 per thread, for outputs of 64 such tiles or more ([`GemmTile`]) |
 //! | `cholesky` | right-looking, 32-column panels: the diagonal block in workgroup memory, the panel below it, then a rank-32 GEMM on the lower trailing tiles | `potrf_block`, `potrf_panel`, `gemm` |
 //! | `solve_rows` | 64-column blocks: each row's block solved by one thread, then a GEMM on the columns still to solve | `trsm_block`, `gemm` |
 //!
@@ -52,6 +52,29 @@ fn kernel(entry: &'static str) -> Kernel {
 
 /// The output tile of the `gemm` kernel.
 const TILE: usize = 64;
+/// The output tile of the `gemm_large` kernel.
+const LARGE: usize = 128;
+/// The fewest 128 x 128 tiles for which [`GemmTile::Auto`] takes the large
+/// kernel: fewer would leave most of a GPU's compute units idle.
+const LARGE_MIN_TILES: u64 = 64;
+
+/// Which GEMM kernel the dense calls run (every product, Gram matrix,
+/// Cholesky trailing update and solve update is one). Both sum every
+/// output's products in the same order; the large tile reads workgroup
+/// memory half as often per product.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GemmTile {
+    /// On a GPU, 128 x 128 tiles where the output has at least 64 of them
+    /// and 64 x 64 elsewhere; on a software adapter (a CPU), 64 x 64: Mesa's
+    /// llvmpipe ran the Fisher's Gram products 1.5 to 2x slower with the
+    /// large tile. The large tile's gain on a GPU has not been measured yet.
+    #[default]
+    Auto,
+    /// 64 x 64 tiles, 4 x 4 outputs per thread, always.
+    Small,
+    /// 128 x 128 tiles, 8 x 8 outputs per thread, always.
+    Large,
+}
 /// Columns per Cholesky panel (the shader's `PANEL`).
 const PANEL: usize = 32;
 /// Columns per block of the triangular solves.
@@ -198,9 +221,27 @@ impl WgpuBackend {
 
     /// Records `gemm` over `call` (workgroups for its tiles).
     fn record_gemm(&self, batch: &mut Batch<'_>, call: &Call, bufs: [&Buf; 3]) {
-        let tiles = (call.m.div_ceil(TILE) * call.n.div_ceil(TILE)) as u64;
+        let large = (call.m.div_ceil(LARGE) * call.n.div_ceil(LARGE)) as u64;
+        let use_large = match self.gemm {
+            GemmTile::Small => false,
+            GemmTile::Large => true,
+            GemmTile::Auto => {
+                self.gpu.info().kind != "Cpu"
+                    && call.m >= LARGE
+                    && call.n >= LARGE
+                    && large >= LARGE_MIN_TILES
+            }
+        };
+        let (entry, tiles) = if use_large {
+            ("gemm_large", large)
+        } else {
+            (
+                "gemm",
+                (call.m.div_ceil(TILE) * call.n.div_ceil(TILE)) as u64,
+            )
+        };
         let groups = batch.groups_for(tiles * crate::context::WORKGROUP as u64);
-        self.record(batch, "gemm", call, bufs, groups);
+        self.record(batch, entry, call, bufs, groups);
     }
 
     /// Submits `batch` and reads `len` f32 values of `buf` back as f64.

@@ -22,7 +22,7 @@ use prunus_core::{
 
 pub use crate::context::{AdapterChoice, AdapterSummary, Counters};
 use crate::context::{Buf, Gpu};
-pub use crate::dense::{MIN_FLOPS, MIN_INTENSITY, Offload};
+pub use crate::dense::{GemmTile, MIN_FLOPS, MIN_INTENSITY, Offload};
 pub use crate::resident::DEFAULT_BUDGET as DEFAULT_RESIDENT_BUDGET;
 pub use crate::tensor::{WgpuMask, WgpuTensor};
 use crate::window::{WINDOW_ALIGN, Window, mask_u32_words, windows};
@@ -64,6 +64,8 @@ pub struct WgpuBackend {
     /// The most segments (input windows) one device-selection dispatch binds.
     segments: u32,
     plan: SelectionPlan,
+    /// The GEMM kernel of the dense calls.
+    gemm: GemmTile,
     flushes_subnormals: bool,
 }
 
@@ -74,6 +76,7 @@ impl std::fmt::Debug for WgpuBackend {
             .field("window", &self.window)
             .field("segments", &self.segments)
             .field("plan", &self.plan)
+            .field("gemm", &self.gemm)
             .field("flushes_subnormals", &self.flushes_subnormals)
             .finish()
     }
@@ -108,6 +111,7 @@ impl WgpuBackend {
             window,
             segments: radix::MAX_SLOTS,
             plan,
+            gemm: GemmTile::Auto,
             flushes_subnormals: false,
         };
         backend.flushes_subnormals = backend.probe_subnormals()?;
@@ -156,6 +160,13 @@ impl WgpuBackend {
     /// the several-dispatch passes of calls with many tensors.
     pub fn with_max_segments(mut self, segments: u32) -> Self {
         self.segments = segments.clamp(1, radix::MAX_SLOTS);
+        self
+    }
+
+    /// The same backend running its dense GEMMs with `tile` (default
+    /// [`GemmTile::Auto`]); results agree to f32 rounding either way.
+    pub fn with_gemm_tile(mut self, tile: GemmTile) -> Self {
+        self.gemm = tile;
         self
     }
 
