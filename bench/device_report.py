@@ -204,7 +204,8 @@ def main():
     for device, v in summary["burn"].items():
         if device == "adapter":
             continue
-        print(f"  burn on {device:<8}" + ", ".join(f"{k[:-2]} {fmt(t, ' s')}" for k, t in v.items() if k.endswith("_s")))
+        print(f"  burn on {device:<8}" + ", ".join(
+            f"{k[:-2]} {fmt(None if t is None else t * 1000, ' ms')}" for k, t in v.items() if k.endswith("_s")))
     for dev, v in summary["calibration"].items():
         if dev == "block_cuda":
             for line in v:
