@@ -24,7 +24,7 @@
 //!
 //! Any burn device works: everything takes the device from the model.
 //! With the crate's `wgpu` feature (which turns on burn's; `vulkan` and
-//! `metal` pin the graphics API), [`device::wgpu`] opens burn's wgpu device
+//! `metal` pin the graphics API), `device::wgpu()` opens burn's wgpu device
 //! with a clear [`Error`] where wgpu finds no adapter, and a model made
 //! there is pruned, masked and driven as a host on the GPU: the same masks
 //! as on ndarray bit for bit for magnitude and random scores, gradients and
