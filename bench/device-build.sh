@@ -6,6 +6,10 @@
 #   DIR/bin/prunus.xz      the release CLI
 #   DIR/bin/wgpu.xz        the wgpu conformance suite (release test binary)
 #   DIR/bin/wgpu_dense.xz  the wgpu Dense tests (release test binary)
+#   DIR/bin/burn_wgpu.xz   prunus-burn's wgpu_bench example: a burn model
+#                          pruned and trained through BurnHost on burn's
+#                          wgpu device beside ndarray, timed (release,
+#                          --features wgpu; --no-burn skips it)
 #   DIR/data/mnist       a copy of the MNIST test set, when --mnist finds one
 #   DIR/data/text        the calibration sentences beside it, when present
 #   DIR/gl/*.deb         with --gl: the Vulkan/EGL loader packages (amd64) for
@@ -16,7 +20,14 @@
 #                        they load
 #
 # Usage: bench/device-build.sh [DIR] [--mnist SRC] [--gl] [--cuda]
+#                              [--no-burn | --burn-from-tests]
 #   DIR      output folder (default .device, which .gitignore ignores)
+#   --no-burn          leave out burn_wgpu (its release build compiles burn
+#                      and its GPU runtime: minutes on a small machine)
+#   --burn-from-tests  build burn_wgpu in the test profile with the
+#                      workspace's test features, as `cargo test --workspace
+#                      --features prunus-burn/wgpu` does, so that it reuses
+#                      that build (CI: a smoke run, not a timing)
 #   --mnist  where the MNIST IDX files are (default ../shared/data/mnist;
 #            skipped with a notice when absent)
 #   --gl     also download the loader packages (needs apt's package lists)
@@ -43,12 +54,15 @@ dir=.device
 mnist=../shared/data/mnist
 gl=0
 cuda=0
+burn=release
 while [ $# -gt 0 ]; do
     case "$1" in
         --mnist) mnist=${2:?--mnist needs a folder}; shift 2 ;;
         --gl) gl=1; shift ;;
         --cuda) cuda=1; shift ;;
-        -h|--help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --no-burn) burn=none; shift ;;
+        --burn-from-tests) burn=tests; shift ;;
+        -h|--help) sed -n '2,49p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
         *) dir=$1; shift ;;
     esac
@@ -85,6 +99,39 @@ copy() { # copy SRC NAME: a stripped copy, written atomically
 }
 copy "$cli" prunus
 while read -r name path; do copy "$path" "$name"; done <<<"$tests"
+
+# cargo prints the example it built as a JSON message; take its executable.
+example_path() {
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "wgpu_bench":
+        print(m["executable"])
+'
+}
+case "$burn" in
+    release)
+        echo "==> prunus-burn on burn's wgpu device (release example)"
+        bench=$(cargo build --release -p prunus-burn --features wgpu --example wgpu_bench --message-format=json | example_path) ;;
+    tests)
+        echo "==> prunus-burn on burn's wgpu device (test profile, the workspace's test features)"
+        bench=$(cargo build --profile test --workspace --features prunus-burn/wgpu --example wgpu_bench \
+            --message-format=json | example_path) ;;
+    none)
+        bench=
+        echo "==> burn_wgpu left out (--no-burn)" ;;
+esac
+if [ "$burn" != none ]; then
+    if [ -z "$bench" ]; then
+        echo "error: cargo did not report the wgpu_bench example's executable" >&2
+        exit 1
+    fi
+    copy "$bench" burn_wgpu
+fi
 
 if [ -d "$mnist" ]; then
     mkdir -p "$dir/data/mnist"

@@ -15,7 +15,10 @@
 #                                            the GPU's GEMM tile and with the
 #                                            64 x 64 one
 #   7. lab cbs --backend wgpu --seeds 1      the CBS protocol (MNIST if given)
-#   8. with the CUDA binaries (device-build.sh --cuda): a model folder
+#   8. burn_wgpu (when built)                a burn model pruned, trained and
+#                                            evaluated through BurnHost on
+#                                            burn's wgpu device and on ndarray
+#   9. with the CUDA binaries (device-build.sh --cuda): a model folder
 #      pruned by SparseGPT at 50% with --device cpu and --device cuda, each
 #      evaluated against the dense model (MiniLM's cosine, or the tiny
 #      llama fixture's perplexity), and the 7B-block benchmark on CUDA
@@ -64,7 +67,7 @@ while [ $# -gt 0 ]; do
         --gl) gl=${2:?--gl needs a folder}; shift 2 ;;
         --model) model=${2:?--model needs a folder}; shift 2 ;;
         --budget) budget=${2:?--budget needs seconds}; shift 2 ;;
-        -h|--help) sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,47p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -115,14 +118,16 @@ if [ "$small" = 1 ]; then
     # The full suites already run in CI; here the step's plumbing is checked
     # on the hand-computed conformance cases.
     test_filter=(hand_computed)
-    limits=(60 300 300 120 120 120 180 300)
+    burn_args=(--small)
+    limits=(60 300 300 120 120 120 180 300 180)
 else
     select_args=(--params 1000000000 --repeat 5)
     torch_args=(--params 1000000000 --repeat 5)
     obs_args=()
     cbs_args=()
     test_filter=()
-    limits=(30 180 150 90 90 150 150 240)
+    burn_args=()
+    limits=(30 180 150 90 90 150 150 240 120)
 fi
 cbs_data=()
 if [ -n "$data" ]; then cbs_data=(--data "$data"); fi
@@ -188,6 +193,12 @@ step obs-small-tile "${limits[6]}" obs-small-tile.json \
     "$bin/prunus" bench obs --backend wgpu --gemm-tile small "${obs_args[@]}" --json "$out/obs-small-tile.json"
 step cbs "${limits[7]}" cbs.json \
     "$bin/prunus" lab cbs --backend wgpu --seeds 1 "${cbs_data[@]}" "${cbs_args[@]}" --json "$out/cbs.json"
+if [ -x "$bin/burn_wgpu" ]; then
+    step burn-wgpu "${limits[8]}" burn-wgpu.json \
+        "$bin/burn_wgpu" "${burn_args[@]}" --json "$out/burn-wgpu.json"
+else
+    echo "==> no burn_wgpu in $bin (bench/device-build.sh without --no-burn builds it): step skipped"
+fi
 
 # The CUDA build: unpacked here, run against the device's driver and the
 # CUDA 12 libraries of its Python wheels (torch's), with the CUDA runtime

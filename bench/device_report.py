@@ -9,7 +9,7 @@ and OUT/gpu.log (nvidia-smi, when present); writes OUT/device.json atomically:
    "steps": [{"name", "status", "wall_s", "command", "tests": {"passed",
               "failed", "ignored"} (test binaries), "report": {...} (the
               step's own JSON report, as written)}],
-   "summary": {"select": {...}, "obs": {...}, "cbs": {...}}}
+   "summary": {"select": {...}, "obs": {...}, "cbs": {...}, "burn": {...}}}
 
 and prints the summary as a table. Exits 1 when a step failed or timed out,
 or when a step that passed left no report it should have written.
@@ -114,7 +114,7 @@ def main():
 
     gpu = (read("gpu.log") or "").strip().splitlines()
     adapter = adapter_line(read("adapters.log") or "")
-    summary = {"select": {}, "obs": {}, "cbs": {}, "calibration": {}}
+    summary = {"select": {}, "obs": {}, "cbs": {}, "burn": {}, "calibration": {}}
     for plan in ("gather", "histograms", "device"):
         rep = reports.get(f"select-{plan}")
         if rep:
@@ -155,6 +155,12 @@ def main():
     if rep:
         for r in rows(rep, metric="test_acc"):
             summary["cbs"].setdefault(r["method"], {})[str(r.get("sparsity"))] = median(r["values"])
+
+    rep = reports.get("burn-wgpu")
+    if rep:
+        for r in rows(rep):
+            summary["burn"].setdefault(r["method"], {})[r["metric"]] = median(r["values"])
+        summary["burn"]["adapter"] = rep.get("config", {}).get("adapter")
 
     for dev in ("cpu", "cuda"):
         pruned, evaluated = reports.get(f"prune-{dev}"), reports.get(f"eval-{dev}")
@@ -214,6 +220,11 @@ def main():
               f"read back {fmt(t.get('read_back_mb'))} MB, device {fmt(t.get('gflop_s'))} GFLOP/s")
     for method, accs in summary["cbs"].items():
         print(f"  cbs {method:<8}" + "  ".join(f"{s}: {fmt(acc)}" for s, acc in sorted(accs.items())))
+    for device, v in summary["burn"].items():
+        if device == "adapter":
+            continue
+        print(f"  burn on {device:<8}" + ", ".join(
+            f"{k[:-2]} {fmt(None if t is None else t * 1000, ' ms')}" for k, t in v.items() if k.endswith("_s")))
     for dev, v in summary["calibration"].items():
         if dev == "block_cuda":
             for line in v:

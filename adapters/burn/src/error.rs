@@ -32,6 +32,14 @@ pub enum Error {
         /// The samples and classes expected.
         expected: [usize; 2],
     },
+    /// A burn device that could not be opened or failed a first round
+    /// trip (no adapter for wgpu, a driver that fails).
+    Device {
+        /// The device asked for, as burn names it.
+        device: String,
+        /// What went wrong (burn's panic message, when it panicked).
+        message: String,
+    },
     /// A setting outside its range.
     Setting {
         /// Which setting.
@@ -61,6 +69,9 @@ impl fmt::Display for Error {
                 "the forward function returned dims {dims:?}; a host needs logits of \
                  [samples, classes] = {expected:?}"
             ),
+            Error::Device { device, message } => {
+                write!(f, "cannot use the burn device {device}: {message}")
+            }
             Error::Setting {
                 name,
                 value,
@@ -106,4 +117,14 @@ impl From<Error> for prunus_core::Error {
             },
         }
     }
+}
+
+/// The message of a caught panic (burn reports its own failures, shape
+/// checks and device errors alike, by panicking).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "burn panicked without a message".into())
 }

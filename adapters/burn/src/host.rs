@@ -43,7 +43,7 @@ use prunus_core::host::{
 };
 use prunus_core::{HasShape, Mask, Samples, Split, Tap as TapPoint};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, panic_message};
 use crate::mask::MaskSet;
 use crate::tap::Tap;
 use crate::tree::{self, Layouts};
@@ -463,11 +463,7 @@ where
                 expected: [1, self.splits.classes()],
             }),
             Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "the forward pass panicked".into());
+                let message = panic_message(panic.as_ref());
                 Err(Error::Setting {
                     name: "samples",
                     value: format!(

@@ -22,8 +22,16 @@
 //! same weights and data give the same masks through either framework and
 //! through the lab.
 //!
+//! Any burn device works: everything takes the device from the model.
+//! With the crate's `wgpu` feature (which turns on burn's; `vulkan` and
+//! `metal` pin the graphics API), `device::wgpu()` opens burn's wgpu device
+//! with a clear [`Error`] where wgpu finds no adapter, and a model made
+//! there is pruned, masked and driven as a host on the GPU: the same masks
+//! as on ndarray bit for bit for magnitude and random scores, gradients and
+//! training to f32 rounding.
+//!
 //! `docs/burn.md` walks from "I have a model in burn" to a pruned model
-//! saved with burn's recorder.
+//! saved with burn's recorder, and on to the GPU.
 //!
 //! ```
 //! use burn::nn::{Linear, LinearConfig};
@@ -44,6 +52,7 @@
 //! # Ok::<(), prunus_burn::Error>(())
 //! ```
 
+pub mod device;
 mod error;
 pub mod host;
 pub mod mask;
