@@ -5,146 +5,31 @@
 use std::sync::Arc;
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig, Relu};
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{ModuleOptimizer, SgdConfig, decay::WeightDecayConfig};
-use burn::tensor::{Device, Tensor};
+use burn::nn::{LinearConfig, Relu};
+use burn::tensor::Tensor;
 use prunus_adapters::framework::{SplitData, Splits};
 use prunus_burn::{BurnHost, HostConfig, Pruner};
 use prunus_core::methods::flow::{self, Measure, MeasureConfig};
 use prunus_core::{
     Backend, Granularity, Grouping, Host, Mask, NofM, Objective, PruneConfig, Samples, Split,
 };
-use prunus_cpu::{CpuBackend, Par};
-use prunus_lab::data::{Dataset, Inputs, TeacherStudent};
 use prunus_lab::host::{LabHost, Sgd};
 use prunus_lab::network::Network;
 
-/// burn's ndarray CPU backend (deprecated in burn 0.22 in favour of `flex`,
-/// which this crate does not build).
-#[allow(deprecated)]
-fn cpu() -> Device {
-    Device::ndarray()
-}
+mod common;
 
-const WIDTHS: [usize; 4] = [16, 24, 12, 4];
-
-#[derive(Module, Debug)]
-struct Mlp {
-    fc1: Linear,
-    fc2: Linear,
-    fc3: Linear,
-}
-
-impl Mlp {
-    fn new(device: &Device) -> Self {
-        let linear = |i: usize| LinearConfig::new(WIDTHS[i], WIDTHS[i + 1]).init(device);
-        Mlp {
-            fc1: linear(0),
-            fc2: linear(1),
-            fc3: linear(2),
-        }
-    }
-
-    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let relu = Relu::new();
-        let x = relu.forward(self.fc1.forward(x));
-        let x = relu.forward(self.fc2.forward(x));
-        self.fc3.forward(x)
-    }
-}
-
-fn forward(m: &Mlp, x: Tensor<2>) -> Tensor<2> {
-    m.forward(x)
-}
-
-type Burn = BurnHost<Mlp, fn(&Mlp, Tensor<2>) -> Tensor<2>, 2>;
-
-fn dataset() -> Arc<Dataset> {
-    let spec = TeacherStudent::default()
-        .input([WIDTHS[0], 1, 1])
-        .hidden(8)
-        .classes(WIDTHS[3])
-        .samples(300)
-        .inputs(Inputs::Gaussian);
-    Arc::new(Dataset::teacher_student(&spec).unwrap())
-}
-
-fn splits(data: &Dataset) -> Splits {
-    let split = |s: Split| {
-        let d = data.split(s);
-        SplitData {
-            inputs: d.inputs.clone(),
-            labels: d.labels.iter().map(|&l| u32::from(l)).collect(),
-        }
-    };
-    Splits::new(
-        &[data.input_len()],
-        data.classes,
-        split(Split::Train),
-        split(Split::Validation),
-        split(Split::Test),
-    )
-    .unwrap()
-}
-
-/// SGD as the lab's: `v = μ v + g + λ θ; θ -= η v` (burn's momentum with
-/// no dampening).
-fn sgd() -> ModuleOptimizer {
-    SgdConfig::new()
-        .with_momentum(Some(
-            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
-        ))
-        .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
-        .init()
-}
+use common::*;
 
 /// The lab host and a burn host holding the same weights, data and
 /// optimizer settings.
 fn pair(seed: u64) -> (LabHost, Burn) {
-    let data = dataset();
     let network = Network::mlp(&WIDTHS, true, seed).unwrap();
-    let lab = LabHost::new(network, Arc::clone(&data), Sgd::default().batch(16), seed).unwrap();
-    let device = cpu().autodiff();
-    let config = HostConfig::default()
-        .learning_rate(0.05)
-        .batch(16)
-        .seed(seed)
-        .couple("fc1.weight", "fc2.weight", 1)
-        .couple("fc2.weight", "fc3.weight", 1);
-    let mut burn: Burn = BurnHost::new(
-        Mlp::new(&device),
-        forward as fn(&Mlp, Tensor<2>) -> Tensor<2>,
-        splits(&data),
-        sgd(),
-        config,
-    )
-    .unwrap();
+    let lab = LabHost::new(network, dataset(), Sgd::default().batch(16), seed).unwrap();
+    let mut burn = burn_host(&cpu(), seed);
     for i in 0..lab.parameters().len() {
         burn.set_weights(i, &lab.weights(i).unwrap()).unwrap();
     }
     (lab, burn)
-}
-
-fn backend() -> CpuBackend<'static> {
-    CpuBackend::new(Par::Seq).unwrap()
-}
-
-fn prunable(host: &dyn Host) -> Vec<usize> {
-    (0..host.parameters().len())
-        .filter(|&i| host.parameters()[i].prunable)
-        .collect()
-}
-
-/// `max |a - b| <= tol * max |a|`.
-fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
-    let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(
-        worst <= tol * scale,
-        "{what}: max difference {worst:e} > {tol:e} x {scale:e}"
-    );
 }
 
 #[test]

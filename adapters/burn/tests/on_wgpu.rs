@@ -12,14 +12,12 @@
 
 #![cfg(feature = "wgpu")]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig, Relu};
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig};
+use burn::nn::{LinearConfig, Relu};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use prunus_adapters::framework::{SplitData, Splits};
 use prunus_burn::{BurnHost, HostConfig, MaskSet, Pruner, TapLinear};
 use prunus_core::methods::flow::{self, Measure, MeasureConfig};
 use prunus_core::methods::imp::consistency::Flow;
@@ -27,8 +25,6 @@ use prunus_core::methods::imp::{ImpConfig, Observer, Rewind, Step, StopRule, run
 use prunus_core::{
     Backend, Granularity, Grouping, Host, Mask, NofM, Objective, PruneConfig, Samples, Split,
 };
-use prunus_cpu::{CpuBackend, Par};
-use prunus_lab::data::{Dataset, Inputs, TeacherStudent};
 use prunus_lab::network::Network;
 
 /// Whether `PRUNUS_REQUIRE_GPU=1` makes a missing adapter a failure.
@@ -54,107 +50,14 @@ fn gpu() -> Option<Device> {
     }
 }
 
-/// burn's ndarray CPU backend (deprecated in burn 0.22 in favour of `flex`,
-/// which this crate does not build): the reference.
-#[allow(deprecated)]
-fn cpu() -> Device {
-    Device::ndarray()
-}
+mod common;
 
-const WIDTHS: [usize; 4] = [16, 24, 12, 4];
+use common::*;
 
-#[derive(Module, Debug)]
-struct Mlp {
-    fc1: Linear,
-    fc2: Linear,
-    fc3: Linear,
-}
-
-impl Mlp {
-    fn new(device: &Device) -> Self {
-        let linear = |i: usize| LinearConfig::new(WIDTHS[i], WIDTHS[i + 1]).init(device);
-        Mlp {
-            fc1: linear(0),
-            fc2: linear(1),
-            fc3: linear(2),
-        }
-    }
-
-    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let relu = Relu::new();
-        let x = relu.forward(self.fc1.forward(x));
-        let x = relu.forward(self.fc2.forward(x));
-        self.fc3.forward(x)
-    }
-}
-
-fn forward(m: &Mlp, x: Tensor<2>) -> Tensor<2> {
-    m.forward(x)
-}
-
-type Burn = BurnHost<Mlp, fn(&Mlp, Tensor<2>) -> Tensor<2>, 2>;
-
-fn dataset() -> Arc<Dataset> {
-    static DATA: OnceLock<Arc<Dataset>> = OnceLock::new();
-    DATA.get_or_init(|| {
-        let spec = TeacherStudent::default()
-            .input([WIDTHS[0], 1, 1])
-            .hidden(8)
-            .classes(WIDTHS[3])
-            .samples(300)
-            .inputs(Inputs::Gaussian);
-        Arc::new(Dataset::teacher_student(&spec).unwrap())
-    })
-    .clone()
-}
-
-fn splits() -> Splits {
-    let data = dataset();
-    let split = |s: Split| {
-        let d = data.split(s);
-        SplitData {
-            inputs: d.inputs.clone(),
-            labels: d.labels.iter().map(|&l| u32::from(l)).collect(),
-        }
-    };
-    Splits::new(
-        &[data.input_len()],
-        data.classes,
-        split(Split::Train),
-        split(Split::Validation),
-        split(Split::Test),
-    )
-    .unwrap()
-}
-
-fn sgd() -> ModuleOptimizer {
-    SgdConfig::new()
-        .with_momentum(Some(
-            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
-        ))
-        .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
-        .init()
-}
-
-/// A host on `device` (made autodiff here) holding the lab's Kaiming
-/// weights of `seed`.
+/// A host on `device` holding the lab's Kaiming weights of `seed`.
 fn host(device: &Device, seed: u64) -> Burn {
     let network = Network::mlp(&WIDTHS, true, seed).unwrap();
-    let device = device.clone().autodiff();
-    let config = HostConfig::default()
-        .learning_rate(0.05)
-        .batch(16)
-        .seed(seed)
-        .couple("fc1.weight", "fc2.weight", 1)
-        .couple("fc2.weight", "fc3.weight", 1);
-    let mut host: Burn = BurnHost::new(
-        Mlp::new(&device),
-        forward as fn(&Mlp, Tensor<2>) -> Tensor<2>,
-        splits(),
-        sgd(),
-        config,
-    )
-    .unwrap();
+    let mut host = burn_host(device, seed);
     for i in 0..host.parameters().len() {
         host.set_weights(i, network.param(i).unwrap()).unwrap();
     }
@@ -166,35 +69,6 @@ fn host(device: &Device, seed: u64) -> Burn {
 fn pair(seed: u64) -> Option<(Burn, Burn)> {
     let gpu = gpu()?;
     Some((host(&cpu(), seed), host(&gpu, seed)))
-}
-
-fn backend() -> CpuBackend<'static> {
-    CpuBackend::new(Par::Seq).unwrap()
-}
-
-fn prunable(host: &dyn Host) -> Vec<usize> {
-    (0..host.parameters().len())
-        .filter(|&i| host.parameters()[i].prunable)
-        .collect()
-}
-
-/// `max |a - b| / max |a|`: the worst difference relative to the tensor's
-/// scale.
-fn relative(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-}
-
-/// Asserts `relative(a, b) <= tol`; prints the measured figure (shown with
-/// `--nocapture`).
-fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-    let r = relative(a, b);
-    eprintln!("{what}: relative difference {r:.2e} (tolerance {tol:.0e})");
-    assert!(
-        r <= tol,
-        "{what}: max difference {r:e} of the scale > {tol:e}"
-    );
 }
 
 fn stored<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -606,7 +480,7 @@ fn tapped(device: &Device, weights: &Burn) -> Tapped {
     let mut host: Tapped = BurnHost::new(
         model,
         tap_forward as fn(&TapMlp, Tensor<2>) -> Tensor<2>,
-        splits(),
+        splits(&dataset()),
         sgd(),
         config,
     )
