@@ -181,7 +181,7 @@ impl WgpuBackend {
 
     /// Bytes of retained matrices kept in device memory now.
     pub fn resident_bytes(&self) -> u64 {
-        self.gpu.residents().usage().1
+        self.gpu.residents().bytes()
     }
 
     /// What the device has done since it was opened (shared by clones):

@@ -54,10 +54,9 @@ impl Residents {
         lock(&self.state).budget = bytes;
     }
 
-    /// The budget and the bytes kept now.
-    pub(crate) fn usage(&self) -> (u64, u64) {
-        let s = lock(&self.state);
-        (s.budget, s.bytes)
+    /// The bytes kept now.
+    pub(crate) fn bytes(&self) -> u64 {
+        lock(&self.state).bytes
     }
 
     /// The copy kept of `m`, if any.
