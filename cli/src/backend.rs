@@ -10,7 +10,7 @@
 
 use prunus_core::{Backend, Dense, HostTensor, ReferenceBackend, SelectionPlan, Shape};
 use prunus_cpu::{CpuBackend, Par, SimdLevel};
-use prunus_wgpu::{AdapterChoice, Counters, GemmTile, Offload, WgpuBackend};
+use prunus_wgpu::{AdapterChoice, Counters, GemmTile, Offload, ReadWay, WgpuBackend};
 use serde_json::Value;
 
 use crate::error::Error;
@@ -295,8 +295,16 @@ impl<'d> Device<'d> for WgpuBackend {
         Ok(self.upload(data, shape)?)
     }
 
-    fn read_pass(&self, tensors: &[&Self::Tensor], _way: usize) -> Result<u64, Error> {
-        Ok(u64::from(WgpuBackend::read_pass(self, tensors)?))
+    /// One dispatch for all the tensors' windows, or one per window.
+    fn read_ways(&self) -> usize {
+        ReadWay::ALL.len()
+    }
+
+    fn read_pass(&self, tensors: &[&Self::Tensor], way: usize) -> Result<u64, Error> {
+        let way = *ReadWay::ALL.get(way).ok_or_else(|| {
+            Error::SelfCheck(format!("no read way {way} of {}", ReadWay::ALL.len()))
+        })?;
+        Ok(u64::from(WgpuBackend::read_pass(self, tensors, way)?))
     }
 
     fn describe(&self) -> Vec<(&'static str, Value)> {

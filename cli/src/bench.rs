@@ -186,8 +186,13 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
     // Every call does the same work; the last one's counts stand for all.
     if let Some(c) = m.counters.last() {
         println!(
-            "{:<26}{} dispatches, {} passes, {} read-backs of {} bytes",
-            "device work per select", c.dispatches, c.passes, c.read_backs, c.bytes_read_back
+            "{:<26}{} dispatches, {} passes, {} read-backs of {} bytes, {} candidates listed",
+            "device work per select",
+            c.dispatches,
+            c.passes,
+            c.read_backs,
+            c.bytes_read_back,
+            c.candidates
         );
     }
     match peak {
@@ -235,6 +240,7 @@ pub(crate) fn select(args: &SelectArgs) -> Result<(), Error> {
         report.push(row("passes", per_call(|c| c.passes))?);
         report.push(row("read_backs", per_call(|c| c.read_backs))?);
         report.push(row("bytes_read_back", per_call(|c| c.bytes_read_back))?);
+        report.push(row("candidates", per_call(|c| c.candidates))?);
     }
     if let Some(p) = peak {
         report.push(row("peak_rss_mb", vec![p])?);

@@ -54,11 +54,21 @@ pub fn wgpu_device() -> Option<WgpuBackend> {
 /// The wgpu backend under [`SelectionPlan::Device`] with windows of 2048
 /// elements and 3 segments per dispatch, so that small test tensors take
 /// the paths of calls with many tensors and of tensors over the binding
-/// limit: passes of several dispatches, tie blocks across dispatches.
+/// limit (passes of several dispatches, positions across dispatches), and
+/// a candidate list that holds every bucket (the third pass and split ties
+/// always go through it).
 pub fn wgpu_device_windows() -> Option<WgpuBackend> {
+    wgpu_device_share(1)
+}
+
+/// [`wgpu_device_windows`] with a candidate list of 1/`share` of a call's
+/// elements (0: none, so every pass reads the scores and split ties take
+/// the tie-block pass).
+pub fn wgpu_device_share(share: u32) -> Option<WgpuBackend> {
     wgpu_backend().map(|b| {
         b.with_max_window(2048)
             .with_max_segments(3)
+            .with_candidate_share(share)
             .with_selection_plan(SelectionPlan::Device)
     })
 }

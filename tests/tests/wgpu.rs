@@ -294,10 +294,10 @@ fn device_selection_reads_back_once() {
             used.bytes_read_back <= 64 + 16 * tensors as u64,
             "{tensors} tensors: {used:?}"
         );
-        assert!(
-            (1..=5).contains(&used.passes),
-            "{tensors} tensors: {used:?}"
-        );
+        // Two radix passes over the scores, the third over the candidate
+        // list (which also settles the split ties), and the mask pass.
+        assert_eq!(used.passes, 3, "{tensors} tensors: {used:?}");
+        assert!(used.candidates > 0, "{tensors} tensors: {used:?}");
         assert_eq!(got.pruned.iter().sum::<u64>(), n / 3);
 
         let names: Vec<String> = (0..tensors).map(|t| format!("w{t}")).collect();
@@ -317,6 +317,40 @@ fn device_selection_reads_back_once() {
     }
 }
 
+/// Both ways of the read pass read every element once: their checksum is
+/// the XOR of every element's bits, for one tensor and for 70 (more than a
+/// dispatch's 64 segments), in windows of 2048 elements or whole.
+#[test]
+fn read_pass_reads_every_element_either_way() {
+    use prunus_wgpu::ReadWay;
+    let Some(gpu) = wgpu_backend() else {
+        return;
+    };
+    for (tensors, window) in [(1usize, 2048u64), (70, 2048), (70, u64::MAX)] {
+        let gpu = gpu.clone().with_max_window(window);
+        let data: Vec<Vec<f32>> = (0..tensors)
+            .map(|t| {
+                (0..1000 + 997 * t)
+                    .map(|i| f32::from_bits((i as u32).wrapping_mul(2_654_435_761) ^ t as u32))
+                    .collect()
+            })
+            .collect();
+        let want = data.iter().flatten().fold(0u32, |a, x| a ^ x.to_bits());
+        let uploaded: Vec<_> = data
+            .iter()
+            .map(|d| gpu.upload(d, &Shape::vector(d.len())).unwrap())
+            .collect();
+        let refs: Vec<_> = uploaded.iter().collect();
+        for way in ReadWay::ALL {
+            assert_eq!(
+                gpu.read_pass(&refs, way).unwrap(),
+                want,
+                "{tensors} tensors, {way:?}"
+            );
+        }
+    }
+}
+
 /// A request for more elements than there are is an error, not a panic.
 #[test]
 fn device_selection_rejects_too_large_k() {
@@ -330,6 +364,136 @@ fn device_selection_rejects_too_large_k() {
     );
 }
 
+/// Split ties go through the candidate list up to its 2,048 tied positions
+/// (three passes over the scores), and beyond through the tie-block pass
+/// (four); either way the first tied elements of the sequence are pruned,
+/// as by the reference.
+#[test]
+fn device_ties_beyond_the_list_take_the_tie_pass() {
+    use prunus_core::{LowestMasks, Mask};
+    if wgpu_backend().is_none() {
+        return;
+    }
+    let gpu = prunus_wgpu::WgpuBackend::new()
+        .expect("a second device")
+        .with_max_window(2048)
+        .with_max_segments(2)
+        .with_candidate_share(1)
+        .with_selection_plan(prunus_core::SelectionPlan::Device);
+    for tied in [2047usize, 2048, 2049, 5000] {
+        // 3,000 small values, then `tied` copies of 2.0 across two inputs and
+        // several windows, and larger values; a third of the ties pruned.
+        let mut all: Vec<f32> = (0..3000).map(|i| i as f32 / 3000.0).collect();
+        all.extend(std::iter::repeat_n(-2.0, tied));
+        all.extend((0..1500).map(|i| 3.0 + i as f32));
+        let (a, b) = all.split_at(4100);
+        let k = 3000 + tied as u64 / 3;
+        let inputs: Vec<_> = [a, b]
+            .iter()
+            .map(|d| gpu.upload(d, &Shape::vector(d.len())).unwrap())
+            .collect();
+        let views: Vec<_> = inputs.iter().map(ScoreView::new).collect();
+        let before = gpu.counters();
+        let got: LowestMasks<_> = gpu
+            .select_lowest(&views, KeyRule::ABS, k)
+            .unwrap()
+            .expect("selects on the device");
+        let used = gpu.counters().since(before);
+        let passes = if tied <= 2048 { 3 } else { 4 };
+        assert_eq!(used.passes, passes, "{tied} ties: {used:?}");
+        assert_eq!(got.cut.ties, tied as u64 / 3, "{tied} ties");
+        // The lowest k: the small values and the first tied elements.
+        let want: Vec<Mask> = [a, b]
+            .iter()
+            .enumerate()
+            .map(|(t, d)| {
+                let offset = if t == 0 { 0 } else { a.len() };
+                Mask::from_fn(Shape::vector(d.len()), |i| (offset + i) as u64 >= k)
+            })
+            .collect();
+        assert_eq!(gpu.download_masks(got.masks).unwrap(), want, "{tied} ties");
+    }
+}
+
+/// Device selection never reads a buffer it has not written: its masks are
+/// the same when every pooled buffer it may reuse holds NaN bit patterns
+/// (after other work on the same device) as on a fresh device.
+#[test]
+fn device_selection_ignores_reused_buffer_contents() {
+    use prunus_core::selection::radix::RadixSelect;
+    use prunus_core::{Mask, SelectionPlan};
+    if wgpu_backend().is_none() {
+        return;
+    }
+    let gpu = prunus_wgpu::WgpuBackend::new()
+        .expect("a second device")
+        .with_max_window(2048)
+        .with_max_segments(3)
+        .with_selection_plan(SelectionPlan::Device);
+    let dirty = |gpu: &prunus_wgpu::WgpuBackend| {
+        // Every pooled size up to 1 MiB, filled with NaN bits, then freed.
+        let held: Vec<_> = (2..19)
+            .map(|p| {
+                let n = 1usize << p;
+                gpu.upload(&vec![f32::from_bits(u32::MAX); n], &Shape::vector(n))
+                    .unwrap()
+            })
+            .collect();
+        drop(held);
+    };
+    let mut seed = 0x9E37_79B9u32;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    };
+    for case in 0..24 {
+        let n = [2048usize, 700, 5000][case % 3];
+        let values: Vec<f32> = (0..n)
+            .map(|_| match next() % 8 {
+                0 => f32::NAN,
+                1 => 0.0,
+                _ => (next() % 2000) as f32 / 100.0 - 10.0,
+            })
+            .collect();
+        let keep: Vec<bool> = (0..n).map(|_| next() % 2 == 0).collect();
+        let survivors = Mask::from_fn(Shape::vector(n), |i| keep[i]);
+        let q = [0.137, 0.3, 0.6, 0.05][case % 4];
+        for share in [1u32, 8, 0] {
+            let gpu = gpu.clone().with_candidate_share(share);
+            dirty(&gpu);
+            let shape = Shape::vector(n);
+            let k = (q * n as f64).round() as u64;
+            let g = gpu.upload(&values, &shape).unwrap();
+            let gm = gpu.upload_mask(&survivors).unwrap();
+            let r = ReferenceBackend.upload(&values, &shape).unwrap();
+            let rule = KeyRule {
+                transform: prunus_core::Transform::Identity,
+                nan: prunus_core::NanPolicy::Lowest,
+            };
+            let got = gpu
+                .select_lowest(&[ScoreView::with_survivors(&g, Some(&gm))], rule, k)
+                .unwrap()
+                .expect("selects on the device");
+            let rv = [ScoreView::with_survivors(&r, Some(&survivors))];
+            let mut radix = RadixSelect::new(n as u64, k).unwrap();
+            while let Some(w) = radix.window() {
+                radix
+                    .absorb(&ReferenceBackend.histogram(&rv, rule, w).unwrap())
+                    .unwrap();
+            }
+            let cut = radix.cut().unwrap().threshold();
+            let want = ReferenceBackend.threshold_masks(&rv, rule, cut).unwrap();
+            assert_eq!(
+                gpu.download_masks(got.masks).unwrap(),
+                want.masks,
+                "case {case}, share {share}"
+            );
+        }
+    }
+}
+
 mod device_properties {
     use proptest::prelude::*;
     use prunus_core::contract::key::NanPolicy;
@@ -339,7 +503,7 @@ mod device_properties {
         select,
     };
     use prunus_testing::strategies::{config, values_for};
-    use prunus_tests::gpu::{wgpu_device, wgpu_device_windows};
+    use prunus_tests::gpu::{wgpu_device, wgpu_device_share};
 
     /// One input: values and, maybe, the survivors of an earlier round.
     type Input = (Vec<f32>, Option<Mask>);
@@ -390,10 +554,14 @@ mod device_properties {
 
         /// The device's own selection of the k lowest equals the reference
         /// cut's threshold masks bit for bit, with several dispatches per
-        /// pass and several windows per tensor.
+        /// pass and several windows per tensor, with a candidate list that
+        /// holds every bucket, the default one and none.
         #[test]
-        fn device_cut_matches_the_reference((rule, inputs, q) in case()) {
-            let Some(gpu) = wgpu_device_windows() else {
+        fn device_cut_matches_the_reference(
+            (rule, inputs, q) in case(),
+            share in prop_oneof![Just(0u32), Just(1), Just(8)],
+        ) {
+            let Some(gpu) = wgpu_device_share(share) else {
                 return Ok(());
             };
             let shapes: Vec<Shape> = inputs.iter().map(|(v, _)| Shape::vector(v.len())).collect();

@@ -18,6 +18,15 @@
 // the previous pass chose, in workgroup memory first, and the last
 // workgroup to finish the pass chooses the next bucket into `state`.
 //
+// The second pass also writes the keys it histograms, with their
+// positions, to the candidate list when the first pass's bucket fits it;
+// the third pass then reads the candidates instead of the scores
+// (radix_cands), and a cut that splits its ties finds the last pruned tied
+// position among them (radix_tie_gather, radix_tie_select): a selection
+// reads the scores three times (two radix passes and the masks), the list
+// aside. A position is the element's index in the call's sequence of
+// inputs, each input padded to whole tie blocks: seg.block * 1024 + i.
+//
 // Params: n = segments in this dispatch, flags = key rule (FLAG_*), base_lo
 // = this dispatch's first row of the segment table, a = the digit's shift,
 // b = its width in bits, c = the previous digit's shift, d = workgroups of
@@ -47,6 +56,9 @@ struct Segment {
 @group(0) @binding(1) var<storage, read> segments: array<Segment>;
 @group(0) @binding(2) var<storage, read_write> state: array<atomic<u32>>;
 @group(0) @binding(3) var<storage, read_write> ties: array<u32>;
+// Words [0, TIE_CAP): the tied positions radix_tie_gather collects; then
+// candidate j as (compact key, position) at CAND_BASE + 2j.
+@group(0) @binding(4) var<storage, read_write> cands: array<u32>;
 
 // Layout of `state`, in u32 words.
 const HIST: u32 = 0u;
@@ -66,10 +78,21 @@ const DONE: u32 = 2052u;
 const CUT: u32 = 2053u;
 const TIES: u32 = 2054u;
 const TIED: u32 = 2055u;
-// 0: no tied element pruned, 1: every one, 2: the first TIES (budgets).
+// 0: no tied element pruned, 1: every one, 2: the first TIES (budgets),
+// 3: those at positions up to TIE_POS.
 const MODE: u32 = 2056u;
 // Passes that read the scores.
 const PASSES: u32 = 2057u;
+// Candidates written by the second pass.
+const CANDS: u32 = 2058u;
+// 1 when the second pass writes (wrote) every key of its bucket.
+const CAND_OK: u32 = 2059u;
+// Candidates the list holds (set by the host; 0: no list).
+const CAP: u32 = 2060u;
+// Under mode 3, the position of the last tied element pruned.
+const TIE_POS: u32 = 2061u;
+// Tied positions radix_tie_gather collected.
+const TIE_N: u32 = 2062u;
 // Then per input: NaN scores, pruned elements.
 const PER_INPUT: u32 = 2064u;
 
@@ -77,6 +100,12 @@ var<workgroup> wg_hist: array<atomic<u32>, 2048>;
 var<workgroup> wg_flag: u32;
 var<workgroup> wg_sums: array<u32, 256>;
 var<workgroup> wg_count: atomic<u32>;
+var<workgroup> wg_cand: u32;
+var<workgroup> wg_base: u32;
+
+// The tied positions a list can hold, and where the candidates start.
+const TIE_CAP: u32 = 2048u;
+const CAND_BASE: u32 = 2048u;
 
 // The rule's key made compact: under FLAG_ABS every score key has the sign
 // bit set, so the 31 bits below it (plus the two low special keys and the
@@ -93,6 +122,8 @@ fn compact(key: u32) -> u32 {
 
 // Elements of a tile (256 mask words).
 const TILE: u32 = 8192u;
+// Elements of a tie block.
+const TIE_ELEMENTS: u32 = 1024u;
 
 // The slot of the segment that holds tile t of the dispatch, searching on
 // from slot `start` (a workgroup's tiles only grow).
@@ -106,9 +137,9 @@ fn segment_of(t: u32, start: u32) -> u32 {
 
 // One radix pass: the histogram of digit (key >> a) & (2^b - 1) of the keys
 // whose higher bits (key >> c) equal PREFIX (every key in pass 0, which
-// also counts NaN scores per input). The last workgroup chooses the bucket
-// that holds the cut and clears the histogram for the next pass. Passes
-// after the cut is known return at once.
+// also counts NaN scores per input); pass 1 also writes those keys to the
+// candidate list when CAND_OK, and pass 2 then leaves the work to
+// radix_cands. Passes after the cut is known return at once.
 @compute @workgroup_size(WG)
 fn radix_pass(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -117,9 +148,11 @@ fn radix_pass(
 ) {
     if (lid == 0u) {
         wg_flag = atomicLoad(&state[DONE]);
+        wg_cand = atomicLoad(&state[CAND_OK]);
     }
     let done = workgroupUniformLoad(&wg_flag);
-    if (done != 0u && params.e != 0u) {
+    let cand_ok = workgroupUniformLoad(&wg_cand);
+    if ((done != 0u && params.e != 0u) || (cand_ok != 0u && params.e == 2u)) {
         return;
     }
     for (var j = lid; j < RADIX_BINS; j += WG) {
@@ -128,16 +161,59 @@ fn radix_pass(
     let prefix = atomicLoad(&state[PREFIX]);
     workgroupBarrier();
     let first = params.e == 0u;
+    let write = cand_ok != 0u && params.e == 1u;
     let digits = (1u << params.b) - 1u;
     var s = 0u;
     for (var t = wid.x; t < params.f; t += nwg.x) {
         s = segment_of(t, s);
         let seg = segments[params.base_lo + s];
-        let nan = histogram_tile(s, seg, t - seg.tile, lid, first, prefix, digits);
+        let nan = histogram_tile(s, seg, t - seg.tile, lid, first, prefix, digits, write);
         if (first && nan > 0u) {
             atomicAdd(&state[PER_INPUT + 2u * seg.input], nan);
         }
     }
+    finish_pass(lid, done, prefix, digits, true);
+}
+
+// Pass 2 over the candidate list, when CAND_OK: the histogram of the last
+// digit of the candidates in the bucket pass 1 chose.
+@compute @workgroup_size(WG)
+fn radix_cands(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    if (lid == 0u) {
+        wg_flag = atomicLoad(&state[DONE]);
+        wg_cand = atomicLoad(&state[CAND_OK]);
+        wg_base = atomicLoad(&state[CANDS]);
+    }
+    let done = workgroupUniformLoad(&wg_flag);
+    let cand_ok = workgroupUniformLoad(&wg_cand);
+    let count = workgroupUniformLoad(&wg_base);
+    if (done != 0u || cand_ok == 0u) {
+        return;
+    }
+    for (var j = lid; j < RADIX_BINS; j += WG) {
+        atomicStore(&wg_hist[j], 0u);
+    }
+    let prefix = atomicLoad(&state[PREFIX]);
+    workgroupBarrier();
+    let digits = (1u << params.b) - 1u;
+    for (var j = wid.x * WG + lid; j < count; j += nwg.x * WG) {
+        let key = cands[CAND_BASE + 2u * j];
+        if ((key >> params.c) == prefix) {
+            atomicAdd(&wg_hist[(key >> params.a) & digits], 1u);
+        }
+    }
+    finish_pass(lid, 0u, prefix, digits, false);
+}
+
+// The end of a pass (every workgroup, wg_hist filled): the workgroup's
+// non-zero bins go to the global histogram; the last workgroup of the pass
+// (params.d of them) chooses the bucket that holds the cut and clears the
+// histogram for the next pass. `counted`: the pass read the scores.
+fn finish_pass(lid: u32, done: u32, prefix: u32, digits: u32, counted: bool) {
     workgroupBarrier();
     for (var j = lid; j <= digits; j += WG) {
         let c = atomicLoad(&wg_hist[j]);
@@ -170,7 +246,9 @@ fn radix_pass(
         return;
     }
     atomicStore(&state[ARRIVED], 0u);
-    atomicAdd(&state[PASSES], 1u);
+    if (counted) {
+        atomicAdd(&state[PASSES], 1u);
+    }
     if (done != 0u) {
         return;
     }
@@ -206,6 +284,122 @@ fn radix_pass(
         atomicStore(&state[PREFIX], chosen);
         atomicStore(&state[RANK], left);
         atomicStore(&state[COUNT], count);
+        if (params.e == 0u) {
+            // Pass 1 keeps the bucket's keys if the list holds them all.
+            atomicStore(&state[CAND_OK], select(0u, 1u, count <= atomicLoad(&state[CAP])));
+        }
+    }
+}
+
+// A slot of `count` candidates this thread writes, among its workgroup's
+// (which takes its slots in one atomic): the first slot's number.
+fn reserve(lid: u32, count: u32) -> u32 {
+    if (lid == 0u) {
+        atomicStore(&wg_count, 0u);
+    }
+    workgroupBarrier();
+    var offset = 0u;
+    if (count > 0u) {
+        offset = atomicAdd(&wg_count, count);
+    }
+    workgroupBarrier();
+    if (lid == 0u) {
+        wg_base = atomicAdd(&state[CANDS], atomicLoad(&wg_count));
+    }
+    return workgroupUniformLoad(&wg_base) + offset;
+}
+
+// Whether ties are settled through the candidate list: the cut splits its
+// tied elements (mode 2), the list holds them, and few enough to rank.
+fn ties_from_list() -> bool {
+    return atomicLoad(&state[MODE]) == 2u && atomicLoad(&state[CAND_OK]) != 0u
+        && atomicLoad(&state[TIED]) <= TIE_CAP;
+}
+
+// The positions of the candidates whose key is the cut, into the list's
+// first TIED words (in any order).
+@compute @workgroup_size(WG)
+fn radix_tie_gather(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    if (lid == 0u) {
+        wg_flag = select(0u, 1u, ties_from_list());
+        wg_base = atomicLoad(&state[CANDS]);
+    }
+    let go = workgroupUniformLoad(&wg_flag);
+    let count = workgroupUniformLoad(&wg_base);
+    if (go == 0u) {
+        return;
+    }
+    let cut = atomicLoad(&state[CUT]);
+    for (var j = wid.x * WG + lid; j < count; j += nwg.x * WG) {
+        if (cands[CAND_BASE + 2u * j] == cut) {
+            let at = atomicAdd(&state[TIE_N], 1u);
+            if (at < TIE_CAP) {
+                cands[at] = cands[CAND_BASE + 2u * j + 1u];
+            }
+        }
+    }
+}
+
+// One workgroup: ranks the gathered tied positions and records the TIES-th
+// lowest as TIE_POS (mode 3): the mask pass prunes the tied elements up to
+// it, so the tie blocks need no pass of their own.
+@compute @workgroup_size(WG)
+fn radix_tie_select(@builtin(local_invocation_index) lid: u32) {
+    if (lid == 0u) {
+        wg_flag = select(0u, 1u, ties_from_list());
+    }
+    if (workgroupUniformLoad(&wg_flag) == 0u) {
+        return;
+    }
+    let tied = atomicLoad(&state[TIED]);
+    let take = atomicLoad(&state[TIES]);
+    for (var j = lid; j < tied; j += WG) {
+        atomicStore(&wg_hist[j], cands[j]);
+    }
+    workgroupBarrier();
+    for (var j = lid; j < tied; j += WG) {
+        let p = atomicLoad(&wg_hist[j]);
+        var below = 0u;
+        for (var i = 0u; i < tied; i++) {
+            below += select(0u, 1u, atomicLoad(&wg_hist[i]) < p);
+        }
+        if (below + 1u == take) {
+            atomicStore(&state[TIE_POS], p);
+        }
+    }
+    workgroupBarrier();
+    if (lid == 0u) {
+        atomicStore(&state[MODE], 3u);
+    }
+}
+
+// One streaming read of every segment, for the bandwidth floor: the XOR of
+// the elements' bits into state[0].
+@compute @workgroup_size(WG)
+fn radix_read(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    if (lid == 0u) {
+        atomicStore(&wg_count, 0u);
+    }
+    workgroupBarrier();
+    var acc = 0u;
+    var s = 0u;
+    for (var t = wid.x; t < params.f; t += nwg.x) {
+        s = segment_of(t, s);
+        let seg = segments[params.base_lo + s];
+        acc ^= read_tile(s, seg, t - seg.tile, lid);
+    }
+    atomicXor(&wg_count, acc);
+    workgroupBarrier();
+    if (lid == 0u) {
+        atomicXor(&state[0], atomicLoad(&wg_count));
     }
 }
 
@@ -279,7 +473,8 @@ fn radix_tie_budgets(@builtin(local_invocation_index) lid: u32) {
 
 // The masks: keys below the cut pruned, keys above kept, tied keys as MODE
 // says (under mode 2, while their rank in their tie block is below the
-// block's budget). Pruned elements are counted per input.
+// block's budget; under mode 3, up to position TIE_POS). Pruned elements
+// are counted per input.
 @compute @workgroup_size(WG)
 fn radix_masks(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -291,11 +486,12 @@ fn radix_masks(
     }
     let mode = workgroupUniformLoad(&wg_flag);
     let cut = atomicLoad(&state[CUT]);
+    let tie_pos = atomicLoad(&state[TIE_POS]);
     var s = 0u;
     for (var t = wid.x; t < params.f; t += nwg.x) {
         s = segment_of(t, s);
         let seg = segments[params.base_lo + s];
-        let pruned = masks_tile(s, seg, t - seg.tile, lid, cut, mode);
+        let pruned = masks_tile(s, seg, t - seg.tile, lid, cut, mode, tie_pos);
         // One atomic per workgroup and tile.
         if (lid == 0u) {
             atomicStore(&wg_count, 0u);
@@ -319,35 +515,94 @@ fn radix_masks(
 // it) call the copy of the segment's slot.
 // @slot-begin
 
-// The compact key of element i of the segment in slot SLOT (0 where an
-// earlier mask pruned it).
-fn key_SLOT(seg: Segment, i: u32) -> u32 {
-    if (seg.survivors != 0u && ((survivors_SLOT[i >> 5u] >> (i & 31u)) & 1u) == 0u) {
-        return 0u;
+// Scores are read four at a time (`vec4<u32>`: the slot's binding is
+// rounded up to whole quads); element i is component i % 4 of quad i / 4.
+
+// Which of elements 4q .. 4q + 3 of the segment in slot SLOT an earlier
+// mask kept (bits 0 to 3).
+fn kept4_SLOT(seg: Segment, q: u32) -> u32 {
+    if (seg.survivors == 0u) {
+        return 15u;
     }
-    return compact(key_of(scores_SLOT[i], params.flags));
+    return (survivors_SLOT[q >> 3u] >> ((q & 7u) * 4u)) & 15u;
+}
+
+// The compact keys of elements 4q .. 4q + 3 of the segment in slot SLOT (0
+// where an earlier mask pruned the element; beyond the segment, whatever
+// the buffer holds there).
+fn key4_SLOT(seg: Segment, q: u32) -> vec4<u32> {
+    let v = scores_SLOT[q];
+    let kept = kept4_SLOT(seg, q);
+    var k = vec4<u32>(0u);
+    for (var c = 0u; c < 4u; c++) {
+        if (((kept >> c) & 1u) != 0u) {
+            k[c] = compact(key_of(v[c], params.flags));
+        }
+    }
+    return k;
 }
 
 // radix_pass over tile `tile` of the segment in slot SLOT: returns its NaN
-// scores this thread read.
+// scores this thread read. With `write` (uniform), the keys histogrammed go
+// to the candidate list with their positions.
 fn histogram_tile_SLOT(seg: Segment, tile: u32, lid: u32, first: bool, prefix: u32,
-                       digits: u32) -> u32 {
+                       digits: u32, write: bool) -> u32 {
     var nan = 0u;
+    var mine = 0u;
     let end = min(tile * TILE + TILE, seg.len);
-    for (var i = tile * TILE + lid; i < end; i += WG) {
-        var key = 0u;
-        if (seg.survivors == 0u || ((survivors_SLOT[i >> 5u] >> (i & 31u)) & 1u) != 0u) {
-            let bits = scores_SLOT[i];
-            key = compact(key_of(bits, params.flags));
-            if (is_nan_bits(transformed(bits, params.flags))) {
-                nan += 1u;
+    let quads = (end + 3u) / 4u;
+    for (var q = tile * (TILE / 4u) + lid; q < quads; q += WG) {
+        let v = scores_SLOT[q];
+        let kept = kept4_SLOT(seg, q);
+        for (var c = 0u; c < 4u && 4u * q + c < end; c++) {
+            var key = 0u;
+            if (((kept >> c) & 1u) != 0u) {
+                key = compact(key_of(v[c], params.flags));
+                if (is_nan_bits(transformed(v[c], params.flags))) {
+                    nan += 1u;
+                }
+            }
+            if (first || (key >> params.c) == prefix) {
+                atomicAdd(&wg_hist[(key >> params.a) & digits], 1u);
+                mine += 1u;
             }
         }
-        if (first || (key >> params.c) == prefix) {
-            atomicAdd(&wg_hist[(key >> params.a) & digits], 1u);
+    }
+    if (write) {
+        // The same elements again (from cache), now to their slots.
+        var at = reserve(lid, mine);
+        let room = (arrayLength(&cands) - CAND_BASE) / 2u;
+        for (var q = tile * (TILE / 4u) + lid; q < quads; q += WG) {
+            let k = key4_SLOT(seg, q);
+            for (var c = 0u; c < 4u && 4u * q + c < end; c++) {
+                if ((k[c] >> params.c) == prefix && at < room) {
+                    cands[CAND_BASE + 2u * at] = k[c];
+                    cands[CAND_BASE + 2u * at + 1u] = seg.block * TIE_ELEMENTS + 4u * q + c;
+                    at += 1u;
+                }
+            }
         }
     }
     return nan;
+}
+
+// radix_read over tile `tile` of the segment in slot SLOT: the XOR of the
+// elements this thread read.
+fn read_tile_SLOT(seg: Segment, tile: u32, lid: u32) -> u32 {
+    var acc = vec4<u32>(0u);
+    let end = min(tile * TILE + TILE, seg.len);
+    let whole = end / 4u;
+    for (var q = tile * (TILE / 4u) + lid; q < whole; q += WG) {
+        acc ^= scores_SLOT[q];
+    }
+    // The segment's last, partial quad.
+    if (whole * 4u < end && (whole - tile * (TILE / 4u)) % WG == lid) {
+        let v = scores_SLOT[whole];
+        for (var c = 0u; whole * 4u + c < end; c++) {
+            acc.x ^= v[c];
+        }
+    }
+    return acc.x ^ acc.y ^ acc.z ^ acc.w;
 }
 
 // Bits of word w of the segment in slot SLOT whose key equals `cut`, and
@@ -357,13 +612,15 @@ fn classify_SLOT(seg: Segment, w: u32, cut: u32) -> vec2<u32> {
     var above = 0u;
     let first = w * 32u;
     let last = min(first + 32u, seg.len);
-    for (var i = first; i < last; i++) {
-        let k = key_SLOT(seg, i);
-        let bit = 1u << (i - first);
-        if (k == cut) {
-            equal |= bit;
-        } else if (k > cut) {
-            above |= bit;
+    for (var q = w * 8u; 4u * q < last; q++) {
+        let k = key4_SLOT(seg, q);
+        for (var c = 0u; c < 4u && 4u * q + c < last; c++) {
+            let bit = 1u << (4u * q + c - first);
+            if (k[c] == cut) {
+                equal |= bit;
+            } else if (k[c] > cut) {
+                above |= bit;
+            }
         }
     }
     return vec2<u32>(equal, above);
@@ -391,7 +648,8 @@ fn tie_counts_tile_SLOT(seg: Segment, tile: u32, lid: u32, cut: u32) {
 
 // radix_masks over tile `tile` of the segment in slot SLOT: returns the
 // elements this thread's word prunes.
-fn masks_tile_SLOT(seg: Segment, tile: u32, lid: u32, cut_key: u32, mode: u32) -> u32 {
+fn masks_tile_SLOT(seg: Segment, tile: u32, lid: u32, cut_key: u32, mode: u32,
+                   tie_pos: u32) -> u32 {
     let w = tile * WG + lid;
     var cls = vec2<u32>(0u, 0u);
     if (w * 32u < seg.len) {
@@ -417,6 +675,15 @@ fn masks_tile_SLOT(seg: Segment, tile: u32, lid: u32, cut_key: u32, mode: u32) -
             cut |= low;
             left ^= low;
             take -= 1u;
+        }
+    } else if (mode == 3u && w * 32u < seg.len) {
+        // Tied elements at positions up to tie_pos; the word's bit j is at
+        // position first + j.
+        let first = seg.block * TIE_ELEMENTS + w * 32u;
+        if (tie_pos >= first + 31u) {
+            cut = equal;
+        } else if (tie_pos >= first) {
+            cut = equal & ((2u << (tie_pos - first)) - 1u);
         }
     }
     var pruned = 0u;

@@ -296,6 +296,8 @@ pub(crate) struct Gpu {
     kept: AtomicU64,
     /// Flops of dense calls run on the device so far.
     flops: AtomicU64,
+    /// Candidates device selection listed so far.
+    candidates: AtomicU64,
     /// Matrices retained on the device.
     residents: Residents,
 }
@@ -328,6 +330,10 @@ pub struct Counters {
     /// Flops of dense linear algebra run on the device (multiply and add
     /// counted as two).
     pub flops: u64,
+    /// Elements device selection's second radix pass wrote to its candidate
+    /// list (key and position, 8 bytes each), which the third pass and the
+    /// tie search read instead of the scores.
+    pub candidates: u64,
 }
 
 impl Counters {
@@ -341,6 +347,7 @@ impl Counters {
             bytes_uploaded: self.bytes_uploaded.saturating_sub(earlier.bytes_uploaded),
             bytes_kept: self.bytes_kept.saturating_sub(earlier.bytes_kept),
             flops: self.flops.saturating_sub(earlier.flops),
+            candidates: self.candidates.saturating_sub(earlier.candidates),
         }
     }
 }
@@ -383,6 +390,7 @@ impl Gpu {
             uploaded: AtomicU64::new(0),
             kept: AtomicU64::new(0),
             flops: AtomicU64::new(0),
+            candidates: AtomicU64::new(0),
             residents: Residents::new(),
         })
     }
@@ -397,6 +405,7 @@ impl Gpu {
             bytes_uploaded: self.uploaded.load(Ordering::Relaxed),
             bytes_kept: self.kept.load(Ordering::Relaxed),
             flops: self.flops.load(Ordering::Relaxed),
+            candidates: self.candidates.load(Ordering::Relaxed),
         }
     }
 
@@ -413,6 +422,11 @@ impl Gpu {
     /// Counts `flops` of dense linear algebra run on the device.
     pub(crate) fn count_flops(&self, flops: u64) {
         self.flops.fetch_add(flops, Ordering::Relaxed);
+    }
+
+    /// Counts `n` candidates listed by device selection.
+    pub(crate) fn count_candidates(&self, n: u64) {
+        self.candidates.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts `n` passes over scores.

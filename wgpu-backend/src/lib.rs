@@ -66,7 +66,25 @@ pub struct WgpuBackend {
     plan: SelectionPlan,
     /// The GEMM kernel of the dense calls.
     gemm: GemmTile,
+    /// Device selection's candidate list holds 1/this of a call's elements
+    /// (0: no list).
+    candidates: u32,
     flushes_subnormals: bool,
+}
+
+/// How [`WgpuBackend::read_pass`] reads the tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadWay {
+    /// One dispatch per 64 windows of any tensors, through the segment
+    /// table of device selection (its radix passes read this way).
+    Segments,
+    /// One dispatch per window of each tensor.
+    Windows,
+}
+
+impl ReadWay {
+    /// Every way, in order.
+    pub const ALL: [ReadWay; 2] = [ReadWay::Segments, ReadWay::Windows];
 }
 
 impl std::fmt::Debug for WgpuBackend {
@@ -77,6 +95,7 @@ impl std::fmt::Debug for WgpuBackend {
             .field("segments", &self.segments)
             .field("plan", &self.plan)
             .field("gemm", &self.gemm)
+            .field("candidates", &self.candidates)
             .field("flushes_subnormals", &self.flushes_subnormals)
             .finish()
     }
@@ -104,7 +123,7 @@ impl WgpuBackend {
         let plan = if gpu.info().kind == "Cpu" {
             SelectionPlan::Gather
         } else {
-            SelectionPlan::Histograms
+            SelectionPlan::Device
         };
         let mut backend = WgpuBackend {
             gpu: Arc::new(gpu),
@@ -112,6 +131,7 @@ impl WgpuBackend {
             segments: radix::MAX_SLOTS,
             plan,
             gemm: GemmTile::Auto,
+            candidates: radix::DEFAULT_CANDIDATE_SHARE,
             flushes_subnormals: false,
         };
         backend.flushes_subnormals = backend.probe_subnormals()?;
@@ -135,8 +155,8 @@ impl WgpuBackend {
     }
 
     /// The same backend with another [`SelectionPlan`]. The default is
-    /// [`SelectionPlan::Histograms`] on GPUs (passes over device memory are
-    /// cheap, bringing candidates back and sorting them is not) and
+    /// [`SelectionPlan::Device`] on GPUs (passes over device memory are
+    /// cheap, waiting for the host and sorting candidates there is not) and
     /// [`SelectionPlan::Gather`] on software adapters. The masks are the
     /// same under every plan.
     pub fn with_selection_plan(mut self, plan: SelectionPlan) -> Self {
@@ -160,6 +180,18 @@ impl WgpuBackend {
     /// the several-dispatch passes of calls with many tensors.
     pub fn with_max_segments(mut self, segments: u32) -> Self {
         self.segments = segments.clamp(1, radix::MAX_SLOTS);
+        self
+    }
+
+    /// The same backend with a candidate list of `1/share` of a call's
+    /// elements for [`SelectionPlan::Device`] (8 by default; 0: no list).
+    /// The second radix pass lists the keys of the first pass's bucket, with
+    /// their positions, when the list holds them all; the third pass and the
+    /// search for the last pruned tie then read the list instead of the
+    /// scores, so a selection reads the scores three times rather than four
+    /// or five. Each listed element takes 8 bytes of device memory.
+    pub fn with_candidate_share(mut self, share: u32) -> Self {
+        self.candidates = share;
         self
     }
 

@@ -6,7 +6,7 @@ use prunus_core::{Backend, HasShape, HostTensor, ReferenceBackend, Result, Shape
 
 use crate::context::{Access, Kernel, Shader, backend_error};
 use crate::window::WINDOW_ALIGN;
-use crate::{WgpuBackend, WgpuTensor};
+use crate::{ReadWay, WgpuBackend, WgpuTensor};
 
 static SHADER: Shader = Shader {
     name: "linalg",
@@ -153,11 +153,15 @@ impl WgpuBackend {
         Ok(out)
     }
 
-    /// One streaming read of every element of `tensors` on the device, and
-    /// a wait for it: the bandwidth floor that selection is measured against
-    /// (`prunus bench select --backend wgpu`). Returns a checksum (the XOR
-    /// of the elements' bits) so that the read cannot be skipped.
-    pub fn read_pass(&self, tensors: &[&WgpuTensor]) -> Result<u32> {
+    /// One streaming read of every element of `tensors` on the device, the
+    /// `way` way, and a wait for it: the bandwidth floor that selection is
+    /// measured against (`prunus bench select --backend wgpu` takes the
+    /// fastest way). Returns a checksum (the XOR of the elements' bits),
+    /// the same either way, so that the read cannot be skipped.
+    pub fn read_pass(&self, tensors: &[&WgpuTensor], way: ReadWay) -> Result<u32> {
+        if way == ReadWay::Segments {
+            return self.read_segments(tensors);
+        }
         let mut batch = self.gpu.batch();
         let mut slots = 0u64;
         let mut work = Vec::new();

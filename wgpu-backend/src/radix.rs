@@ -28,8 +28,9 @@ const SLOT_CHOICES: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
 /// The most segments one dispatch binds.
 pub(crate) const MAX_SLOTS: u32 = 64;
 
-/// Storage bindings besides the slots': segment table, state, tie blocks.
-const FIXED_BINDINGS: u32 = 3;
+/// Storage bindings besides the slots': segment table, state, tie blocks,
+/// candidate list.
+const FIXED_BINDINGS: u32 = 4;
 
 /// Bits of a key resolved per pass.
 const DIGIT_BITS: u32 = 11;
@@ -51,7 +52,18 @@ const STATE_RANK: usize = 2050;
 const STATE_COUNT: usize = 2051;
 const STATE_DONE: usize = 2052;
 const STATE_CUT: usize = 2053;
+const STATE_CANDS: usize = 2058;
+const STATE_CAP: usize = 2060;
 const STATE_PER_INPUT: usize = 2064;
+
+/// Words of the candidate list before the candidates: the tied positions
+/// `radix_tie_select` ranks (at most this many; more take the tie-block
+/// pass).
+const TIE_CAP: u64 = 2048;
+
+/// The candidate list holds at most 1/this of a call's elements by default:
+/// 8 bytes a candidate, so at most a quarter of the scores' memory.
+pub(crate) const DEFAULT_CANDIDATE_SHARE: u32 = 8;
 
 /// Words of a segment-table row.
 const SEGMENT_WORDS: usize = 8;
@@ -77,7 +89,12 @@ fn variant(v: usize) -> (&'static Shader, &'static [Access]) {
         source,
     });
     let layout = LAYOUTS[v].get_or_init(|| {
-        let mut a = vec![Access::Read, Access::ReadWrite, Access::ReadWrite];
+        let mut a = vec![
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+            Access::ReadWrite,
+        ];
         a.extend((0..slots).map(|_| Access::Read));
         a.extend((0..slots).map(|_| Access::Read));
         a.extend((0..slots).map(|_| Access::ReadWrite));
@@ -97,15 +114,15 @@ fn radix_source(slots: u32) -> String {
     let (section, tail) = rest.split_once(END).unwrap_or(("", rest));
     let mut s = format!("{head}{tail}");
     let first = FIXED_BINDINGS + 1;
-    for (what, access, base) in [
-        ("scores", "read", first),
-        ("survivors", "read", first + slots),
-        ("masks", "read_write", first + 2 * slots),
+    for (what, access, base, item) in [
+        ("scores", "read", first, "vec4<u32>"),
+        ("survivors", "read", first + slots, "u32"),
+        ("masks", "read_write", first + 2 * slots, "u32"),
     ] {
         for i in 0..slots {
             let _ = writeln!(
                 s,
-                "@group(0) @binding({}) var<storage, {access}> {what}_{i}: array<u32>;",
+                "@group(0) @binding({}) var<storage, {access}> {what}_{i}: array<{item}>;",
                 base + i
             );
         }
@@ -128,8 +145,13 @@ fn radix_source(slots: u32) -> String {
     };
     s.push_str(&chooser(
         "histogram_tile(s: u32, seg: Segment, tile: u32, lid: u32, first: bool, prefix: u32, \
-         digits: u32) -> u32",
-        "return histogram_tile_SLOT(seg, tile, lid, first, prefix, digits);",
+         digits: u32, write: bool) -> u32",
+        "return histogram_tile_SLOT(seg, tile, lid, first, prefix, digits, write);",
+        "return 0u;",
+    ));
+    s.push_str(&chooser(
+        "read_tile(s: u32, seg: Segment, tile: u32, lid: u32) -> u32",
+        "return read_tile_SLOT(seg, tile, lid);",
         "return 0u;",
     ));
     s.push_str(&chooser(
@@ -138,8 +160,9 @@ fn radix_source(slots: u32) -> String {
         "",
     ));
     s.push_str(&chooser(
-        "masks_tile(s: u32, seg: Segment, tile: u32, lid: u32, cut: u32, mode: u32) -> u32",
-        "return masks_tile_SLOT(seg, tile, lid, cut, mode);",
+        "masks_tile(s: u32, seg: Segment, tile: u32, lid: u32, cut: u32, mode: u32, \
+         tie_pos: u32) -> u32",
+        "return masks_tile_SLOT(seg, tile, lid, cut, mode, tie_pos);",
         "return 0u;",
     ));
     s
@@ -157,6 +180,14 @@ fn expand(compact: u32, abs: bool) -> u32 {
     }
 }
 
+/// The bytes of a window's scores as the shaders bind them: whole 16-byte
+/// quads (they read `vec4<u32>`), which every buffer holds, its size being
+/// a multiple of 16 (`Gpu::storage`).
+fn quad_bytes(window: Window) -> (u64, u64) {
+    let (offset, len) = window.score_bytes();
+    (offset, len.next_multiple_of(16))
+}
+
 /// One window of one input, bound to one slot of a dispatch.
 struct Segment {
     input: usize,
@@ -165,7 +196,140 @@ struct Segment {
     block: u64,
 }
 
+/// A call's inputs cut into segments and dealt to dispatches of `slots`
+/// segments each, with the segment table the shaders read.
+struct Layout {
+    segments: Vec<Segment>,
+    slots: usize,
+    /// Tie blocks of the call (each input padded to whole blocks).
+    blocks: u64,
+    /// The segment table, rows in sequence order.
+    table: Vec<u32>,
+    /// Tiles of each dispatch (numbered from 0 in each).
+    tiles: Vec<u64>,
+}
+
+impl Layout {
+    /// The segments of each dispatch.
+    fn chunks(&self) -> std::slice::Chunks<'_, Segment> {
+        self.segments.chunks(self.slots)
+    }
+
+    /// Workgroups of each dispatch.
+    fn groups(&self) -> Vec<u32> {
+        self.tiles
+            .iter()
+            .map(|t| t.div_ceil(TILES_PER_GROUP).clamp(1, MAX_GROUPS) as u32)
+            .collect()
+    }
+}
+
 impl WgpuBackend {
+    /// `inputs` cut into windows and dealt to dispatches of `slots`.
+    fn layout(&self, inputs: &[ScoreView<'_, Self>], slots: usize) -> Layout {
+        let mut segments = Vec::new();
+        let mut blocks = 0u64;
+        for (input, view) in inputs.iter().enumerate() {
+            let numel = view.scores.numel();
+            for window in self.windows(numel, WINDOW_ALIGN) {
+                segments.push(Segment {
+                    input,
+                    window,
+                    block: blocks + window.start / TIE_BLOCK,
+                });
+            }
+            blocks += numel.div_ceil(TIE_BLOCK);
+        }
+        let mut table = Vec::with_capacity(segments.len() * SEGMENT_WORDS);
+        let mut tiles = Vec::new();
+        for chunk in segments.chunks(slots) {
+            let mut t = 0u64;
+            for s in chunk {
+                let view = &inputs[s.input];
+                let words = s.window.mask_words(view.scores.numel());
+                table.extend_from_slice(&[
+                    s.window.len as u32,
+                    words as u32,
+                    s.input as u32,
+                    s.block as u32,
+                    view.survivors.is_some() as u32,
+                    t as u32,
+                    0,
+                    0,
+                ]);
+                t += words.div_ceil(TILE_WORDS);
+            }
+            tiles.push(t);
+        }
+        Layout {
+            segments,
+            slots,
+            blocks,
+            table,
+            tiles,
+        }
+    }
+
+    /// The segment table on the device.
+    fn table(&self, layout: &Layout) -> Result<crate::context::Buf> {
+        let buf = self.gpu.storage(layout.table.len().max(1) as u64 * 4)?;
+        self.gpu.write(&buf, 0, &crate::le_bytes(&layout.table));
+        Ok(buf)
+    }
+
+    /// One streaming read of every element of `tensors` in one dispatch per
+    /// [`MAX_SLOTS`] windows (the segment table of device selection), and
+    /// a wait for it: the XOR of the elements' bits, so that the read
+    /// cannot be skipped.
+    pub(crate) fn read_segments(&self, tensors: &[&crate::WgpuTensor]) -> Result<u32> {
+        let Some(v) = self.radix_variant() else {
+            return Err(crate::context::backend_error(format!(
+                "{} allows too few storage bindings per kernel ({})",
+                self.gpu.info().name,
+                self.gpu.max_storage_bindings()
+            )));
+        };
+        let slots = SLOT_CHOICES[v] as usize;
+        let (shader, bindings) = variant(v);
+        let views: Vec<ScoreView<'_, Self>> = tensors.iter().map(|t| ScoreView::new(*t)).collect();
+        let layout = self.layout(&views, slots);
+        let table = self.table(&layout)?;
+        let state = self.gpu.storage(4)?;
+        self.gpu.write(&state, 0, &[0; 4]);
+        let (dummy_read, dummy_write) = (self.dummy()?, self.dummy()?);
+        let mut batch = self.gpu.batch();
+        for ((c, chunk), groups) in layout.chunks().enumerate().zip(layout.groups()) {
+            let mut b = vec![
+                table.all(),
+                state.all(),
+                dummy_write.all(),
+                dummy_write.all(),
+            ];
+            for i in 0..slots {
+                b.push(chunk.get(i).map_or(dummy_read.all(), |s| {
+                    let (off, len) = quad_bytes(s.window);
+                    tensors[s.input].buf.slice(off, len)
+                }));
+            }
+            b.extend((0..slots).map(|_| dummy_read.all()));
+            b.extend((0..slots).map(|_| dummy_write.all()));
+            let mut params = [0u32; 10];
+            (params[0], params[2], params[9]) = (
+                chunk.len() as u32,
+                (c * slots) as u32,
+                layout.tiles[c] as u32,
+            );
+            let kernel = Kernel {
+                shader,
+                entry: "radix_read",
+                bindings,
+            };
+            batch.dispatch(&kernel, &params, &b, groups);
+        }
+        let back = self.gpu.read(batch, &[state.all()])?;
+        Ok(u32s(&back[0])[0])
+    }
+
     /// Slots per dispatch on this device (at most [`MAX_SLOTS`] and the
     /// backend's own cap), as an index into the generated variants; `None`
     /// when the device allows too few storage bindings for even one.
@@ -209,26 +373,15 @@ impl WgpuBackend {
             bindings,
         };
 
-        let mut segments = Vec::new();
-        let mut blocks = 0u64;
-        for (input, view) in inputs.iter().enumerate() {
-            let numel = view.scores.numel();
-            for window in self.windows(numel, WINDOW_ALIGN) {
-                segments.push(Segment {
-                    input,
-                    window,
-                    block: blocks + window.start / TIE_BLOCK,
-                });
-            }
-            blocks += numel.div_ceil(TIE_BLOCK);
-        }
+        let layout = self.layout(inputs, slots);
+        let blocks = layout.blocks;
         let masks: Vec<WgpuMask> = inputs
             .iter()
             .map(|v| self.new_mask(&v.scores.shape))
             .collect::<Result<_>>()?;
         let mut nan = vec![0u64; inputs.len()];
         let mut pruned = vec![0u64; inputs.len()];
-        if segments.is_empty() {
+        if layout.segments.is_empty() {
             let cut = TensorCut { key: 0, ties: 0 };
             return Ok(Some(LowestMasks {
                 masks,
@@ -238,40 +391,28 @@ impl WgpuBackend {
             }));
         }
 
-        // Rows in sequence order; tiles numbered from 0 in each dispatch.
-        let chunks: Vec<&[Segment]> = segments.chunks(slots).collect();
-        let mut table = Vec::with_capacity(segments.len() * SEGMENT_WORDS);
-        let mut chunk_tiles = Vec::with_capacity(chunks.len());
-        for chunk in &chunks {
-            let mut tiles = 0u64;
-            for s in chunk.iter() {
-                let view = &inputs[s.input];
-                let words = s.window.mask_words(view.scores.numel());
-                table.extend_from_slice(&[
-                    s.window.len as u32,
-                    words as u32,
-                    s.input as u32,
-                    s.block as u32,
-                    view.survivors.is_some() as u32,
-                    tiles as u32,
-                    0,
-                    0,
-                ]);
-                tiles += words.div_ceil(TILE_WORDS);
-            }
-            chunk_tiles.push(tiles);
-        }
+        let chunks: Vec<&[Segment]> = layout.chunks().collect();
+        let chunk_tiles = &layout.tiles;
+        // The candidate list: positions are u32, so the call's elements,
+        // each input padded to whole tie blocks, must number 2^32 at most.
+        let capacity = if self.candidates == 0 || blocks * TIE_BLOCK > 1 << 32 {
+            0
+        } else {
+            n.div_ceil(self.candidates as u64)
+                .min((self.gpu.max_binding() / 4).saturating_sub(TIE_CAP) / 2)
+        };
+        let cands = self.gpu.storage((TIE_CAP + 2 * capacity) * 4)?;
         let state_words = STATE_PER_INPUT + 2 * inputs.len();
         let mut state = vec![0u32; state_words];
         state[STATE_RANK] = k as u32;
         state[STATE_COUNT] = n as u32;
+        state[STATE_CAP] = capacity as u32;
         if k == 0 {
             // Nothing to prune: the cut below every key (pass 0 still counts
             // the NaN scores).
             state[STATE_DONE] = 1;
         }
-        let table_buf = self.gpu.storage(table.len() as u64 * 4)?;
-        self.gpu.write(&table_buf, 0, &crate::le_bytes(&table));
+        let table_buf = self.table(&layout)?;
         let state_buf = self.gpu.storage(state_words as u64 * 4)?;
         self.gpu.write(&state_buf, 0, &crate::le_bytes(&state));
         let ties = self.gpu.storage(blocks * 4)?;
@@ -293,16 +434,13 @@ impl WgpuBackend {
             (0, key_bits - 2 * DIGIT_BITS, key_bits - 2 * DIGIT_BITS),
         ];
 
-        let chunk_groups: Vec<u32> = chunk_tiles
-            .iter()
-            .map(|t| t.div_ceil(TILES_PER_GROUP).clamp(1, MAX_GROUPS) as u32)
-            .collect();
+        let chunk_groups = layout.groups();
         let pass_groups: u32 = chunk_groups.iter().sum();
         let bind = |chunk: &[Segment]| {
-            let mut b = vec![table_buf.all(), state_buf.all(), ties.all()];
+            let mut b = vec![table_buf.all(), state_buf.all(), ties.all(), cands.all()];
             for i in 0..slots {
                 b.push(chunk.get(i).map_or(dummy_read.all(), |s| {
-                    let (off, len) = s.window.score_bytes();
+                    let (off, len) = quad_bytes(s.window);
                     inputs[s.input].scores.buf.slice(off, len)
                 }));
             }
@@ -350,6 +488,24 @@ impl WgpuBackend {
                     chunk_groups[c],
                 );
             }
+        }
+        // Pass 2 over the candidate list, when pass 1 wrote one (the
+        // scores' pass 2 above then returned at once), and the tied
+        // positions among the candidates.
+        if capacity > 0 {
+            let groups = capacity
+                .div_ceil(TILE_WORDS * 32 * TILES_PER_GROUP)
+                .clamp(1, MAX_GROUPS) as u32;
+            let (shift, width, previous) = digits[2];
+            let params = [0, flags, 0, 0, shift, width, previous, groups, 2];
+            batch.dispatch(&kernel("radix_cands"), &params, &bind(chunks[0]), groups);
+            batch.dispatch(
+                &kernel("radix_tie_gather"),
+                &params,
+                &bind(chunks[0]),
+                groups,
+            );
+            batch.dispatch(&kernel("radix_tie_select"), &params, &bind(chunks[0]), 1);
         }
         // The other kernels take the radix passes' parameter layout: n,
         // flags, base_lo and f.
@@ -399,6 +555,7 @@ impl WgpuBackend {
             at(STATE_CUT + 3),
             at(STATE_CUT + 4),
         );
+        self.gpu.count_candidates(at(STATE_CANDS) as u64);
         for t in 0..inputs.len() {
             nan[t] = at(STATE_PER_INPUT + 2 * t) as u64;
             pruned[t] = at(STATE_PER_INPUT + 2 * t + 1) as u64;
@@ -410,6 +567,7 @@ impl WgpuBackend {
         let ties = match mode {
             0 => 0,
             1 => tied as u64,
+            // Split ties, settled by tie blocks (2) or positions (3).
             _ => tie_budget as u64,
         };
         Ok(Some(LowestMasks {
@@ -465,7 +623,8 @@ mod tests {
     #[test]
     fn generated_source_binds_every_slot() {
         let s = radix_source(4);
-        assert!(s.contains("@binding(15) var<storage, read_write> masks_3"));
+        assert!(s.contains("@binding(16) var<storage, read_write> masks_3: array<u32>"));
+        assert!(s.contains("@binding(5) var<storage, read> scores_0: array<vec4<u32>>"));
         assert!(s.contains("fn masks_tile_3("));
         assert!(s.contains("case 3u: { tie_counts_tile_3(seg, tile, lid, cut); }"));
         assert!(!s.contains("scores_4") && !s.contains("_SLOT"));
