@@ -510,6 +510,43 @@ fn radix_masks(
     }
 }
 
+// The compact key of a score an earlier mask kept (`kept` non-zero), else 0.
+fn kept_key(bits: u32, kept: u32) -> u32 {
+    if (kept == 0u) {
+        return 0u;
+    }
+    return compact(key_of(bits, params.flags));
+}
+
+// One score of radix_pass: adds its key's digit to the workgroup histogram
+// when the key is in the bucket (every key in pass 0). Returns (1 if it is
+// a NaN score, 1 if it was counted).
+fn histogram_key(bits: u32, kept: bool, first: bool, prefix: u32, digits: u32) -> vec2<u32> {
+    var key = 0u;
+    var nan = 0u;
+    if (kept) {
+        key = compact(key_of(bits, params.flags));
+        nan = select(0u, 1u, is_nan_bits(transformed(bits, params.flags)));
+    }
+    if (first || (key >> params.c) == prefix) {
+        atomicAdd(&wg_hist[(key >> params.a) & digits], 1u);
+        return vec2<u32>(nan, 1u);
+    }
+    return vec2<u32>(nan, 0u);
+}
+
+// Bit j of a mask word for a key: (equal to the cut, above it).
+fn classify_key(key: u32, cut: u32, j: u32) -> vec2<u32> {
+    let bit = 1u << j;
+    if (key == cut) {
+        return vec2<u32>(bit, 0u);
+    }
+    if (key > cut) {
+        return vec2<u32>(0u, bit);
+    }
+    return vec2<u32>(0u);
+}
+
 // What follows is written once per slot: SLOT becomes the slot's number,
 // and `histogram_tile`, `tie_counts_tile` and `masks_tile` (generated after
 // it) call the copy of the segment's slot.
@@ -517,6 +554,8 @@ fn radix_masks(
 
 // Scores are read four at a time (`vec4<u32>`: the slot's binding is
 // rounded up to whole quads); element i is component i % 4 of quad i / 4.
+// The components are taken by name, never by a computed index, which some
+// compilers turn into per-lane memory.
 
 // Which of elements 4q .. 4q + 3 of the segment in slot SLOT an earlier
 // mask kept (bits 0 to 3).
@@ -533,13 +572,12 @@ fn kept4_SLOT(seg: Segment, q: u32) -> u32 {
 fn key4_SLOT(seg: Segment, q: u32) -> vec4<u32> {
     let v = scores_SLOT[q];
     let kept = kept4_SLOT(seg, q);
-    var k = vec4<u32>(0u);
-    for (var c = 0u; c < 4u; c++) {
-        if (((kept >> c) & 1u) != 0u) {
-            k[c] = compact(key_of(v[c], params.flags));
-        }
-    }
-    return k;
+    return vec4<u32>(
+        kept_key(v.x, kept & 1u),
+        kept_key(v.y, kept & 2u),
+        kept_key(v.z, kept & 4u),
+        kept_key(v.w, kept & 8u),
+    );
 }
 
 // radix_pass over tile `tile` of the segment in slot SLOT: returns its NaN
@@ -547,43 +585,55 @@ fn key4_SLOT(seg: Segment, q: u32) -> vec4<u32> {
 // to the candidate list with their positions.
 fn histogram_tile_SLOT(seg: Segment, tile: u32, lid: u32, first: bool, prefix: u32,
                        digits: u32, write: bool) -> u32 {
-    var nan = 0u;
-    var mine = 0u;
+    var tally = vec2<u32>(0u);
+    // Bit 4r + c: component c of this thread's r-th quad was counted (a
+    // thread reads at most TILE / WG = 32 elements of a tile).
+    var counted = 0u;
     let end = min(tile * TILE + TILE, seg.len);
     let quads = (end + 3u) / 4u;
+    var r = 0u;
     for (var q = tile * (TILE / 4u) + lid; q < quads; q += WG) {
         let v = scores_SLOT[q];
         let kept = kept4_SLOT(seg, q);
-        for (var c = 0u; c < 4u && 4u * q + c < end; c++) {
-            var key = 0u;
-            if (((kept >> c) & 1u) != 0u) {
-                key = compact(key_of(v[c], params.flags));
-                if (is_nan_bits(transformed(v[c], params.flags))) {
-                    nan += 1u;
-                }
-            }
-            if (first || (key >> params.c) == prefix) {
-                atomicAdd(&wg_hist[(key >> params.a) & digits], 1u);
-                mine += 1u;
-            }
+        let i = 4u * q;
+        var t = histogram_key(v.x, (kept & 1u) != 0u, first, prefix, digits);
+        tally += t;
+        counted |= t.y << (4u * r);
+        if (i + 1u < end) {
+            t = histogram_key(v.y, (kept & 2u) != 0u, first, prefix, digits);
+            tally += t;
+            counted |= t.y << (4u * r + 1u);
         }
+        if (i + 2u < end) {
+            t = histogram_key(v.z, (kept & 4u) != 0u, first, prefix, digits);
+            tally += t;
+            counted |= t.y << (4u * r + 2u);
+        }
+        if (i + 3u < end) {
+            t = histogram_key(v.w, (kept & 8u) != 0u, first, prefix, digits);
+            tally += t;
+            counted |= t.y << (4u * r + 3u);
+        }
+        r += 1u;
     }
     if (write) {
-        // The same elements again (from cache), now to their slots.
-        var at = reserve(lid, mine);
+        // The counted elements again (from cache), now to their slots.
+        var at = reserve(lid, tally.y);
         let room = (arrayLength(&cands) - CAND_BASE) / 2u;
-        for (var q = tile * (TILE / 4u) + lid; q < quads; q += WG) {
+        var left = counted;
+        while (left != 0u && at < room) {
+            let j = firstTrailingBit(left);
+            left &= left - 1u;
+            let q = tile * (TILE / 4u) + lid + (j / 4u) * WG;
+            let c = j % 4u;
             let k = key4_SLOT(seg, q);
-            for (var c = 0u; c < 4u && 4u * q + c < end; c++) {
-                if ((k[c] >> params.c) == prefix && at < room) {
-                    cands[CAND_BASE + 2u * at] = k[c];
-                    cands[CAND_BASE + 2u * at + 1u] = seg.block * TIE_ELEMENTS + 4u * q + c;
-                    at += 1u;
-                }
-            }
+            cands[CAND_BASE + 2u * at] = select(select(k.x, k.y, c == 1u), select(k.z, k.w, c == 3u),
+                                                c >= 2u);
+            cands[CAND_BASE + 2u * at + 1u] = seg.block * TIE_ELEMENTS + 4u * q + c;
+            at += 1u;
         }
     }
-    return nan;
+    return tally.x;
 }
 
 // radix_read over tile `tile` of the segment in slot SLOT: the XOR of the
@@ -598,8 +648,13 @@ fn read_tile_SLOT(seg: Segment, tile: u32, lid: u32) -> u32 {
     // The segment's last, partial quad.
     if (whole * 4u < end && (whole - tile * (TILE / 4u)) % WG == lid) {
         let v = scores_SLOT[whole];
-        for (var c = 0u; whole * 4u + c < end; c++) {
-            acc.x ^= v[c];
+        let left = end - whole * 4u;
+        acc.x ^= v.x;
+        if (left > 1u) {
+            acc.y ^= v.y;
+        }
+        if (left > 2u) {
+            acc.z ^= v.z;
         }
     }
     return acc.x ^ acc.y ^ acc.z ^ acc.w;
@@ -608,22 +663,22 @@ fn read_tile_SLOT(seg: Segment, tile: u32, lid: u32) -> u32 {
 // Bits of word w of the segment in slot SLOT whose key equals `cut`, and
 // whose key is above it.
 fn classify_SLOT(seg: Segment, w: u32, cut: u32) -> vec2<u32> {
-    var equal = 0u;
-    var above = 0u;
-    let first = w * 32u;
-    let last = min(first + 32u, seg.len);
-    for (var q = w * 8u; 4u * q < last; q++) {
-        let k = key4_SLOT(seg, q);
-        for (var c = 0u; c < 4u && 4u * q + c < last; c++) {
-            let bit = 1u << (4u * q + c - first);
-            if (k[c] == cut) {
-                equal |= bit;
-            } else if (k[c] > cut) {
-                above |= bit;
-            }
+    var bits = vec2<u32>(0u);
+    let count = min(32u, seg.len - w * 32u);
+    for (var j = 0u; j < count; j += 4u) {
+        let k = key4_SLOT(seg, w * 8u + j / 4u);
+        bits |= classify_key(k.x, cut, j);
+        if (j + 1u < count) {
+            bits |= classify_key(k.y, cut, j + 1u);
+        }
+        if (j + 2u < count) {
+            bits |= classify_key(k.z, cut, j + 2u);
+        }
+        if (j + 3u < count) {
+            bits |= classify_key(k.w, cut, j + 3u);
         }
     }
-    return vec2<u32>(equal, above);
+    return bits;
 }
 
 // radix_tie_counts over tile `tile` of the segment in slot SLOT.
