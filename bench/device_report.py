@@ -123,6 +123,8 @@ def main():
                 "floor_ms": floor, "prune_ms": prune,
                 "ratio": prune / floor if floor and prune else None,
                 "floor_gb_s": row_median(rep, "prunus", "floor_gb_s"),
+                "passes": row_median(rep, "prunus", "passes"),
+                "candidates": row_median(rep, "prunus", "candidates"),
                 "params": rep.get("config", {}).get("params"),
                 "adapter": rep.get("config", {}).get("adapter"),
             }
@@ -205,10 +207,12 @@ def main():
         print(f"  {s['name']:<20}{s['status']:<11}{s['wall_s']:>8.1f}s  {tests}")
     sel = summary["select"]
     if sel:
-        print(f"  {'select':<24}{'floor ms':>10}{'prune ms':>10}{'ratio':>8}{'kthvalue':>10}{'global_unstr.':>14}")
+        print(f"  {'select':<24}{'floor ms':>10}{'prune ms':>10}{'ratio':>8}{'kthvalue':>10}{'global_unstr.':>14}"
+              f"{'passes':>8}{'listed':>12}")
         for name, v in sel.items():
             print(f"  {name:<24}{fmt(v.get('floor_ms')):>10}{fmt(v.get('prune_ms')):>10}{fmt(v.get('ratio')):>8}"
-                  f"{fmt(v.get('kthvalue_ms')):>10}{fmt(v.get('global_unstructured_ms')):>14}")
+                  f"{fmt(v.get('kthvalue_ms')):>10}{fmt(v.get('global_unstructured_ms')):>14}"
+                  f"{fmt(v.get('passes')):>8}{fmt(v.get('candidates')):>12}")
     if summary["obs"]:
         stages = {k: v for k, v in summary["obs"].items() if k != "config"}
         print("  obs stages (s): " + ", ".join(f"{k} {fmt(v)}" for k, v in stages.items()))

@@ -155,11 +155,7 @@ fn radix_pass(
     if ((done != 0u && params.e != 0u) || (cand_ok != 0u && params.e == 2u)) {
         return;
     }
-    for (var j = lid; j < RADIX_BINS; j += WG) {
-        atomicStore(&wg_hist[j], 0u);
-    }
-    let prefix = atomicLoad(&state[PREFIX]);
-    workgroupBarrier();
+    let prefix = clear_histogram(lid);
     let first = params.e == 0u;
     let write = cand_ok != 0u && params.e == 1u;
     let digits = (1u << params.b) - 1u;
@@ -194,11 +190,7 @@ fn radix_cands(
     if (done != 0u || cand_ok == 0u) {
         return;
     }
-    for (var j = lid; j < RADIX_BINS; j += WG) {
-        atomicStore(&wg_hist[j], 0u);
-    }
-    let prefix = atomicLoad(&state[PREFIX]);
-    workgroupBarrier();
+    let prefix = clear_histogram(lid);
     let digits = (1u << params.b) - 1u;
     for (var j = wid.x * WG + lid; j < count; j += nwg.x * WG) {
         let key = cands[CAND_BASE + 2u * j];
@@ -207,6 +199,17 @@ fn radix_cands(
         }
     }
     finish_pass(lid, 0u, prefix, digits, false);
+}
+
+// The start of a pass (every workgroup): clears the workgroup histogram and
+// returns the bucket's bits so far (PREFIX).
+fn clear_histogram(lid: u32) -> u32 {
+    for (var j = lid; j < RADIX_BINS; j += WG) {
+        atomicStore(&wg_hist[j], 0u);
+    }
+    let prefix = atomicLoad(&state[PREFIX]);
+    workgroupBarrier();
+    return prefix;
 }
 
 // The end of a pass (every workgroup, wg_hist filled): the workgroup's
