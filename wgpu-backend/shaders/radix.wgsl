@@ -668,17 +668,21 @@ fn read_tile_SLOT(seg: Segment, tile: u32, lid: u32) -> u32 {
 fn classify_SLOT(seg: Segment, w: u32, cut: u32) -> vec2<u32> {
     var bits = vec2<u32>(0u);
     let count = min(32u, seg.len - w * 32u);
+    var kept = 0xffffffffu;
+    if (seg.survivors != 0u) {
+        kept = survivors_SLOT[w];
+    }
     for (var j = 0u; j < count; j += 4u) {
-        let k = key4_SLOT(seg, w * 8u + j / 4u);
-        bits |= classify_key(k.x, cut, j);
+        let v = scores_SLOT[w * 8u + j / 4u];
+        bits |= classify_key(kept_key(v.x, kept & (1u << j)), cut, j);
         if (j + 1u < count) {
-            bits |= classify_key(k.y, cut, j + 1u);
+            bits |= classify_key(kept_key(v.y, kept & (2u << j)), cut, j + 1u);
         }
         if (j + 2u < count) {
-            bits |= classify_key(k.z, cut, j + 2u);
+            bits |= classify_key(kept_key(v.z, kept & (4u << j)), cut, j + 2u);
         }
         if (j + 3u < count) {
-            bits |= classify_key(k.w, cut, j + 3u);
+            bits |= classify_key(kept_key(v.w, kept & (8u << j)), cut, j + 3u);
         }
     }
     return bits;

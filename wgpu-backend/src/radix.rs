@@ -282,7 +282,8 @@ impl WgpuBackend {
     /// a wait for it: the XOR of the elements' bits, so that the read
     /// cannot be skipped.
     pub(crate) fn read_segments(&self, tensors: &[&crate::WgpuTensor]) -> Result<u32> {
-        let Some(v) = self.radix_variant() else {
+        let segments = self.segment_count(tensors.iter().map(|t| t.numel()));
+        let Some(v) = self.radix_variant(segments) else {
             return Err(crate::context::backend_error(format!(
                 "{} allows too few storage bindings per kernel ({})",
                 self.gpu.info().name,
@@ -332,15 +333,24 @@ impl WgpuBackend {
 
     /// Slots per dispatch on this device (at most [`MAX_SLOTS`] and the
     /// backend's own cap), as an index into the generated variants; `None`
-    /// when the device allows too few storage bindings for even one.
-    fn radix_variant(&self) -> Option<usize> {
+    /// when the device allows too few storage bindings for even one. Of
+    /// the variants that fit, the smallest that holds a call of `segments`
+    /// in one dispatch: a small call binds no more slots than it fills.
+    fn radix_variant(&self, segments: usize) -> Option<usize> {
         let room = self
             .gpu
             .max_storage_bindings()
             .saturating_sub(FIXED_BINDINGS)
             / 3;
         let most = room.min(self.segments).min(MAX_SLOTS);
-        SLOT_CHOICES.iter().rposition(|&c| c <= most)
+        let largest = SLOT_CHOICES.iter().rposition(|&c| c <= most)?;
+        let fits = SLOT_CHOICES.iter().position(|&c| c as usize >= segments);
+        Some(fits.map_or(largest, |v| v.min(largest)))
+    }
+
+    /// The number of windows (segments) of `numels`.
+    fn segment_count(&self, numels: impl Iterator<Item = u64>) -> usize {
+        numels.map(|n| self.windows(n, WINDOW_ALIGN).len()).sum()
     }
 
     pub(crate) fn device_select(
@@ -362,7 +372,8 @@ impl WgpuBackend {
         if n >= u32::MAX as u64 {
             return Ok(None);
         }
-        let Some(v) = self.radix_variant() else {
+        let segments = self.segment_count(inputs.iter().map(|v| v.scores.numel()));
+        let Some(v) = self.radix_variant(segments) else {
             return Ok(None);
         };
         let slots = SLOT_CHOICES[v] as usize;
