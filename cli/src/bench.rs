@@ -73,8 +73,8 @@ pub(crate) struct SelectArgs {
     /// GPU).
     #[arg(long, value_name = "INDEX|NAME")]
     pub(crate) adapter: Option<String>,
-    /// Selection plan: the backend's own by default (gather on CPUs, device
-    /// on the wgpu backend); the masks are the same.
+    /// Selection plan: the backend's own by default (gather on CPUs and
+    /// software adapters, device on GPU adapters); the masks are the same.
     #[arg(long, value_enum)]
     pub(crate) plan: Option<PlanKind>,
     /// Seed of the synthetic weights.
